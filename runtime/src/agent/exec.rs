@@ -1,0 +1,273 @@
+//! Exec: start a command in its own tagged tree, feed stdin, collect or stream capped
+//! output, enforce the timeout by killing the whole tree, report how it ended.
+
+use super::error::AgentError;
+use super::output::{pump, Chunk, Stream, Utf8Carry};
+use super::spawn::{kill_tree, resolve_user, spawn, SpawnSpec, Spawned};
+use super::AgentState;
+use crate::wire::{ExecEvent, ExecRequest, ExecResult};
+use base64::Engine;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// Longest any exec may run, whatever the request says (one day).
+const MAX_TIMEOUT_S: f64 = 86_400.0;
+/// Once the main process has exited, how long to wait for pipes held by its leftovers.
+const DRAIN_GRACE: Duration = Duration::from_millis(50);
+
+/// A validated exec, ready to start.
+pub struct Prepared {
+    pub argv: Vec<String>,
+    spec: SpawnSpec,
+    stdin: Vec<u8>,
+    timeout: Duration,
+    cap: u64,
+}
+
+pub fn prepare(state: &AgentState, req: &ExecRequest) -> Result<Prepared, AgentError> {
+    let argv = req.argv().map_err(AgentError::BadRequest)?;
+    // A background process lives until it ends or is killed, unless a timeout is given;
+    // its output goes to a ring buffer, so the per-stream cap does not apply.
+    let default_timeout = if req.background { MAX_TIMEOUT_S } else { state.default_timeout_s };
+    let timeout_s = req.timeout_s.unwrap_or(default_timeout);
+    if !(timeout_s.is_finite() && timeout_s > 0.0) {
+        return Err(AgentError::BadRequest("`timeout_s` must be a positive number".into()));
+    }
+    let cap = if req.background { u64::MAX } else { req.max_output_bytes.unwrap_or(state.default_output_cap) };
+    let stdin = match (&req.stdin, &req.stdin_b64) {
+        (Some(_), Some(_)) => return Err(AgentError::BadRequest("give `stdin` or `stdin_b64`, not both".into())),
+        (Some(text), None) => text.clone().into_bytes(),
+        (None, Some(b64)) => base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map_err(|e| AgentError::BadRequest(format!("`stdin_b64` is not base64: {e}")))?,
+        (None, None) => Vec::new(),
+    };
+    let user = req.user.as_deref().map(resolve_user).transpose().map_err(AgentError::BadRequest)?;
+    let cwd = state.resolve(req.cwd.as_deref().unwrap_or("."))?;
+    if !cwd.is_dir() {
+        return Err(AgentError::BadRequest(format!("cwd {} is not a directory in the sandbox", cwd.display())));
+    }
+    let mut env: Vec<(String, String)> = state.base_env.clone();
+    for (k, v) in &req.env {
+        if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
+            return Err(AgentError::BadRequest(format!("invalid env var name or value: {k:?}")));
+        }
+        env.retain(|(name, _)| name != k);
+        env.push((k.clone(), v.clone()));
+    }
+    Ok(Prepared {
+        argv: argv.clone(),
+        spec: SpawnSpec { argv, env, cwd, user },
+        stdin,
+        timeout: Duration::from_secs_f64(timeout_s.min(MAX_TIMEOUT_S)),
+        cap,
+    })
+}
+
+/// How a run ended.
+pub struct Finish {
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub timed_out: bool,
+    pub oom_killed: bool,
+    pub duration_ms: u64,
+}
+
+/// Kills the tree when dropped unless disarmed: a client that goes away kills its exec.
+pub struct KillOnDrop {
+    pid: u32,
+    tag: u32,
+    armed: bool,
+}
+
+impl KillOnDrop {
+    pub fn disarm(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if self.armed {
+            kill_tree(self.pid, self.tag);
+        }
+    }
+}
+
+/// A started exec: output arrives on `chunks`, the ending on `finish`.
+pub struct Running {
+    pub pid: u32,
+    pub chunks: mpsc::Receiver<Chunk>,
+    pub finish: JoinHandle<Finish>,
+    pub guard: KillOnDrop,
+    pumps: [JoinHandle<u64>; 2],
+}
+
+impl Running {
+    /// Waits for the pumps after exit, but no longer than the grace: leftovers of the
+    /// tree may hold the pipes open forever.
+    async fn next_after_exit(&mut self) -> Option<Chunk> {
+        tokio::time::timeout(DRAIN_GRACE, self.chunks.recv()).await.ok().flatten()
+    }
+
+    fn stop_pumps(&self) {
+        for pump in &self.pumps {
+            pump.abort();
+        }
+    }
+}
+
+pub fn start(state: &AgentState, prepared: Prepared) -> Result<Running, AgentError> {
+    let Prepared { argv, spec, stdin, timeout, cap } = prepared;
+    let oom_before = oom_kill_count();
+    let started = Instant::now();
+    let Spawned { pid, tag, stdin: mut stdin_pipe, stdout, stderr, exit } = spawn(&state.reaper, spec)
+        .map_err(|e| AgentError::Spawn {
+            exit_code: if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 },
+            message: format!("berth: cannot start {:?}: {e}\n", argv[0]),
+        })?;
+    tokio::spawn(async move {
+        let _ = stdin_pipe.write_all(&stdin).await;
+        // Dropping the sender closes the child's stdin.
+    });
+    let (tx, chunks) = mpsc::channel(32);
+    let pumps = [
+        tokio::spawn(pump(stdout, Stream::Stdout, cap, tx.clone())),
+        tokio::spawn(pump(stderr, Stream::Stderr, cap, tx)),
+    ];
+    let finish = tokio::spawn(async move {
+        let (status, timed_out) = match tokio::time::timeout(timeout, exit).await {
+            Ok(status) => (status.ok(), false),
+            Err(_) => (None, true),
+        };
+        if timed_out {
+            kill_tree(pid, tag);
+        }
+        let oom_killed = status.and_then(|s| s.signal()) == Some(libc::SIGKILL) && oom_kill_count() > oom_before;
+        Finish {
+            exit_code: if timed_out { None } else { status.and_then(|s| s.code()) },
+            signal: if timed_out { Some(libc::SIGKILL) } else { status.and_then(|s| s.signal()) },
+            timed_out,
+            oom_killed,
+            duration_ms: started.elapsed().as_millis() as u64,
+        }
+    });
+    Ok(Running { pid, chunks, finish, guard: KillOnDrop { pid, tag, armed: true }, pumps })
+}
+
+/// Runs to the end and returns the whole (capped) result.
+pub async fn run_buffered(mut running: Running, base64_out: bool) -> ExecResult {
+    let mut out: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
+    let mut truncated = false;
+    let mut collect = |chunk: Chunk| match chunk {
+        Chunk::Data(s, bytes) => out[s as usize].extend_from_slice(&bytes),
+        Chunk::Capped(_) => truncated = true,
+    };
+    let finish = loop {
+        tokio::select! {
+            Some(chunk) = running.chunks.recv() => collect(chunk),
+            finish = &mut running.finish => break finish,
+        }
+    };
+    while let Some(chunk) = running.next_after_exit().await {
+        collect(chunk);
+    }
+    running.stop_pumps();
+    running.guard.disarm();
+    let finish = finish.unwrap_or_else(|_| Finish {
+        exit_code: None,
+        signal: None,
+        timed_out: false,
+        oom_killed: false,
+        duration_ms: 0,
+    });
+    let [stdout, stderr] = out;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    ExecResult {
+        exit_code: finish.exit_code,
+        stdout_b64: base64_out.then(|| b64(&stdout)),
+        stderr_b64: base64_out.then(|| b64(&stderr)),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        timed_out: finish.timed_out,
+        oom_killed: finish.oom_killed,
+        truncated,
+        duration_ms: finish.duration_ms,
+        signal: finish.signal,
+    }
+}
+
+/// Runs to the end, sending NDJSON events; stops (and so kills the tree) as soon as the
+/// receiver is gone.
+pub async fn run_streaming(mut running: Running, tx: mpsc::Sender<ExecEvent>) {
+    let mut text = [Utf8Carry::default(), Utf8Carry::default()];
+    let event = |s: Stream, data: String| match s {
+        Stream::Stdout => ExecEvent::Stdout { data },
+        Stream::Stderr => ExecEvent::Stderr { data },
+    };
+    let to_event = |chunk: Chunk, text: &mut [Utf8Carry; 2]| match chunk {
+        Chunk::Data(s, bytes) => {
+            let data = text[s as usize].push(&bytes);
+            (!data.is_empty()).then(|| event(s, data))
+        }
+        Chunk::Capped(s) => Some(ExecEvent::Truncated { stream: stream_name(s).into() }),
+    };
+    let finish = loop {
+        tokio::select! {
+            Some(chunk) = running.chunks.recv() => {
+                if let Some(ev) = to_event(chunk, &mut text) {
+                    if tx.send(ev).await.is_err() { return; }
+                }
+            }
+            finish = &mut running.finish => break finish,
+            _ = tx.closed() => return,
+        }
+    };
+    while let Some(chunk) = running.next_after_exit().await {
+        if let Some(ev) = to_event(chunk, &mut text) {
+            if tx.send(ev).await.is_err() {
+                return;
+            }
+        }
+    }
+    running.stop_pumps();
+    running.guard.disarm();
+    for s in [Stream::Stdout, Stream::Stderr] {
+        let rest = text[s as usize].finish();
+        if !rest.is_empty() && tx.send(event(s, rest)).await.is_err() {
+            return;
+        }
+    }
+    let exit = match finish {
+        Ok(f) => ExecEvent::Exit {
+            exit_code: f.exit_code,
+            timed_out: f.timed_out,
+            oom_killed: f.oom_killed,
+            duration_ms: f.duration_ms,
+            signal: f.signal,
+        },
+        Err(e) => ExecEvent::Error { message: format!("exec supervisor failed: {e}") },
+    };
+    let _ = tx.send(exit).await;
+}
+
+pub fn stream_name(s: Stream) -> &'static str {
+    match s {
+        Stream::Stdout => "stdout",
+        Stream::Stderr => "stderr",
+    }
+}
+
+/// The container's OOM-kill counter (cgroup v1 `memory.oom_control`, or v2
+/// `memory.events`); 0 where neither is readable.
+fn oom_kill_count() -> u64 {
+    let read_counter = |path: &str| -> Option<u64> {
+        let text = std::fs::read_to_string(path).ok()?;
+        text.lines().find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse().ok())
+    };
+    read_counter("/sys/fs/cgroup/memory/memory.oom_control")
+        .or_else(|| read_counter("/sys/fs/cgroup/memory.events"))
+        .unwrap_or(0)
+}

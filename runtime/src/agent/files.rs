@@ -1,0 +1,295 @@
+//! File routes, run inside the container so every path resolves in the sandbox's own
+//! filesystem: read (with ranges), write (atomic, parents created), delete, list, edit.
+
+use super::error::AgentError;
+use super::AgentState;
+use crate::wire::{EditRequest, EditResult, FileEntry, FileKind, FileList};
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Largest file `edit` will load.
+pub const MAX_EDIT_BYTES: u64 = 64 * 1024 * 1024;
+/// Most entries a listing returns.
+pub const MAX_LIST_ENTRIES: usize = 100_000;
+
+/// A byte range to read, already checked against the file's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteRange {
+    pub start: u64,
+    pub end_inclusive: u64,
+}
+
+/// Parses `bytes=a-b`, `bytes=a-` or `bytes=-n` against a file of `size` bytes.
+pub fn parse_range(header: &str, size: u64) -> Result<ByteRange, AgentError> {
+    let bad = || AgentError::RangeNotSatisfiable(format!("range {header:?} does not fit a file of {size} bytes"));
+    let spec = header.trim().strip_prefix("bytes=").ok_or_else(bad)?;
+    if spec.contains(',') {
+        return Err(AgentError::RangeNotSatisfiable("multiple ranges are not supported".into()));
+    }
+    let (a, b) = spec.split_once('-').ok_or_else(bad)?;
+    let (start, end) = match (a.trim(), b.trim()) {
+        ("", suffix) => {
+            let n: u64 = suffix.parse().map_err(|_| bad())?;
+            if n == 0 || size == 0 {
+                return Err(bad());
+            }
+            (size.saturating_sub(n), size - 1)
+        }
+        (start, "") => (start.parse().map_err(|_| bad())?, size.saturating_sub(1)),
+        (start, end) => {
+            let end: u64 = end.parse().map_err(|_| bad())?;
+            (start.parse().map_err(|_| bad())?, end.min(size.saturating_sub(1)))
+        }
+    };
+    if start >= size || start > end {
+        return Err(bad());
+    }
+    Ok(ByteRange { start, end_inclusive: end })
+}
+
+/// Opens a regular file for reading, positioned at the start of `range`.
+pub fn open_for_read(path: &Path) -> Result<(std::fs::File, u64), AgentError> {
+    let meta = std::fs::metadata(path).map_err(|e| AgentError::from_io(path, e))?;
+    if meta.is_dir() {
+        return Err(AgentError::BadRequest(format!("{} is a directory; use /files/list", path.display())));
+    }
+    if !meta.is_file() {
+        return Err(AgentError::BadRequest(format!("{} is not a regular file", path.display())));
+    }
+    let file = std::fs::File::open(path).map_err(|e| AgentError::from_io(path, e))?;
+    Ok((file, meta.len()))
+}
+
+pub fn seek(file: &mut std::fs::File, to: u64) -> Result<(), AgentError> {
+    file.seek(SeekFrom::Start(to)).map_err(|e| AgentError::Io(format!("seek: {e}")))?;
+    Ok(())
+}
+
+/// Parses an octal mode such as `0644` or `755`.
+pub fn parse_mode(mode: &str) -> Result<u32, AgentError> {
+    u32::from_str_radix(mode.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| AgentError::BadRequest(format!("mode {mode:?} is not an octal permission like 0644")))
+}
+
+/// A temp file beside `target`, renamed over it when complete.
+pub struct AtomicWrite {
+    pub temp: PathBuf,
+    pub target: PathBuf,
+}
+
+impl AtomicWrite {
+    /// Creates parent directories and the temp file.
+    pub fn begin(target: PathBuf) -> Result<(Self, std::fs::File), AgentError> {
+        if target.file_name().is_none() {
+            return Err(AgentError::BadRequest(format!("{} names no file", target.display())));
+        }
+        if target.is_dir() {
+            return Err(AgentError::BadRequest(format!("{} is a directory", target.display())));
+        }
+        let parent = target.parent().unwrap_or(Path::new("/")).to_path_buf();
+        std::fs::create_dir_all(&parent).map_err(|e| AgentError::from_io(&parent, e))?;
+        let temp = parent.join(format!(
+            ".{}.berth-{}",
+            target.file_name().unwrap_or_default().to_string_lossy(),
+            std::process::id() as u64 * 1_000_000 + u64::from(rand_suffix())
+        ));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+            .map_err(|e| AgentError::from_io(&target, e))?;
+        Ok((AtomicWrite { temp, target }, file))
+    }
+
+    pub fn commit(self, mode: Option<u32>) -> Result<(), AgentError> {
+        let mode = mode.or_else(|| std::fs::metadata(&self.target).ok().map(|m| m.permissions().mode() & 0o7777));
+        let mode = mode.unwrap_or(0o644);
+        let result = std::fs::set_permissions(&self.temp, std::fs::Permissions::from_mode(mode))
+            .and_then(|_| std::fs::rename(&self.temp, &self.target));
+        if let Err(e) = result {
+            let _ = std::fs::remove_file(&self.temp);
+            return Err(AgentError::from_io(&self.target, e));
+        }
+        Ok(())
+    }
+
+    pub fn abort(self) {
+        let _ = std::fs::remove_file(&self.temp);
+    }
+}
+
+fn rand_suffix() -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    COUNTER.fetch_add(1, Ordering::Relaxed)
+}
+
+pub fn delete(path: &Path, recursive: bool) -> Result<(), AgentError> {
+    if path == Path::new("/") {
+        return Err(AgentError::BadRequest("refusing to delete /".into()));
+    }
+    let meta = std::fs::symlink_metadata(path).map_err(|e| AgentError::from_io(path, e))?;
+    let result = if meta.is_dir() {
+        if recursive {
+            std::fs::remove_dir_all(path)
+        } else {
+            std::fs::remove_dir(path)
+        }
+    } else {
+        std::fs::remove_file(path)
+    };
+    result.map_err(|e| AgentError::from_io(path, e))
+}
+
+/// Lists `root` to `depth` levels; entry paths are `shown` joined with the relative path.
+pub fn list(root: &Path, shown: &str, depth: usize) -> Result<FileList, AgentError> {
+    let meta = std::fs::metadata(root).map_err(|e| AgentError::from_io(root, e))?;
+    if !meta.is_dir() {
+        let entry = entry_for(display_join(shown, ""), &std::fs::symlink_metadata(root).unwrap_or(meta));
+        return Ok(FileList { entries: vec![entry], truncated: false });
+    }
+    let mut entries = Vec::new();
+    let mut truncated = false;
+    let walker = walkdir::WalkDir::new(root).min_depth(1).max_depth(depth.max(1)).sort_by_file_name();
+    for item in walker {
+        let Ok(item) = item else { continue };
+        if entries.len() >= MAX_LIST_ENTRIES {
+            truncated = true;
+            break;
+        }
+        let rel = item.path().strip_prefix(root).unwrap_or(item.path());
+        let Ok(meta) = item.path().symlink_metadata() else { continue };
+        entries.push(entry_for(display_join(shown, &rel.to_string_lossy()), &meta));
+    }
+    Ok(FileList { entries, truncated })
+}
+
+/// `shown` (the path as the client wrote it) joined with `rel`, without `./` noise.
+pub fn display_join(shown: &str, rel: &str) -> String {
+    let base = shown.trim_end_matches('/');
+    let base = if base == "." { "" } else { base.strip_prefix("./").unwrap_or(base) };
+    match (base.is_empty(), rel.is_empty()) {
+        (true, true) => ".".into(),
+        (true, false) => rel.into(),
+        (false, true) => base.into(),
+        (false, false) => format!("{base}/{rel}"),
+    }
+}
+
+fn entry_for(shown: String, meta: &std::fs::Metadata) -> FileEntry {
+    let ft = meta.file_type();
+    let kind = if ft.is_symlink() {
+        FileKind::Symlink
+    } else if ft.is_dir() {
+        FileKind::Dir
+    } else if ft.is_file() {
+        FileKind::File
+    } else {
+        FileKind::Other
+    };
+    FileEntry {
+        path: shown,
+        kind,
+        size: meta.len(),
+        mode: format!("{:04o}", meta.mode() & 0o7777),
+        mtime: rfc3339(meta.mtime()),
+    }
+}
+
+pub fn edit(state: &AgentState, req: &EditRequest) -> Result<EditResult, AgentError> {
+    if req.old.is_empty() {
+        return Err(AgentError::BadRequest("`old` must not be empty".into()));
+    }
+    let path = state.resolve(&req.path)?;
+    let (mut file, size) = open_for_read(&path)?;
+    if size > MAX_EDIT_BYTES {
+        return Err(AgentError::TooLarge(format!("{} is larger than {MAX_EDIT_BYTES} bytes", path.display())));
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    file.read_to_end(&mut bytes).map_err(|e| AgentError::from_io(&path, e))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| AgentError::Unprocessable(format!("{} is not UTF-8 text", path.display())))?;
+    let count = text.matches(req.old.as_str()).count() as u64;
+    if count == 0 {
+        return Err(AgentError::Unprocessable(format!("`old` text not found in {}", req.path)));
+    }
+    if count > 1 && !req.replace_all {
+        return Err(AgentError::Unprocessable(format!(
+            "`old` text occurs {count} times in {}; make it unique or set replace_all",
+            req.path
+        )));
+    }
+    let updated = if req.replace_all { text.replace(&req.old, &req.new) } else { text.replacen(&req.old, &req.new, 1) };
+    let (writer, mut file) = AtomicWrite::begin(path)?;
+    if let Err(e) = std::io::Write::write_all(&mut file, updated.as_bytes()) {
+        let target = writer.target.clone();
+        writer.abort();
+        return Err(AgentError::from_io(&target, e));
+    }
+    writer.commit(None)?;
+    Ok(EditResult { replacements: if req.replace_all { count } else { 1 } })
+}
+
+/// Seconds since the epoch as an RFC 3339 UTC string.
+pub fn rfc3339(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_parse_like_http_says() {
+        assert_eq!(parse_range("bytes=0-9", 100).unwrap(), ByteRange { start: 0, end_inclusive: 9 });
+        assert_eq!(parse_range("bytes=90-", 100).unwrap(), ByteRange { start: 90, end_inclusive: 99 });
+        assert_eq!(parse_range("bytes=-10", 100).unwrap(), ByteRange { start: 90, end_inclusive: 99 });
+        assert_eq!(parse_range("bytes=95-200", 100).unwrap(), ByteRange { start: 95, end_inclusive: 99 });
+        assert!(parse_range("bytes=100-", 100).is_err());
+        assert!(parse_range("bytes=5-1", 100).is_err());
+        assert!(parse_range("lines=1-2", 100).is_err());
+    }
+
+    #[test]
+    fn rfc3339_formats_known_instants() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_798_761_599), "2026-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn display_join_drops_dot_prefixes() {
+        assert_eq!(display_join(".", "a.py"), "a.py");
+        assert_eq!(display_join("./src/", "a.py"), "src/a.py");
+        assert_eq!(display_join("/etc", "hosts"), "/etc/hosts");
+        assert_eq!(display_join(".", ""), ".");
+    }
+
+    #[test]
+    fn modes_must_be_octal_permissions() {
+        assert_eq!(parse_mode("0644").unwrap(), 0o644);
+        assert_eq!(parse_mode("755").unwrap(), 0o755);
+        assert!(parse_mode("999").is_err());
+        assert!(parse_mode("rwx").is_err());
+    }
+}

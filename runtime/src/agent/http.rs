@@ -1,0 +1,274 @@
+//! The agent's HTTP routes: thin handlers that parse, call the module that owns the
+//! work, and shape the answer.
+
+use super::error::AgentError;
+use super::{archive, exec, files, process, search, AgentState};
+use crate::wire::{
+    AgentHealth, EditRequest, ExecEvent, ExecRequest, ExecResult, GlobRequest, GrepRequest, KillRequest, ProcessList,
+};
+use axum::body::Body;
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde::Deserialize;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+type Shared = Arc<AgentState>;
+
+pub fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/exec", post(exec_buffered))
+        .route("/exec/stream", post(exec_stream))
+        .route("/processes", get(list_processes))
+        .route("/processes/{pid}/output", get(process_output))
+        .route("/processes/{pid}/kill", post(kill_process))
+        .route("/files", get(read_file).put(write_file).delete(delete_file))
+        .route("/files/list", get(list_files))
+        .route("/files/edit", post(edit_file))
+        .route("/files/glob", post(glob))
+        .route("/files/grep", post(grep))
+        .route("/archive", get(get_archive).put(put_archive))
+        .with_state(state)
+}
+
+async fn health(State(state): State<Shared>) -> Json<AgentHealth> {
+    Json(AgentHealth { version: env!("CARGO_PKG_VERSION").into(), workdir: state.workdir.display().to_string() })
+}
+
+/// Runs blocking filesystem work off the async workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, AgentError> + Send + 'static,
+) -> Result<T, AgentError> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| AgentError::Io(format!("worker failed: {e}")))?
+}
+
+async fn exec_buffered(State(state): State<Shared>, Json(req): Json<ExecRequest>) -> Result<Response, AgentError> {
+    let prepared = exec::prepare(&state, &req)?;
+    if req.background {
+        let pid = process::start_background(&state, prepared)?;
+        return Ok(Json(crate::wire::BackgroundStarted { pid }).into_response());
+    }
+    match exec::start(&state, prepared) {
+        Ok(running) => Ok(Json(exec::run_buffered(running, req.wants_base64()).await).into_response()),
+        Err(AgentError::Spawn { exit_code, message }) => Ok(Json(ExecResult {
+            exit_code: Some(exit_code),
+            stderr_b64: req.wants_base64().then(|| base64_encode(message.as_bytes())),
+            stdout_b64: req.wants_base64().then(String::new),
+            stderr: message,
+            ..Default::default()
+        })
+        .into_response()),
+        Err(e) => Err(e),
+    }
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// An NDJSON response fed by a channel of events.
+fn ndjson(mut rx: mpsc::Receiver<ExecEvent>) -> Response {
+    let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)).map(|event| {
+        let mut line = serde_json::to_vec(&event).unwrap_or_default();
+        line.push(b'\n');
+        Ok::<_, std::convert::Infallible>(Bytes::from(line))
+    });
+    ([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(stream)).into_response()
+}
+
+async fn exec_stream(State(state): State<Shared>, Json(req): Json<ExecRequest>) -> Result<Response, AgentError> {
+    if req.background {
+        return Err(AgentError::BadRequest("`background` is not supported on /exec/stream".into()));
+    }
+    let prepared = exec::prepare(&state, &req)?;
+    let (tx, rx) = mpsc::channel(32);
+    match exec::start(&state, prepared) {
+        Ok(running) => {
+            tokio::spawn(exec::run_streaming(running, tx));
+        }
+        Err(AgentError::Spawn { exit_code, message }) => {
+            let _ = tx.try_send(ExecEvent::Stderr { data: message });
+            let _ = tx.try_send(ExecEvent::Exit {
+                exit_code: Some(exit_code),
+                timed_out: false,
+                oom_killed: false,
+                duration_ms: 0,
+                signal: None,
+            });
+        }
+        Err(e) => return Err(e),
+    }
+    Ok(ndjson(rx))
+}
+
+async fn list_processes(State(state): State<Shared>) -> Json<ProcessList> {
+    Json(ProcessList { processes: process::list(&state) })
+}
+
+#[derive(Deserialize)]
+struct FollowQuery {
+    #[serde(default)]
+    follow: bool,
+}
+
+async fn process_output(
+    State(state): State<Shared>,
+    UrlPath(pid): UrlPath<u32>,
+    Query(q): Query<FollowQuery>,
+) -> Result<Response, AgentError> {
+    let proc = process::get(&state, pid)?;
+    let (tx, rx) = mpsc::channel(32);
+    tokio::spawn(proc.follow(q.follow, tx));
+    Ok(ndjson(rx))
+}
+
+async fn kill_process(
+    State(state): State<Shared>,
+    UrlPath(pid): UrlPath<u32>,
+    body: Option<Json<KillRequest>>,
+) -> Result<StatusCode, AgentError> {
+    let signal = body.and_then(|Json(b)| b.signal);
+    process::kill(&state, pid, signal.as_deref())?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct PathQuery {
+    path: String,
+    #[serde(default)]
+    mode: Option<String>,
+    #[serde(default)]
+    recursive: bool,
+    #[serde(default)]
+    depth: Option<usize>,
+}
+
+async fn read_file(
+    State(state): State<Shared>,
+    Query(q): Query<PathQuery>,
+    headers: HeaderMap,
+) -> Result<Response, AgentError> {
+    let path = state.resolve(&q.path)?;
+    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let (file, size, range) = blocking(move || {
+        let (mut file, size) = files::open_for_read(&path)?;
+        let range = range.map(|r| files::parse_range(&r, size)).transpose()?;
+        if let Some(r) = range {
+            files::seek(&mut file, r.start)?;
+        }
+        Ok((file, size, range))
+    })
+    .await?;
+    let length = range.map_or(size, |r| r.end_inclusive - r.start + 1);
+    let reader = tokio::fs::File::from_std(file).take(length);
+    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(reader, 64 * 1024));
+    let mut response = Response::new(body);
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, "application/octet-stream".parse().expect("static"));
+    h.insert(header::CONTENT_LENGTH, length.into());
+    h.insert(header::ACCEPT_RANGES, "bytes".parse().expect("static"));
+    if let Some(r) = range {
+        *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+        let value = format!("bytes {}-{}/{size}", r.start, r.end_inclusive);
+        response.headers_mut().insert(header::CONTENT_RANGE, value.parse().expect("ascii"));
+    }
+    Ok(response)
+}
+
+async fn write_file(State(state): State<Shared>, Query(q): Query<PathQuery>, body: Body) -> Result<StatusCode, AgentError> {
+    let target = state.resolve(&q.path)?;
+    let mode = q.mode.as_deref().map(files::parse_mode).transpose()?;
+    let (writer, file) = blocking(move || files::AtomicWrite::begin(target)).await?;
+    let mut file = tokio::fs::File::from_std(file);
+    let mut stream = body.into_data_stream();
+    let mut failure = None;
+    while let Some(chunk) = stream.next().await {
+        let result = match chunk {
+            Ok(bytes) => file.write_all(&bytes).await.map_err(|e| AgentError::from_io(&writer.target, e)),
+            Err(e) => Err(AgentError::BadRequest(format!("upload interrupted: {e}"))),
+        };
+        if let Err(e) = result {
+            failure = Some(e);
+            break;
+        }
+    }
+    if failure.is_none() {
+        if let Err(e) = file.flush().await {
+            failure = Some(AgentError::from_io(&writer.target, e));
+        }
+    }
+    drop(file);
+    match failure {
+        Some(e) => {
+            writer.abort();
+            Err(e)
+        }
+        None => {
+            blocking(move || writer.commit(mode)).await?;
+            Ok(StatusCode::NO_CONTENT)
+        }
+    }
+}
+
+async fn delete_file(State(state): State<Shared>, Query(q): Query<PathQuery>) -> Result<StatusCode, AgentError> {
+    let path = state.resolve(&q.path)?;
+    blocking(move || files::delete(&path, q.recursive)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_files(State(state): State<Shared>, Query(q): Query<PathQuery>) -> Result<Response, AgentError> {
+    let path = state.resolve(&q.path)?;
+    let depth = q.depth.unwrap_or(1).min(64);
+    let list = blocking(move || files::list(&path, &q.path, depth)).await?;
+    Ok(Json(list).into_response())
+}
+
+async fn edit_file(State(state): State<Shared>, Json(req): Json<EditRequest>) -> Result<Response, AgentError> {
+    let result = blocking(move || files::edit(&state, &req)).await?;
+    Ok(Json(result).into_response())
+}
+
+async fn glob(State(state): State<Shared>, Json(req): Json<GlobRequest>) -> Result<Response, AgentError> {
+    Ok(Json(blocking(move || search::glob(&state, &req)).await?).into_response())
+}
+
+async fn grep(State(state): State<Shared>, Json(req): Json<GrepRequest>) -> Result<Response, AgentError> {
+    Ok(Json(blocking(move || search::grep(&state, &req)).await?).into_response())
+}
+
+#[derive(Deserialize)]
+struct ArchiveQuery {
+    #[serde(default = "dot")]
+    path: String,
+}
+
+fn dot() -> String {
+    ".".into()
+}
+
+async fn get_archive(State(state): State<Shared>, Query(q): Query<ArchiveQuery>) -> Result<Response, AgentError> {
+    let root = state.resolve(&q.path)?;
+    let mut rx = archive::create(root)?;
+    let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    Ok(([(header::CONTENT_TYPE, "application/x-tar")], Body::from_stream(stream)).into_response())
+}
+
+async fn put_archive(
+    State(state): State<Shared>,
+    Query(q): Query<ArchiveQuery>,
+    body: Body,
+) -> Result<StatusCode, AgentError> {
+    let dest = state.resolve(&q.path)?;
+    let stream = body.into_data_stream().map(|r| r.map_err(std::io::Error::other));
+    let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
+    blocking(move || archive::extract(reader, &dest)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,105 @@
+//! `berth-agent`: PID 1 of every sandbox container. Reaps zombies, runs execs in tagged
+//! process trees, serves exec and file routes over HTTP on a unix socket that the
+//! supervisor reaches through a bind-mounted per-sandbox host directory.
+
+mod archive;
+mod error;
+mod exec;
+mod files;
+mod http;
+mod output;
+mod process;
+mod reaper;
+mod search;
+mod spawn;
+
+use crate::wire::{AGENT_SOCKET_DIR, AGENT_SOCKET_NAME, ENV_DEFAULT_EXEC_TIMEOUT, ENV_DEFAULT_OUTPUT_CAP, ENV_WORKDIR};
+use error::AgentError;
+use process::BackgroundProcess;
+use reaper::Reaper;
+use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// What every handler shares.
+pub struct AgentState {
+    pub workdir: PathBuf,
+    pub reaper: Arc<Reaper>,
+    pub base_env: Vec<(String, String)>,
+    pub default_timeout_s: f64,
+    pub default_output_cap: u64,
+    pub processes: Mutex<HashMap<u32, Arc<BackgroundProcess>>>,
+}
+
+impl AgentState {
+    /// A client path inside the sandbox: absolute as given, relative to the workdir
+    /// otherwise. `..` and symlinks resolve in the container's own filesystem.
+    pub fn resolve(&self, path: &str) -> Result<PathBuf, AgentError> {
+        if path.is_empty() {
+            return Err(AgentError::BadRequest("`path` must not be empty".into()));
+        }
+        if path.contains('\0') {
+            return Err(AgentError::BadRequest("`path` must not contain NUL bytes".into()));
+        }
+        let p = PathBuf::from(path);
+        Ok(if p.is_absolute() { p } else { self.workdir.join(p) })
+    }
+}
+
+/// Entry point of the binary; returns the process exit code.
+pub fn run() -> i32 {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("berth-agent: cannot start runtime: {e}");
+            return 1;
+        }
+    };
+    match runtime.block_on(serve()) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("berth-agent: {e}");
+            1
+        }
+    }
+}
+
+async fn serve() -> std::io::Result<()> {
+    let reaper = Reaper::start()?;
+    let env_number = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<f64>().ok());
+    let workdir = PathBuf::from(std::env::var(ENV_WORKDIR).unwrap_or_else(|_| "/workspace".into()));
+    let _ = std::fs::create_dir_all(&workdir);
+    let base_env = std::env::vars().filter(|(k, _)| !k.starts_with("BERTH_")).collect();
+    let state = Arc::new(AgentState {
+        workdir,
+        reaper,
+        base_env,
+        default_timeout_s: env_number(ENV_DEFAULT_EXEC_TIMEOUT).unwrap_or(30.0),
+        default_output_cap: env_number(ENV_DEFAULT_OUTPUT_CAP).map(|v| v as u64).unwrap_or(1024 * 1024),
+        processes: Mutex::new(HashMap::new()),
+    });
+    let dir = std::env::var("BERTH_AGENT_SOCKET_DIR").unwrap_or_else(|_| AGENT_SOCKET_DIR.into());
+    std::fs::create_dir_all(&dir)?;
+    let socket = PathBuf::from(dir).join(AGENT_SOCKET_NAME);
+    let _ = std::fs::remove_file(&socket);
+    let listener = tokio::net::UnixListener::bind(&socket)?;
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666))?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    };
+    axum::serve(listener, http::router(state)).with_graceful_shutdown(shutdown).await?;
+    if std::process::id() == 1 {
+        // As PID 1, take every remaining process down with us.
+        // SAFETY: kill(2).
+        unsafe {
+            libc::kill(-1, libc::SIGKILL);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,123 @@
+//! Output handling: reading a pipe under a byte cap (bytes past the cap are drained and
+//! dropped, never buffered) and cutting byte chunks into lossless UTF-8 pieces.
+
+use tokio::io::AsyncReadExt;
+use tokio::net::unix::pipe;
+use tokio::sync::mpsc;
+
+const CHUNK: usize = 64 * 1024;
+
+/// Which stream a chunk came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// A piece of output on its way to a client.
+#[derive(Debug)]
+pub enum Chunk {
+    Data(Stream, Vec<u8>),
+    /// The cap was reached on this stream; later bytes are dropped.
+    Capped(Stream),
+}
+
+/// Reads `pipe` to EOF. Keeps at most `cap` bytes, sending them as chunks; drains the
+/// rest. Returns the number of bytes dropped.
+pub async fn pump(mut pipe: pipe::Receiver, stream: Stream, cap: u64, tx: mpsc::Sender<Chunk>) -> u64 {
+    let mut buf = vec![0u8; CHUNK];
+    let mut kept: u64 = 0;
+    let mut dropped: u64 = 0;
+    let mut receiver_alive = true;
+    loop {
+        let n = match pipe.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let room = cap.saturating_sub(kept) as usize;
+        let keep = n.min(room);
+        if keep > 0 && receiver_alive {
+            kept += keep as u64;
+            receiver_alive = tx.send(Chunk::Data(stream, buf[..keep].to_vec())).await.is_ok();
+        }
+        if keep < n {
+            if dropped == 0 && receiver_alive {
+                receiver_alive = tx.send(Chunk::Capped(stream)).await.is_ok();
+            }
+            dropped += (n - keep) as u64;
+        }
+    }
+    dropped
+}
+
+/// Splits a byte stream into UTF-8 text without breaking a multi-byte character across
+/// chunks; invalid bytes become U+FFFD.
+#[derive(Default)]
+pub struct Utf8Carry {
+    pending: Vec<u8>,
+}
+
+impl Utf8Carry {
+    pub fn push(&mut self, bytes: &[u8]) -> String {
+        self.pending.extend_from_slice(bytes);
+        let cut = match std::str::from_utf8(&self.pending) {
+            Ok(_) => self.pending.len(),
+            Err(e) if e.error_len().is_none() => e.valid_up_to(),
+            Err(_) => self.pending.len().saturating_sub(incomplete_tail(&self.pending)),
+        };
+        let rest = self.pending.split_off(cut);
+        let text = String::from_utf8_lossy(&self.pending).into_owned();
+        self.pending = rest;
+        text
+    }
+
+    pub fn finish(&mut self) -> String {
+        let text = String::from_utf8_lossy(&self.pending).into_owned();
+        self.pending.clear();
+        text
+    }
+}
+
+/// Length of a trailing, possibly incomplete UTF-8 sequence (0..=3 bytes).
+fn incomplete_tail(bytes: &[u8]) -> usize {
+    for back in 1..=3.min(bytes.len()) {
+        let b = bytes[bytes.len() - back];
+        if b & 0b1100_0000 == 0b1100_0000 {
+            let need = if b >= 0xF0 { 4 } else if b >= 0xE0 { 3 } else { 2 };
+            return if need > back { back } else { 0 };
+        }
+        if b & 0b1100_0000 != 0b1000_0000 {
+            return 0;
+        }
+    }
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_character_split_across_chunks_is_kept_whole() {
+        let mut carry = Utf8Carry::default();
+        let euro = "€".as_bytes();
+        assert_eq!(carry.push(&euro[..1]), "");
+        assert_eq!(carry.push(&euro[1..]), "€");
+        assert_eq!(carry.finish(), "");
+    }
+
+    #[test]
+    fn invalid_bytes_become_replacement_characters() {
+        let mut carry = Utf8Carry::default();
+        assert_eq!(carry.push(b"a\xffb"), "a\u{fffd}b");
+    }
+
+    #[test]
+    fn an_invalid_byte_before_a_split_character_keeps_the_tail() {
+        let mut carry = Utf8Carry::default();
+        let mut bytes = b"\xff".to_vec();
+        bytes.extend_from_slice(&"€".as_bytes()[..2]);
+        assert_eq!(carry.push(&bytes), "\u{fffd}");
+        assert_eq!(carry.push(&"€".as_bytes()[2..]), "€");
+    }
+}

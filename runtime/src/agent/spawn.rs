@@ -1,0 +1,183 @@
+//! Starting user processes: own process group, an unforgeable tag group so the whole
+//! tree can be found again (even after `setsid` or a double fork), optional user switch,
+//! and no way back to the capabilities that could remove the tag.
+
+use super::reaper::{ExitStatus, Reaper};
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use tokio::net::unix::pipe;
+use tokio::sync::oneshot;
+
+/// Supplementary group ids from here up tag exec trees; nothing in an image uses them.
+const TAG_GID_BASE: u32 = 2_100_000_000;
+static NEXT_TAG: AtomicU32 = AtomicU32::new(0);
+
+/// Capabilities a user process must never hold: they would let it drop its tag group.
+const CAPS_TO_DROP: [libc::c_ulong; 3] = [
+    6, // CAP_SETGID
+    7, // CAP_SETUID
+    8, // CAP_SETPCAP
+];
+
+/// Who a process runs as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Credentials {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// What to start.
+pub struct SpawnSpec {
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub cwd: PathBuf,
+    pub user: Option<Credentials>,
+}
+
+/// A started process tree.
+pub struct Spawned {
+    pub pid: u32,
+    pub tag: u32,
+    pub stdin: pipe::Sender,
+    pub stdout: pipe::Receiver,
+    pub stderr: pipe::Receiver,
+    pub exit: oneshot::Receiver<ExitStatus>,
+}
+
+pub fn spawn(reaper: &Reaper, spec: SpawnSpec) -> io::Result<Spawned> {
+    let tag = TAG_GID_BASE + NEXT_TAG.fetch_add(1, Ordering::Relaxed) % 1_000_000_000;
+    let mut command = Command::new(&spec.argv[0]);
+    command
+        .args(&spec.argv[1..])
+        .env_clear()
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(&spec.cwd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let user = spec.user;
+    // SAFETY: the closure runs between fork and exec and only makes raw syscalls.
+    unsafe {
+        command.pre_exec(move || drop_into_sandbox_identity(tag, user));
+    }
+    let (mut child, exit) = reaper.spawn_watched(|| command.spawn())?;
+    let stdin = pipe::Sender::from_owned_fd(OwnedFd::from(child.stdin.take().expect("piped")))?;
+    let stdout = pipe::Receiver::from_owned_fd(OwnedFd::from(child.stdout.take().expect("piped")))?;
+    let stderr = pipe::Receiver::from_owned_fd(OwnedFd::from(child.stderr.take().expect("piped")))?;
+    Ok(Spawned { pid: child.id(), tag, stdin, stdout, stderr, exit })
+}
+
+/// Runs in the forked child: tag group, user switch, capability bounding, OOM preference.
+fn drop_into_sandbox_identity(tag: u32, user: Option<Credentials>) -> io::Result<()> {
+    let gid = user.map_or(0, |u| u.gid);
+    let groups: [libc::gid_t; 2] = [gid, tag];
+    // SAFETY: raw syscalls with valid pointers, async-signal-safe.
+    unsafe {
+        if libc::setgroups(groups.len(), groups.as_ptr()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if let Some(user) = user {
+            if libc::setgid(user.gid) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        for cap in CAPS_TO_DROP {
+            // EPERM (no CAP_SETPCAP) or EINVAL: the agent already lacks what it would drop.
+            libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
+        }
+        if let Some(user) = user {
+            if libc::setuid(user.uid) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        // Make user processes the OOM killer's first choice rather than PID 1.
+        let path = b"/proc/self/oom_score_adj\0";
+        let fd = libc::open(path.as_ptr().cast(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if fd >= 0 {
+            let value = b"800";
+            libc::write(fd, value.as_ptr().cast(), value.len());
+            libc::close(fd);
+        }
+    }
+    Ok(())
+}
+
+/// Kills every process of a tree: its process group, then anything still carrying the
+/// tag group (escapees that called `setsid` or double-forked), until none is left.
+pub fn kill_tree(pgid: u32, tag: u32) {
+    // SAFETY: kill(2) on a process group we created.
+    unsafe {
+        libc::kill(-(pgid as i32), libc::SIGKILL);
+    }
+    for _ in 0..100 {
+        let tagged = processes_with_group(tag);
+        if tagged.is_empty() {
+            return;
+        }
+        for pid in tagged {
+            // SAFETY: kill(2) with a pid read from /proc.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// Sends a signal to a process group (the `kill` route).
+pub fn signal_group(pgid: u32, signal: i32) -> io::Result<()> {
+    // SAFETY: kill(2).
+    if unsafe { libc::kill(-(pgid as i32), signal) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Live (not zombie) processes whose supplementary groups include `gid`.
+pub fn processes_with_group(gid: u32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let needle = gid.to_string();
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+                return false;
+            };
+            let zombie = status.lines().any(|l| l.starts_with("State:") && l.contains('Z'));
+            let tagged = status
+                .lines()
+                .find(|l| l.starts_with("Groups:"))
+                .is_some_and(|l| l.split_whitespace().skip(1).any(|g| g == needle));
+            tagged && !zombie
+        })
+        .collect()
+}
+
+/// Resolves `user` ("name", "uid" or "uid:gid") against the sandbox's own /etc/passwd.
+pub fn resolve_user(user: &str) -> Result<Credentials, String> {
+    if let Some((u, g)) = user.split_once(':') {
+        let uid = u.parse().map_err(|_| format!("bad uid in user {user:?}"))?;
+        let gid = g.parse().map_err(|_| format!("bad gid in user {user:?}"))?;
+        return Ok(Credentials { uid, gid });
+    }
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    for line in passwd.lines() {
+        let fields: Vec<&str> = line.split(':').collect();
+        if fields.len() < 4 {
+            continue;
+        }
+        if fields[0] == user || fields[2] == user {
+            let uid = fields[2].parse().map_err(|_| format!("bad /etc/passwd entry for {user:?}"))?;
+            let gid = fields[3].parse().map_err(|_| format!("bad /etc/passwd entry for {user:?}"))?;
+            return Ok(Credentials { uid, gid });
+        }
+    }
+    match user.parse::<u32>() {
+        Ok(uid) => Ok(Credentials { uid, gid: uid }),
+        Err(_) => Err(format!("no user {user:?} in the sandbox's /etc/passwd")),
+    }
+}

@@ -1,0 +1,303 @@
+//! Wire types shared by the supervisor, the CLI and `berth-agent`: exec requests and
+//! results, stream events, file-route bodies. One definition, three users.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Where the agent listens inside the container (a bind-mounted per-sandbox host dir).
+pub const AGENT_SOCKET_DIR: &str = "/run/berth";
+/// File name of the agent's unix socket inside [`AGENT_SOCKET_DIR`].
+pub const AGENT_SOCKET_NAME: &str = "agent.sock";
+/// Where the agent binary is bind-mounted (read-only) inside every container.
+pub const AGENT_BINARY_PATH: &str = "/.berth/berth-agent";
+/// Env var through which the supervisor tells the agent the sandbox's workdir.
+pub const ENV_WORKDIR: &str = "BERTH_WORKDIR";
+/// Env var: default exec timeout in seconds (the agent's own bound).
+pub const ENV_DEFAULT_EXEC_TIMEOUT: &str = "BERTH_EXEC_TIMEOUT_S";
+/// Env var: default output cap per stream in bytes.
+pub const ENV_DEFAULT_OUTPUT_CAP: &str = "BERTH_OUTPUT_CAP";
+
+/// Body of `POST /exec` and `POST /exec/stream`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ExecRequest {
+    /// argv form; exactly one of `cmd` and `command` must be given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmd: Option<Vec<String>>,
+    /// Shell form, run by `/bin/sh -c`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin: Option<String>,
+    /// Base64 stdin, for binary input (an addition to the contract).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin_b64: Option<String>,
+    /// User name or numeric uid inside the sandbox; root when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_s: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_bytes: Option<u64>,
+    /// `"base64"` adds exact `stdout_b64`/`stderr_b64` to the result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<String>,
+    /// Start and return `{"pid"}` at once.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub background: bool,
+}
+
+impl ExecRequest {
+    /// The argv to run: `cmd` as given, or `/bin/sh -c command`.
+    pub fn argv(&self) -> Result<Vec<String>, String> {
+        match (&self.cmd, &self.command) {
+            (Some(_), Some(_)) => Err("give either `cmd` or `command`, not both".into()),
+            (None, None) => Err("one of `cmd` (argv array) or `command` (shell string) is required".into()),
+            (Some(cmd), None) if cmd.is_empty() => Err("`cmd` must not be empty".into()),
+            (Some(cmd), None) => {
+                if cmd.iter().any(|a| a.contains('\0')) {
+                    return Err("`cmd` arguments must not contain NUL bytes".into());
+                }
+                Ok(cmd.clone())
+            }
+            (None, Some(command)) => {
+                if command.contains('\0') {
+                    return Err("`command` must not contain NUL bytes".into());
+                }
+                Ok(vec!["/bin/sh".into(), "-c".into(), command.clone()])
+            }
+        }
+    }
+
+    pub fn wants_base64(&self) -> bool {
+        self.encoding.as_deref() == Some("base64")
+    }
+}
+
+/// Result of a finished exec.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ExecResult {
+    pub exit_code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdout_b64: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr_b64: Option<String>,
+    pub timed_out: bool,
+    pub oom_killed: bool,
+    pub truncated: bool,
+    pub duration_ms: u64,
+    /// Signal that ended the process, when it was killed by one (an addition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+}
+
+/// Reply of a background exec.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BackgroundStarted {
+    pub pid: u32,
+}
+
+/// One line of an NDJSON exec stream.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ExecEvent {
+    Stdout {
+        data: String,
+    },
+    Stderr {
+        data: String,
+    },
+    /// Output was dropped: the cap was reached, or a bounded buffer lost its oldest part.
+    Truncated {
+        stream: String,
+    },
+    Exit {
+        exit_code: Option<i32>,
+        timed_out: bool,
+        oom_killed: bool,
+        duration_ms: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signal: Option<i32>,
+    },
+    Error {
+        message: String,
+    },
+}
+
+/// An entry of a background-process listing.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    pub cmd: Vec<String>,
+    pub running: bool,
+    pub exit_code: Option<i32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ProcessList {
+    pub processes: Vec<ProcessInfo>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KillRequest {
+    #[serde(default)]
+    pub signal: Option<String>,
+}
+
+/// `GET /files/list` entry.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FileEntry {
+    pub path: String,
+    #[serde(rename = "type")]
+    pub kind: FileKind,
+    pub size: u64,
+    pub mode: String,
+    pub mtime: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FileKind {
+    File,
+    Dir,
+    Symlink,
+    Other,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FileList {
+    pub entries: Vec<FileEntry>,
+    #[serde(default)]
+    pub truncated: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EditRequest {
+    pub path: String,
+    pub old: String,
+    pub new: String,
+    #[serde(default)]
+    pub replace_all: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EditResult {
+    pub replacements: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GlobRequest {
+    pub pattern: String,
+    #[serde(default = "dot")]
+    pub path: String,
+    #[serde(default)]
+    pub max_results: Option<usize>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct GlobResult {
+    pub paths: Vec<String>,
+    #[serde(default)]
+    pub truncated: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GrepRequest {
+    pub pattern: String,
+    #[serde(default = "dot")]
+    pub path: String,
+    #[serde(default)]
+    pub glob: Option<String>,
+    #[serde(default)]
+    pub max_results: Option<usize>,
+    #[serde(default)]
+    pub case_insensitive: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct GrepMatch {
+    pub path: String,
+    pub line: u64,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct GrepResult {
+    pub matches: Vec<GrepMatch>,
+    pub truncated: bool,
+}
+
+/// Error body, the same shape the supervisor's API uses.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+}
+
+impl ErrorBody {
+    pub fn new(code: &str, message: impl Into<String>) -> Self {
+        Self { error: ErrorDetail { code: code.to_string(), message: message.into() } }
+    }
+}
+
+/// `GET /health` of the agent.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AgentHealth {
+    pub version: String,
+    pub workdir: String,
+}
+
+fn dot() -> String {
+    ".".to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argv_from_command_runs_through_sh() {
+        let r = ExecRequest { command: Some("echo hi".into()), ..Default::default() };
+        assert_eq!(r.argv().unwrap(), vec!["/bin/sh", "-c", "echo hi"]);
+    }
+
+    #[test]
+    fn argv_refuses_both_forms_and_neither() {
+        let both = ExecRequest {
+            cmd: Some(vec!["true".into()]),
+            command: Some("true".into()),
+            ..Default::default()
+        };
+        assert!(both.argv().is_err());
+        assert!(ExecRequest::default().argv().is_err());
+        let empty = ExecRequest { cmd: Some(vec![]), ..Default::default() };
+        assert!(empty.argv().is_err());
+    }
+
+    #[test]
+    fn unknown_exec_fields_are_refused() {
+        let err = serde_json::from_str::<ExecRequest>(r#"{"cmd":["true"],"bogus":1}"#);
+        assert!(err.is_err());
+    }
+
+    #[test]
+    fn exec_events_serialize_with_a_type_tag() {
+        let line = serde_json::to_string(&ExecEvent::Stdout { data: "x".into() }).unwrap();
+        assert_eq!(line, r#"{"type":"stdout","data":"x"}"#);
+    }
+}
