@@ -1,1 +1,15 @@
+//! berth: a self-hosted sandbox runtime. One Docker container per session on its own
+//! named volume, with limits, and exec, file, terminal and test APIs.
 
+pub mod agent;
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod docker;
+pub mod domain;
+pub mod images;
+pub mod sandbox;
+pub mod startup;
+pub mod store;
+
+pub use berth_runtime::wire;

@@ -1,0 +1,71 @@
+//! Authentication: `Authorization: Bearer <key>` (or `?token=` on WebSocket routes)
+//! resolves to a tenant. Verified keys are cached briefly so the hot path skips the store.
+
+use super::{ApiError, AppState};
+use crate::domain::{ApiKey, TenantId};
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+const CACHE_TTL: Duration = Duration::from_secs(60);
+
+#[derive(Default)]
+pub struct KeyCache {
+    entries: Mutex<HashMap<String, (TenantId, Instant)>>,
+}
+
+impl KeyCache {
+    fn get(&self, hash: &str) -> Option<TenantId> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.get(hash).filter(|(_, at)| at.elapsed() < CACHE_TTL).map(|(t, _)| t.clone())
+    }
+
+    fn put(&self, hash: String, tenant: TenantId) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() > 10_000 {
+            entries.clear();
+        }
+        entries.insert(hash, (tenant, Instant::now()));
+    }
+}
+
+/// The authenticated tenant of a request. Every `/v1` handler takes one.
+#[derive(Debug, Clone)]
+pub struct Tenant(pub TenantId);
+
+fn presented_key(parts: &Parts) -> Option<String> {
+    if let Some(value) = parts.headers.get(axum::http::header::AUTHORIZATION) {
+        let value = value.to_str().ok()?;
+        let (scheme, token) = value.split_once(' ')?;
+        return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string());
+    }
+    let query = parts.uri.query()?;
+    serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+        .ok()?
+        .into_iter()
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v)
+}
+
+impl FromRequestParts<AppState> for Tenant {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let Some(key) = presented_key(parts).filter(|k| !k.is_empty()) else {
+            return Err(ApiError::unauthorized("missing API key: send `Authorization: Bearer <key>`"));
+        };
+        let hash = ApiKey::from_presented(&key).hash();
+        if let Some(tenant) = state.keys.get(&hash) {
+            return Ok(Tenant(tenant));
+        }
+        match state.service.store().tenant_for_key(&hash).await? {
+            Some(tenant) => {
+                state.keys.put(hash, tenant.clone());
+                Ok(Tenant(tenant))
+            }
+            None => Err(ApiError::unauthorized("invalid API key")),
+        }
+    }
+}

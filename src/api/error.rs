@@ -1,0 +1,146 @@
+//! `ApiError`: the one place where errors become HTTP. 4xx carry user-safe messages; 5xx
+//! carry a generic message while the real cause is logged with the request id.
+
+use crate::agent::AgentError;
+use crate::docker::DockerError;
+use crate::images::ImageError;
+use crate::sandbox::SandboxError;
+use crate::store::StoreError;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use berth_runtime::wire::ErrorBody;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    /// The real cause of a 5xx, logged by the request-id layer, never sent.
+    pub detail: Option<String>,
+}
+
+/// Response extension carrying a 5xx cause to the logging layer.
+#[derive(Clone, Debug)]
+pub struct ErrorDetail(pub String);
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, code, message: message.into(), detail: None }
+    }
+    pub fn invalid(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", m)
+    }
+    pub fn unauthorized(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", m)
+    }
+    pub fn not_found(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", m)
+    }
+    pub fn conflict(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", m)
+    }
+    pub fn too_large(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", m)
+    }
+    pub fn unprocessable(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "unprocessable", m)
+    }
+    pub fn quota(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::TOO_MANY_REQUESTS, "quota_exceeded", m)
+    }
+    pub fn method_not_allowed() -> Self {
+        Self::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method")
+    }
+    pub fn unavailable(m: impl Into<String>, cause: impl std::fmt::Display) -> Self {
+        ApiError { detail: Some(cause.to_string()), ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m) }
+    }
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        ApiError {
+            detail: Some(cause.to_string()),
+            ..Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server log for this request id")
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, Json(ErrorBody::new(self.code, self.message))).into_response();
+        if let Some(detail) = self.detail {
+            response.extensions_mut().insert(ErrorDetail(detail));
+        }
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(_) => ApiError::unavailable("the database is unavailable; retry shortly", e),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<DockerError> for ApiError {
+    fn from(e: DockerError) -> Self {
+        match e {
+            DockerError::Unreachable(_) | DockerError::Timeout { .. } => {
+                ApiError::unavailable("the Docker engine is unavailable; retry shortly", e)
+            }
+            DockerError::NotFound { what } => ApiError::not_found(format!("{what} not found")),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<AgentError> for ApiError {
+    fn from(e: AgentError) -> Self {
+        match e {
+            AgentError::Rejected { status, code: _, message } => {
+                let status_code = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+                match status_code.as_u16() {
+                    400 => ApiError::invalid(message),
+                    404 => ApiError::not_found(message),
+                    409 => ApiError::conflict(message),
+                    413 => ApiError::too_large(message),
+                    416 => ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, "invalid_range", message),
+                    422 => ApiError::unprocessable(message),
+                    _ => ApiError::internal(format!("agent answered {status}: {message}")),
+                }
+            }
+            AgentError::TooLarge(n) => ApiError::too_large(format!("the sandbox's answer exceeded {n} bytes")),
+            AgentError::Timeout(d) => ApiError::unavailable(format!("the sandbox did not answer within {d:?}"), e),
+            AgentError::Unreachable(_) => ApiError::unavailable("the sandbox's agent is unreachable; retry shortly", e),
+            AgentError::Protocol(_) => ApiError::internal(e),
+        }
+    }
+}
+
+impl From<ImageError> for ApiError {
+    fn from(e: ImageError) -> Self {
+        match e {
+            ImageError::UnknownImage(_) => ApiError::invalid(e.to_string()),
+            ImageError::BuilderUnavailable { .. } => ApiError::unavailable(e.to_string(), "image builder unavailable"),
+            ImageError::BuildFailed { .. } => ApiError::unavailable(e.to_string(), "image build failed"),
+            ImageError::Docker(d) => d.into(),
+        }
+    }
+}
+
+impl From<SandboxError> for ApiError {
+    fn from(e: SandboxError) -> Self {
+        match e {
+            SandboxError::NotFound(what) => ApiError::not_found(format!("{what} not found")),
+            SandboxError::Conflict(m) => ApiError::conflict(m),
+            SandboxError::Invalid(m) => ApiError::invalid(m),
+            SandboxError::Unprocessable(m) => ApiError::unprocessable(m),
+            SandboxError::Quota(m) => ApiError::quota(m),
+            SandboxError::Image(i) => i.into(),
+            SandboxError::Docker(d) => d.into(),
+            SandboxError::Store(s) => s.into(),
+            SandboxError::Agent(a) => a.into(),
+            SandboxError::StartFailed(m) => ApiError::unavailable(format!("sandbox failed to start: {m}"), m.clone()),
+        }
+    }
+}

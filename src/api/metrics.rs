@@ -1,0 +1,78 @@
+//! Prometheus counters, hand-rolled: request counts by route and status, exec counts and
+//! durations, and sandbox counts by state read at scrape time.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::time::Duration;
+
+#[derive(Default)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(String, String, u16), (u64, f64)>>,
+    execs: Mutex<ExecStats>,
+}
+
+#[derive(Default)]
+struct ExecStats {
+    count: u64,
+    timed_out: u64,
+    seconds_sum: f64,
+}
+
+impl Metrics {
+    pub fn observe_request(&self, method: &str, route: &str, status: u16, took: Duration) {
+        let mut requests = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = requests.entry((method.to_string(), route.to_string(), status)).or_default();
+        entry.0 += 1;
+        entry.1 += took.as_secs_f64();
+    }
+
+    pub fn observe_exec(&self, took_ms: u64, timed_out: bool) {
+        let mut execs = self.execs.lock().unwrap_or_else(|p| p.into_inner());
+        execs.count += 1;
+        execs.timed_out += u64::from(timed_out);
+        execs.seconds_sum += took_ms as f64 / 1000.0;
+    }
+
+    /// The Prometheus text exposition, with `sandboxes` as (state, count).
+    pub fn render(&self, sandboxes: &[(&str, u64)]) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP berth_http_requests_total HTTP requests by route and status.\n");
+        out.push_str("# TYPE berth_http_requests_total counter\n");
+        let requests = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+        for ((method, route, status), (count, _)) in requests.iter() {
+            let _ = writeln!(out, "berth_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {count}");
+        }
+        out.push_str("# HELP berth_http_request_seconds_sum Time spent answering, by route.\n");
+        out.push_str("# TYPE berth_http_request_seconds_sum counter\n");
+        for ((method, route, status), (_, secs)) in requests.iter() {
+            let _ = writeln!(out, "berth_http_request_seconds_sum{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {secs}");
+        }
+        drop(requests);
+        let execs = self.execs.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = writeln!(out, "# HELP berth_execs_total Finished execs.\n# TYPE berth_execs_total counter\nberth_execs_total {}", execs.count);
+        let _ = writeln!(out, "# HELP berth_exec_timeouts_total Execs killed at their timeout.\n# TYPE berth_exec_timeouts_total counter\nberth_exec_timeouts_total {}", execs.timed_out);
+        let _ = writeln!(out, "# HELP berth_exec_seconds_sum Total exec run time.\n# TYPE berth_exec_seconds_sum counter\nberth_exec_seconds_sum {}", execs.seconds_sum);
+        out.push_str("# HELP berth_sandboxes Sandboxes by state.\n# TYPE berth_sandboxes gauge\n");
+        for (state, count) in sandboxes {
+            let _ = writeln!(out, "berth_sandboxes{{state=\"{state}\"}} {count}");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rendering_includes_observed_requests_and_states() {
+        let m = Metrics::default();
+        m.observe_request("GET", "/v1/sandboxes", 200, Duration::from_millis(3));
+        m.observe_exec(12, true);
+        let text = m.render(&[("running", 2)]);
+        assert!(text.contains("berth_http_requests_total{method=\"GET\",route=\"/v1/sandboxes\",status=\"200\"} 1"));
+        assert!(text.contains("berth_exec_timeouts_total 1"));
+        assert!(text.contains("berth_sandboxes{state=\"running\"} 2"));
+    }
+}

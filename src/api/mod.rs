@@ -1,0 +1,83 @@
+//! The HTTP API (`/v1`, operations routes, Modal-compatible routes later): axum routes,
+//! authentication, request ids, metrics, and the mapping of errors to HTTP.
+
+mod auth;
+mod error;
+mod events;
+mod exec;
+mod files;
+mod json;
+mod metrics;
+mod ops;
+pub mod openapi;
+mod request_id;
+mod sandboxes;
+mod volumes;
+
+pub use auth::Tenant;
+pub use error::ApiError;
+pub use metrics::Metrics;
+
+use crate::domain::SandboxId;
+use crate::sandbox::SandboxService;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub service: Arc<SandboxService>,
+    pub metrics: Arc<Metrics>,
+    keys: Arc<auth::KeyCache>,
+}
+
+impl AppState {
+    pub fn new(service: Arc<SandboxService>) -> Self {
+        AppState { service, metrics: Arc::new(Metrics::default()), keys: Arc::default() }
+    }
+}
+
+/// A sandbox id from a URL; a malformed one is reported like a missing one.
+pub(crate) fn parse_id(raw: &str) -> Result<SandboxId, ApiError> {
+    SandboxId::parse(raw).ok_or_else(|| ApiError::not_found(format!("sandbox {raw} not found")))
+}
+
+/// URL-encodes query pairs (for requests to the agent).
+pub fn query_string(pairs: &[(&str, &str)]) -> String {
+    serde_urlencoded::to_string(pairs).unwrap_or_default()
+}
+
+pub fn router(state: AppState) -> Router {
+    let v1 = Router::new()
+        .route("/sandboxes", post(sandboxes::create).get(sandboxes::list))
+        .route("/sandboxes/{id}", get(sandboxes::get).delete(sandboxes::delete).patch(sandboxes::patch))
+        .route("/sandboxes/{id}/stop", post(sandboxes::stop))
+        .route("/sandboxes/{id}/resume", post(sandboxes::resume))
+        .route("/sandboxes/{id}/exec", post(exec::exec))
+        .route("/sandboxes/{id}/exec/stream", post(exec::exec_stream))
+        .route("/sandboxes/{id}/processes", get(exec::list_processes))
+        .route("/sandboxes/{id}/processes/{pid}/output", get(exec::process_output))
+        .route("/sandboxes/{id}/processes/{pid}/kill", post(exec::kill_process))
+        .route("/sandboxes/{id}/files", get(files::read).put(files::write).delete(files::delete))
+        .route("/sandboxes/{id}/files/list", get(files::list))
+        .route("/sandboxes/{id}/files/edit", post(files::edit))
+        .route("/sandboxes/{id}/files/glob", post(files::glob))
+        .route("/sandboxes/{id}/files/grep", post(files::grep))
+        .route("/sandboxes/{id}/archive", get(files::get_archive).put(files::put_archive))
+        .route("/volumes", get(volumes::list))
+        .route("/volumes/{name}", get(volumes::get).delete(volumes::delete))
+        .route("/events", get(events::stream))
+        .fallback(ops::not_found);
+    Router::new()
+        .nest("/v1", v1)
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi))
+        .fallback(ops::not_found)
+        .method_not_allowed_fallback(ops::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), request_id::layer))
+        .layer(DefaultBodyLimit::disable())
+        .with_state(state)
+}

@@ -1,0 +1,142 @@
+//! Sandbox lifecycle routes: create (idempotent with `Idempotency-Key`), get, list, stop,
+//! resume, delete, patch.
+
+use super::json::ApiJson;
+use super::{parse_id, ApiError, AppState, Tenant};
+use crate::domain::{CreateSandboxRequest, LabelFilter, PatchSandbox, SandboxState};
+use crate::store::IdempotencyStart;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+pub async fn create(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<CreateSandboxRequest>,
+) -> Result<Response, ApiError> {
+    let service = &state.service;
+    let parsed = request.clone().parse(service.config()).map_err(|e| ApiError::invalid(e.0))?;
+    let key = headers.get("idempotency-key").map(|v| v.to_str().map(str::to_owned));
+    let key = match key {
+        None => None,
+        Some(Ok(k)) if !k.is_empty() && k.len() <= 255 => Some(k),
+        Some(_) => return Err(ApiError::invalid("Idempotency-Key must be 1-255 visible ASCII characters")),
+    };
+    let Some(key) = key else {
+        let sandbox = service.create(&tenant, parsed).await?;
+        return Ok((StatusCode::CREATED, Json(sandbox.view(None))).into_response());
+    };
+    // Hash the parsed request, so formatting differences do not count as a different body.
+    let canonical = serde_json::to_vec(&request).map_err(ApiError::internal)?;
+    let body_hash = hex::encode(Sha256::digest(&canonical));
+    let store = service.store();
+    match store.idempotency_start(&tenant, &key, &body_hash).await? {
+        IdempotencyStart::InFlight => Err(ApiError::conflict("a request with this Idempotency-Key is still in progress")),
+        IdempotencyStart::BodyMismatch => {
+            Err(ApiError::unprocessable("this Idempotency-Key was used with a different request body"))
+        }
+        IdempotencyStart::Done(id) => {
+            let sandbox = service.get(&tenant, &id).await?;
+            Ok((StatusCode::CREATED, Json(sandbox.view(None))).into_response())
+        }
+        IdempotencyStart::Fresh => match service.create(&tenant, parsed).await {
+            Ok(sandbox) => {
+                store.idempotency_finish(&tenant, &key, &sandbox.id).await?;
+                Ok((StatusCode::CREATED, Json(sandbox.view(None))).into_response())
+            }
+            Err(e) => {
+                store.idempotency_abandon(&tenant, &key).await?;
+                Err(e.into())
+            }
+        },
+    }
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = parse_id(&id)?;
+    let sandbox = state.service.get(&tenant, &id).await?;
+    let usage = state.service.usage(&sandbox).await;
+    Ok(Json(sandbox.view(usage)))
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    RawQuery(query): RawQuery,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
+        .map_err(|e| ApiError::invalid(format!("bad query string: {e}")))?;
+    let mut wanted_state = None;
+    let mut labels = Vec::new();
+    for (key, value) in pairs {
+        match key.as_str() {
+            "state" => {
+                wanted_state = Some(SandboxState::parse(&value).ok_or_else(|| {
+                    ApiError::invalid(format!(
+                        "unknown state {value:?}; one of creating, running, stopped, terminated, failed, archived"
+                    ))
+                })?)
+            }
+            "label" => labels.push(LabelFilter::parse(&value)),
+            other => return Err(ApiError::invalid(format!("unknown query parameter {other:?} (use state= and label=k=v)"))),
+        }
+    }
+    let sandboxes = state.service.list(&tenant, wanted_state, &labels).await?;
+    Ok(Json(json!({ "sandboxes": sandboxes.iter().map(|s| s.view(None)).collect::<Vec<_>>() })))
+}
+
+pub async fn stop(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = parse_id(&id)?;
+    Ok(Json(state.service.stop(&tenant, &id).await?.view(None)))
+}
+
+pub async fn resume(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = parse_id(&id)?;
+    Ok(Json(state.service.resume(&tenant, &id).await?.view(None)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteQuery {
+    #[serde(default)]
+    keep_volume: bool,
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = parse_id(&id)?;
+    let q: DeleteQuery = serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
+        .map_err(|e| ApiError::invalid(format!("bad query string: {e}")))?;
+    Ok(Json(state.service.delete(&tenant, &id, q.keep_volume).await?.view(None)))
+}
+
+pub async fn patch(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+    ApiJson(patch): ApiJson<PatchSandbox>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = parse_id(&id)?;
+    Ok(Json(state.service.patch(&tenant, &id, patch).await?.view(None)))
+}

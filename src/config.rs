@@ -1,0 +1,283 @@
+//! Configuration, layered: built-in defaults → optional TOML file → `BERTH_*` env vars
+//! (→ command-line flags, applied by the CLI). Every limit has a default.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path} is not valid: {source}")]
+    Parse { path: PathBuf, source: toml::de::Error },
+    #[error("environment variable {name}={value:?} is not valid: {reason}")]
+    Env { name: String, value: String, reason: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `host:port` to bind; loopback by default.
+    pub listen: String,
+    /// Where the database, agent binary, per-sandbox sockets and caches live.
+    pub data_dir: PathBuf,
+    /// `sqlite://...`; defaults to `<data_dir>/berth.db`.
+    pub database_url: Option<String>,
+    /// Deadline of every ordinary Docker call.
+    pub docker_timeout_s: u64,
+    /// How often lifetime and idle deadlines are checked.
+    pub reaper_interval_ms: u64,
+    /// Defaults applied to a sandbox request that leaves a field out.
+    pub defaults: SandboxDefaults,
+    /// Upper bounds a request may not exceed.
+    pub limits: LimitCeilings,
+    pub images: ImagesConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SandboxDefaults {
+    pub cpu: f64,
+    pub memory_mb: u64,
+    pub disk_mb: u64,
+    pub pids: i64,
+    pub timeout_s: u64,
+    pub idle_timeout_s: u64,
+    pub exec_timeout_s: f64,
+    pub output_cap_bytes: u64,
+    pub workdir: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitCeilings {
+    pub max_cpu: f64,
+    pub max_memory_mb: u64,
+    pub max_pids: i64,
+    pub max_timeout_s: u64,
+    pub max_exec_timeout_s: f64,
+    pub max_output_cap_bytes: u64,
+    /// Largest file or tar upload.
+    pub max_upload_bytes: u64,
+    /// Largest JSON request body (starter `files` included).
+    pub max_json_bytes: usize,
+    /// Sandboxes a tenant may have that are not terminated.
+    pub max_sandboxes_per_tenant: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImagesConfig {
+    /// Debian suite the templates are bootstrapped from.
+    pub suite: String,
+    /// Debian archive mirror.
+    pub mirror: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: default_data_dir(),
+            database_url: None,
+            docker_timeout_s: 60,
+            reaper_interval_ms: 1000,
+            defaults: SandboxDefaults::default(),
+            limits: LimitCeilings::default(),
+            images: ImagesConfig::default(),
+        }
+    }
+}
+
+impl Default for SandboxDefaults {
+    fn default() -> Self {
+        SandboxDefaults {
+            cpu: 1.0,
+            memory_mb: 512,
+            disk_mb: 2048,
+            pids: 512,
+            timeout_s: 3600,
+            idle_timeout_s: 900,
+            exec_timeout_s: 30.0,
+            output_cap_bytes: 1024 * 1024,
+            workdir: "/workspace".into(),
+        }
+    }
+}
+
+impl Default for LimitCeilings {
+    fn default() -> Self {
+        LimitCeilings {
+            max_cpu: 16.0,
+            max_memory_mb: 64 * 1024,
+            max_pids: 32_768,
+            max_timeout_s: 7 * 24 * 3600,
+            max_exec_timeout_s: 24.0 * 3600.0,
+            max_output_cap_bytes: 64 * 1024 * 1024,
+            max_upload_bytes: 512 * 1024 * 1024,
+            max_json_bytes: 16 * 1024 * 1024,
+            max_sandboxes_per_tenant: 200,
+        }
+    }
+}
+
+impl Default for ImagesConfig {
+    fn default() -> Self {
+        ImagesConfig { suite: "bookworm".into(), mirror: "http://deb.debian.org/debian".into() }
+    }
+}
+
+/// `$XDG_DATA_HOME/berth`, `~/.local/share/berth`, or `./berth-data`.
+fn default_data_dir() -> PathBuf {
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(xdg).join("berth");
+    }
+    match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        Some(home) => PathBuf::from(home).join(".local/share/berth"),
+        None => PathBuf::from("berth-data"),
+    }
+}
+
+impl Config {
+    /// Defaults, then `file` (or `$BERTH_CONFIG`) if given, then `BERTH_*` env vars.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let env_file = std::env::var_os("BERTH_CONFIG").map(PathBuf::from);
+        let mut config = match file.map(Path::to_path_buf).or(env_file) {
+            Some(path) => Self::from_file(&path)?,
+            None => Config::default(),
+        };
+        config.apply_env(|name| std::env::var(name).ok())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source })
+    }
+
+    /// Overlays the `BERTH_*` variables that `lookup` finds.
+    pub fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        fn parse<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, ConfigError>
+        where
+            T::Err: std::fmt::Display,
+        {
+            value.parse().map_err(|e: T::Err| ConfigError::Env {
+                name: name.into(),
+                value: value.into(),
+                reason: e.to_string(),
+            })
+        }
+        macro_rules! overlay {
+            ($name:literal, $field:expr) => {
+                if let Some(v) = lookup($name) {
+                    $field = parse($name, &v)?;
+                }
+            };
+        }
+        if let Some(v) = lookup("BERTH_LISTEN") {
+            self.listen = v;
+        }
+        if let Some(v) = lookup("BERTH_DATA_DIR") {
+            self.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = lookup("BERTH_DATABASE_URL") {
+            self.database_url = Some(v);
+        }
+        overlay!("BERTH_DOCKER_TIMEOUT_S", self.docker_timeout_s);
+        overlay!("BERTH_REAPER_INTERVAL_MS", self.reaper_interval_ms);
+        overlay!("BERTH_DEFAULT_CPU", self.defaults.cpu);
+        overlay!("BERTH_DEFAULT_MEMORY_MB", self.defaults.memory_mb);
+        overlay!("BERTH_DEFAULT_DISK_MB", self.defaults.disk_mb);
+        overlay!("BERTH_DEFAULT_PIDS", self.defaults.pids);
+        overlay!("BERTH_DEFAULT_TIMEOUT_S", self.defaults.timeout_s);
+        overlay!("BERTH_DEFAULT_IDLE_TIMEOUT_S", self.defaults.idle_timeout_s);
+        overlay!("BERTH_DEFAULT_EXEC_TIMEOUT_S", self.defaults.exec_timeout_s);
+        overlay!("BERTH_DEFAULT_OUTPUT_CAP_BYTES", self.defaults.output_cap_bytes);
+        overlay!("BERTH_MAX_UPLOAD_BYTES", self.limits.max_upload_bytes);
+        overlay!("BERTH_MAX_JSON_BYTES", self.limits.max_json_bytes);
+        overlay!("BERTH_MAX_SANDBOXES_PER_TENANT", self.limits.max_sandboxes_per_tenant);
+        if let Some(v) = lookup("BERTH_IMAGES_MIRROR") {
+            self.images.mirror = v;
+        }
+        Ok(())
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let d = &self.defaults;
+        let l = &self.limits;
+        let bad = |m: &str| Err(ConfigError::Invalid(m.into()));
+        if !(d.cpu > 0.0 && d.cpu <= l.max_cpu) {
+            return bad("defaults.cpu must be > 0 and <= limits.max_cpu");
+        }
+        if d.memory_mb < 16 || d.memory_mb > l.max_memory_mb {
+            return bad("defaults.memory_mb must be >= 16 and <= limits.max_memory_mb");
+        }
+        if d.pids < 8 || d.pids > l.max_pids {
+            return bad("defaults.pids must be >= 8 and <= limits.max_pids");
+        }
+        if d.timeout_s == 0 || d.timeout_s > l.max_timeout_s {
+            return bad("defaults.timeout_s must be > 0 and <= limits.max_timeout_s");
+        }
+        if !d.workdir.starts_with('/') {
+            return bad("defaults.workdir must be an absolute path");
+        }
+        Ok(())
+    }
+
+    /// The database URL, defaulting to a SQLite file in the data dir.
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", self.data_dir.join("berth.db").display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_file_which_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("berth.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:9000\"\n[defaults]\nmemory_mb = 256\n").unwrap();
+        let mut config = Config::from_file(&file).unwrap();
+        assert_eq!(config.listen, "127.0.0.1:9000");
+        assert_eq!(config.defaults.memory_mb, 256);
+        assert_eq!(config.defaults.pids, 512, "untouched fields keep their defaults");
+        config
+            .apply_env(|name| match name {
+                "BERTH_LISTEN" => Some("127.0.0.1:9100".into()),
+                "BERTH_DEFAULT_MEMORY_MB" => Some("1024".into()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(config.listen, "127.0.0.1:9100");
+        assert_eq!(config.defaults.memory_mb, 1024);
+    }
+
+    #[test]
+    fn a_malformed_env_value_names_the_variable() {
+        let mut config = Config::default();
+        let err = config.apply_env(|n| (n == "BERTH_DEFAULT_PIDS").then(|| "lots".into())).unwrap_err();
+        assert!(err.to_string().contains("BERTH_DEFAULT_PIDS"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("berth.toml");
+        std::fs::write(&file, "lisen = \"x\"\n").unwrap();
+        assert!(matches!(Config::from_file(&file), Err(ConfigError::Parse { .. })));
+    }
+
+    #[test]
+    fn defaults_bind_loopback_and_are_valid() {
+        let config = Config::default();
+        assert!(config.listen.starts_with("127.0.0.1:"));
+        config.validate().unwrap();
+    }
+}

@@ -1,0 +1,319 @@
+//! The Docker Engine adapter (bollard): containers, volumes, images. Every call has a
+//! deadline, and every failure is a typed [`DockerError`].
+
+mod image_archive;
+
+pub use image_archive::{load_rootfs_layer, ImageMeta};
+
+use bollard::container::{
+    Config, CreateContainerOptions, InspectContainerOptions, ListContainersOptions, RemoveContainerOptions,
+    StatsOptions, StopContainerOptions,
+};
+use bollard::models::{HostConfig, Mount, MountTypeEnum};
+use bollard::volume::{CreateVolumeOptions, RemoveVolumeOptions};
+use bollard::Docker;
+use futures_util::StreamExt;
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Label on everything berth creates.
+pub const LABEL_MANAGED: &str = "dev.berth.managed";
+/// Label carrying the sandbox id.
+pub const LABEL_SANDBOX: &str = "dev.berth.sandbox";
+/// Label carrying the tenant.
+pub const LABEL_TENANT: &str = "dev.berth.tenant";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DockerError {
+    #[error("Docker is unreachable: {0}")]
+    Unreachable(String),
+    #[error("Docker did not answer {operation} within {seconds}s")]
+    Timeout { operation: &'static str, seconds: u64 },
+    #[error("{what} not found in Docker")]
+    NotFound { what: String },
+    #[error("Docker refused {operation}: {message}")]
+    Conflict { operation: &'static str, message: String },
+    #[error("Docker failed {operation}: {message}")]
+    Failed { operation: &'static str, message: String },
+    #[error("I/O while talking to Docker: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl DockerError {
+    fn from_bollard(operation: &'static str, what: &str, err: bollard::errors::Error) -> Self {
+        use bollard::errors::Error as B;
+        match err {
+            B::DockerResponseServerError { status_code: 404, .. } => DockerError::NotFound { what: what.into() },
+            B::DockerResponseServerError { status_code: 409, message } => DockerError::Conflict { operation, message },
+            B::DockerResponseServerError { message, .. } => DockerError::Failed { operation, message },
+            B::HyperResponseError { .. } | B::IOError { .. } | B::RequestTimeoutError => {
+                DockerError::Unreachable(err.to_string())
+            }
+            other => DockerError::Failed { operation, message: other.to_string() },
+        }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, DockerError::NotFound { .. })
+    }
+}
+
+/// What a sandbox container is made of.
+#[derive(Debug, Clone)]
+pub struct ContainerSpec {
+    pub name: String,
+    pub image: String,
+    pub labels: HashMap<String, String>,
+    pub env: Vec<String>,
+    pub workdir: String,
+    pub volume: String,
+    pub agent_binary: PathBuf,
+    pub agent_binary_target: String,
+    pub socket_dir: PathBuf,
+    pub socket_dir_target: String,
+    pub nano_cpus: i64,
+    pub memory_bytes: i64,
+    pub pids: i64,
+    pub network_mode: String,
+    pub hostname: String,
+}
+
+/// The state of one container, as much as berth needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerStatus {
+    pub running: bool,
+    pub oom_killed: bool,
+    pub exit_code: Option<i64>,
+}
+
+/// A container that carries berth's labels.
+#[derive(Debug, Clone)]
+pub struct ManagedContainer {
+    pub name: String,
+    pub sandbox_id: String,
+    pub running: bool,
+}
+
+/// One-shot resource usage.
+#[derive(Debug, Clone, Default)]
+pub struct ContainerUsage {
+    pub cpu_s: Option<f64>,
+    pub memory_bytes: Option<u64>,
+    pub memory_peak_bytes: Option<u64>,
+}
+
+/// Capabilities a sandbox keeps: enough for pip/npm/apt as root, file ownership and
+/// signals; the agent drops SETUID/SETGID/SETPCAP again for user processes.
+pub const SANDBOX_CAPABILITIES: [&str; 9] =
+    ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "SETPCAP", "NET_BIND_SERVICE"];
+
+#[derive(Clone)]
+pub struct DockerEngine {
+    client: Docker,
+    deadline: Duration,
+}
+
+impl DockerEngine {
+    /// Connects to the local engine (`DOCKER_HOST` or the default socket) and negotiates
+    /// the API version, so older engines work too.
+    pub async fn connect(deadline: Duration) -> Result<Self, DockerError> {
+        let client = Docker::connect_with_local_defaults().map_err(|e| DockerError::Unreachable(e.to_string()))?;
+        let client = tokio::time::timeout(deadline, client.negotiate_version())
+            .await
+            .map_err(|_| DockerError::Timeout { operation: "version negotiation", seconds: deadline.as_secs() })?
+            .map_err(|e| DockerError::Unreachable(e.to_string()))?;
+        Ok(DockerEngine { client, deadline })
+    }
+
+    pub fn client(&self) -> &Docker {
+        &self.client
+    }
+
+    async fn bounded<T>(
+        &self,
+        operation: &'static str,
+        what: &str,
+        fut: impl Future<Output = Result<T, bollard::errors::Error>>,
+    ) -> Result<T, DockerError> {
+        match tokio::time::timeout(self.deadline, fut).await {
+            Ok(result) => result.map_err(|e| DockerError::from_bollard(operation, what, e)),
+            Err(_) => Err(DockerError::Timeout { operation, seconds: self.deadline.as_secs() }),
+        }
+    }
+
+    pub async fn ping(&self) -> Result<(), DockerError> {
+        self.bounded("ping", "engine", self.client.ping()).await.map(|_| ())
+    }
+
+    pub async fn image_exists(&self, reference: &str) -> Result<bool, DockerError> {
+        match self.bounded("image inspect", reference, self.client.inspect_image(reference)).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Labels of a local image.
+    pub async fn image_labels(&self, reference: &str) -> Result<HashMap<String, String>, DockerError> {
+        let image = self.bounded("image inspect", reference, self.client.inspect_image(reference)).await?;
+        Ok(image.config.and_then(|c| c.labels).unwrap_or_default())
+    }
+
+    pub async fn create_volume(&self, name: &str, labels: HashMap<String, String>) -> Result<(), DockerError> {
+        let options = CreateVolumeOptions { name: name.to_string(), labels, ..Default::default() };
+        self.bounded("volume create", name, self.client.create_volume(options)).await.map(|_| ())
+    }
+
+    pub async fn volume_exists(&self, name: &str) -> Result<bool, DockerError> {
+        match self.bounded("volume inspect", name, self.client.inspect_volume(name)).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Removes a volume; a missing one counts as removed. `Conflict` while in use.
+    pub async fn remove_volume(&self, name: &str) -> Result<(), DockerError> {
+        let options = Some(RemoveVolumeOptions { force: false });
+        match self.bounded("volume remove", name, self.client.remove_volume(name, options)).await {
+            Err(e) if e.is_not_found() => Ok(()),
+            other => other,
+        }
+    }
+
+    pub async fn create_container(&self, spec: &ContainerSpec) -> Result<(), DockerError> {
+        let mounts = vec![
+            Mount {
+                target: Some(spec.agent_binary_target.clone()),
+                source: Some(spec.agent_binary.display().to_string()),
+                typ: Some(MountTypeEnum::BIND),
+                read_only: Some(true),
+                ..Default::default()
+            },
+            Mount {
+                target: Some(spec.socket_dir_target.clone()),
+                source: Some(spec.socket_dir.display().to_string()),
+                typ: Some(MountTypeEnum::BIND),
+                read_only: Some(false),
+                ..Default::default()
+            },
+            Mount {
+                target: Some(spec.workdir.clone()),
+                source: Some(spec.volume.clone()),
+                typ: Some(MountTypeEnum::VOLUME),
+                read_only: Some(false),
+                ..Default::default()
+            },
+        ];
+        let host_config = HostConfig {
+            mounts: Some(mounts),
+            nano_cpus: Some(spec.nano_cpus),
+            memory: Some(spec.memory_bytes),
+            memory_swap: Some(spec.memory_bytes),
+            pids_limit: Some(spec.pids),
+            cap_drop: Some(vec!["ALL".into()]),
+            cap_add: Some(SANDBOX_CAPABILITIES.iter().map(|c| c.to_string()).collect()),
+            security_opt: Some(vec!["no-new-privileges".into()]),
+            network_mode: Some(spec.network_mode.clone()),
+            privileged: Some(false),
+            init: Some(false),
+            ..Default::default()
+        };
+        let config = Config {
+            image: Some(spec.image.clone()),
+            hostname: Some(spec.hostname.clone()),
+            env: Some(spec.env.clone()),
+            working_dir: Some(spec.workdir.clone()),
+            entrypoint: Some(vec![spec.agent_binary_target.clone()]),
+            cmd: Some(vec![]),
+            labels: Some(spec.labels.clone()),
+            host_config: Some(host_config),
+            attach_stdin: Some(false),
+            tty: Some(false),
+            ..Default::default()
+        };
+        let options = Some(CreateContainerOptions { name: spec.name.clone(), platform: None });
+        self.bounded("container create", &spec.name, self.client.create_container(options, config)).await.map(|_| ())
+    }
+
+    pub async fn start_container(&self, name: &str) -> Result<(), DockerError> {
+        self.bounded("container start", name, self.client.start_container::<String>(name, None)).await
+    }
+
+    /// Stops (SIGTERM, then SIGKILL after `grace_s`) and removes a container; a missing
+    /// one counts as removed.
+    pub async fn stop_and_remove(&self, name: &str, grace_s: i64) -> Result<(), DockerError> {
+        let stop = self.client.stop_container(name, Some(StopContainerOptions { t: grace_s }));
+        match self.bounded("container stop", name, stop).await {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => return Ok(()),
+            // 304 (already stopped) and similar are fine; removal below forces anyway.
+            Err(DockerError::Failed { .. } | DockerError::Conflict { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        self.remove_container(name).await
+    }
+
+    pub async fn remove_container(&self, name: &str) -> Result<(), DockerError> {
+        let options = Some(RemoveContainerOptions { force: true, v: false, link: false });
+        match self.bounded("container remove", name, self.client.remove_container(name, options)).await {
+            Err(e) if e.is_not_found() => Ok(()),
+            // Removal already in progress (e.g. a concurrent stop): fine.
+            Err(DockerError::Conflict { .. }) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// `None` when the container does not exist.
+    pub async fn container_status(&self, name: &str) -> Result<Option<ContainerStatus>, DockerError> {
+        let inspect = self.client.inspect_container(name, Some(InspectContainerOptions { size: false }));
+        match self.bounded("container inspect", name, inspect).await {
+            Ok(info) => {
+                let state = info.state.unwrap_or_default();
+                Ok(Some(ContainerStatus {
+                    running: state.running.unwrap_or(false),
+                    oom_killed: state.oom_killed.unwrap_or(false),
+                    exit_code: state.exit_code,
+                }))
+            }
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every container (running or not) that carries berth's managed label.
+    pub async fn list_managed(&self) -> Result<Vec<ManagedContainer>, DockerError> {
+        let filters = HashMap::from([("label".to_string(), vec![format!("{LABEL_MANAGED}=true")])]);
+        let options = Some(ListContainersOptions { all: true, filters, ..Default::default() });
+        let list = self.bounded("container list", "containers", self.client.list_containers(options)).await?;
+        Ok(list
+            .into_iter()
+            .filter_map(|c| {
+                let labels = c.labels.unwrap_or_default();
+                let name = c.names?.first()?.trim_start_matches('/').to_string();
+                Some(ManagedContainer {
+                    name,
+                    sandbox_id: labels.get(LABEL_SANDBOX).cloned().unwrap_or_default(),
+                    running: c.state.as_deref() == Some("running"),
+                })
+            })
+            .collect())
+    }
+
+    pub async fn usage(&self, name: &str) -> Result<ContainerUsage, DockerError> {
+        let mut stream = self.client.stats(name, Some(StatsOptions { stream: false, one_shot: true }));
+        let stats = match tokio::time::timeout(self.deadline, stream.next()).await {
+            Ok(Some(Ok(stats))) => stats,
+            Ok(Some(Err(e))) => return Err(DockerError::from_bollard("container stats", name, e)),
+            Ok(None) => return Ok(ContainerUsage::default()),
+            Err(_) => return Err(DockerError::Timeout { operation: "container stats", seconds: self.deadline.as_secs() }),
+        };
+        Ok(ContainerUsage {
+            cpu_s: Some(stats.cpu_stats.cpu_usage.total_usage as f64 / 1e9),
+            memory_bytes: stats.memory_stats.usage,
+            memory_peak_bytes: stats.memory_stats.max_usage,
+        })
+    }
+}

@@ -1,0 +1,108 @@
+//! The sandbox record as stored, and its public JSON view.
+
+use super::{SandboxId, SandboxState, TenantId, VolumeName};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Limits {
+    pub cpu: f64,
+    pub memory_mb: u64,
+    pub disk_mb: u64,
+    pub pids: i64,
+    pub timeout_s: u64,
+    pub idle_timeout_s: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    None,
+    Bridge,
+}
+
+impl Network {
+    pub fn docker_mode(self) -> &'static str {
+        match self {
+            Network::None => "none",
+            Network::Bridge => "bridge",
+        }
+    }
+}
+
+/// Resource usage, where known.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_peak_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk_bytes: Option<u64>,
+}
+
+/// One sandbox: its state, where its files live and what it may use. Stored whole.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sandbox {
+    pub id: SandboxId,
+    pub tenant: TenantId,
+    pub state: SandboxState,
+    /// The image as requested (a template name or a local image ref).
+    pub image: String,
+    /// The Docker image reference actually run.
+    pub image_ref: String,
+    pub volume: VolumeName,
+    /// True when berth created the volume for this sandbox (and so may remove it).
+    pub owns_volume: bool,
+    pub workdir: String,
+    pub labels: BTreeMap<String, String>,
+    pub env: BTreeMap<String, String>,
+    pub limits: Limits,
+    pub network: Network,
+    pub auto_resume: bool,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub stopped_at: Option<DateTime<Utc>>,
+    pub last_activity_at: Option<DateTime<Utc>>,
+    /// Why it stopped or failed (`timeout`, `idle`, `oom`, `requested`, an error text).
+    pub reason: Option<String>,
+}
+
+impl Sandbox {
+    /// The public JSON shape (GET, list, and every lifecycle answer).
+    pub fn view(&self, usage: Option<Usage>) -> serde_json::Value {
+        let mut v = serde_json::json!({
+            "id": self.id,
+            "state": self.state,
+            "image": self.image,
+            "volume": self.volume,
+            "workdir": self.workdir,
+            "labels": self.labels,
+            "limits": self.limits,
+            "network": self.network,
+            "auto_resume": self.auto_resume,
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "expires_at": self.expires_at,
+            "stopped_at": self.stopped_at,
+            "last_activity_at": self.last_activity_at,
+        });
+        if let Some(reason) = &self.reason {
+            v["reason"] = reason.clone().into();
+        }
+        if let Some(usage) = usage {
+            v["usage"] = serde_json::to_value(usage).unwrap_or_default();
+        }
+        v
+    }
+
+    /// When the idle deadline falls, given the latest activity.
+    pub fn idle_deadline(&self) -> Option<DateTime<Utc>> {
+        let last = self.last_activity_at.or(self.started_at)?;
+        Some(last + chrono::Duration::seconds(self.limits.idle_timeout_s as i64))
+    }
+}

@@ -1,0 +1,238 @@
+//! One template build: debootstrap a minbase root filesystem with the template's packages
+//! on the host (no container needs the network), tidy it, tar it, load it into Docker.
+
+use super::{BuildProgress, ImageError, Template};
+use crate::config::ImagesConfig;
+use crate::docker::{load_rootfs_layer, DockerEngine, ImageMeta, LABEL_MANAGED};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+pub async fn build_template(
+    engine: &DockerEngine,
+    data_dir: &Path,
+    config: &ImagesConfig,
+    t: Template,
+    tag: &str,
+    progress: &BuildProgress,
+) -> Result<(), ImageError> {
+    let unavailable = |reason: String| ImageError::BuilderUnavailable { template: t.name.into(), reason };
+    let failed = |reason: String| ImageError::BuildFailed { template: t.name.into(), reason };
+    if !nix::unistd::geteuid().is_root() {
+        return Err(unavailable(
+            "debootstrap needs root: run `sudo berth images build` once, or build images/NAME/Dockerfile \
+             on a host with a registry and tag it berth/NAME:latest"
+                .into(),
+        ));
+    }
+    let debootstrap = find_program("debootstrap").ok_or_else(|| {
+        unavailable("`debootstrap` is not installed: `apt-get install debootstrap` (Debian/Ubuntu)".into())
+    })?;
+    let work = data_dir.join("build").join(format!("{}-{}", t.name, t.definition_hash(config)));
+    let cache = data_dir.join("cache").join("debs");
+    let rootfs = work.join("rootfs");
+    let layer = work.join("layer.tar");
+    let _ = tokio::fs::remove_dir_all(&work).await;
+    tokio::fs::create_dir_all(&rootfs).await.map_err(|e| failed(format!("create {}: {e}", rootfs.display())))?;
+    tokio::fs::create_dir_all(&cache).await.map_err(|e| failed(format!("create {}: {e}", cache.display())))?;
+
+    let result = async {
+        run_debootstrap(&debootstrap, config, t, &rootfs, &cache, progress).await.map_err(failed)?;
+        tidy_rootfs(&rootfs, config).map_err(|e| failed(format!("tidy rootfs: {e}")))?;
+        progress.step("packing", 0, 1, "root filesystem");
+        tar_rootfs(&rootfs, &layer).await.map_err(failed)?;
+        progress.step("loading into Docker", 0, 1, tag);
+        let meta = ImageMeta {
+            tag: tag.to_string(),
+            env: vec![
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+                "LANG=C.UTF-8".into(),
+            ],
+            cmd: vec!["/bin/bash".into()],
+            workdir: "/".into(),
+            labels: HashMap::from([
+                (LABEL_MANAGED.to_string(), "true".to_string()),
+                ("dev.berth.template".to_string(), t.name.to_string()),
+                ("dev.berth.definition".to_string(), t.definition_hash(config)),
+            ]),
+        };
+        load_rootfs_layer(engine, &layer, &meta).await?;
+        tag_latest(engine, tag, t.name).await?;
+        Ok::<(), ImageError>(())
+    }
+    .await;
+    let _ = tokio::fs::remove_dir_all(&work).await;
+    match &result {
+        Ok(()) => progress.finish(&format!("built {tag}")),
+        Err(e) => progress.finish(&format!("failed: {e}")),
+    }
+    result
+}
+
+fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// Runs debootstrap, turning its `I: Retrieving/Unpacking/Configuring` lines into progress.
+async fn run_debootstrap(
+    debootstrap: &Path,
+    config: &ImagesConfig,
+    t: Template,
+    rootfs: &Path,
+    cache: &Path,
+    progress: &BuildProgress,
+) -> Result<(), String> {
+    let mut child = Command::new(debootstrap)
+        .arg("--variant=minbase")
+        .arg(format!("--cache-dir={}", cache.display()))
+        .arg(format!("--include={}", t.package_list().join(",")))
+        .arg(&config.suite)
+        .arg(rootfs)
+        .arg(&config.mirror)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot run debootstrap: {e}"))?;
+    let stdout = child.stdout.take().expect("piped");
+    let stderr = child.stderr.take().expect("piped");
+    let tail = tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        let mut tail = Vec::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            tail.push(line);
+            if tail.len() > 20 {
+                tail.remove(0);
+            }
+        }
+        tail
+    });
+    let mut lines = BufReader::new(stdout).lines();
+    let mut counter = DebootstrapProgress::default();
+    let mut last_lines = Vec::new();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if let Some((phase, done, total, detail)) = counter.observe(&line) {
+            progress.step(phase, done, total, detail);
+        }
+        last_lines.push(line);
+        if last_lines.len() > 20 {
+            last_lines.remove(0);
+        }
+    }
+    let status = child.wait().await.map_err(|e| format!("debootstrap: {e}"))?;
+    let err_tail = tail.await.unwrap_or_default();
+    if !status.success() {
+        let mut all = last_lines;
+        all.extend(err_tail);
+        return Err(format!(
+            "debootstrap exited with {status} (is {} reachable?); last output:\n{}",
+            config.mirror,
+            all.join("\n")
+        ));
+    }
+    Ok(())
+}
+
+/// Counts debootstrap's steps: every package is retrieved, extracted or unpacked, and
+/// configured, so the total is about three steps a package once retrieval is done.
+#[derive(Default)]
+struct DebootstrapProgress {
+    retrieved: u64,
+    later_steps: u64,
+}
+
+impl DebootstrapProgress {
+    fn observe<'a>(&mut self, line: &'a str) -> Option<(&'static str, u64, u64, &'a str)> {
+        let rest = line.strip_prefix("I: ")?;
+        let (phase, detail) = rest.split_once(' ').unwrap_or((rest, ""));
+        let detail = detail.trim_end_matches("...");
+        let phase = match phase {
+            "Retrieving" if detail != "InRelease" && detail != "Packages" && detail != "Release" => {
+                self.retrieved += 1;
+                "retrieving"
+            }
+            "Extracting" | "Unpacking" => {
+                self.later_steps += 1;
+                "unpacking"
+            }
+            "Configuring" => {
+                self.later_steps += 1;
+                "configuring"
+            }
+            _ => return None,
+        };
+        let done = self.retrieved + self.later_steps;
+        Some((phase, done, self.retrieved * 3, detail))
+    }
+}
+
+/// Drops package caches and lists (smaller image, no stale state) and points apt at the
+/// mirror for sandboxes that are given a network.
+fn tidy_rootfs(rootfs: &Path, config: &ImagesConfig) -> std::io::Result<()> {
+    for dir in ["var/cache/apt/archives", "var/lib/apt/lists"] {
+        let dir = rootfs.join(dir);
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for entry in entries.flatten() {
+                if entry.file_type().map(|t| t.is_file()).unwrap_or(false) {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+    }
+    std::fs::write(
+        rootfs.join("etc/apt/sources.list"),
+        format!("deb {} {} main\n", config.mirror, config.suite),
+    )?;
+    std::fs::write(rootfs.join("etc/hostname"), "sandbox\n")?;
+    Ok(())
+}
+
+async fn tar_rootfs(rootfs: &Path, layer: &Path) -> Result<(), String> {
+    let status = Command::new("tar")
+        .arg("--numeric-owner")
+        .arg("-C")
+        .arg(rootfs)
+        .arg("-cf")
+        .arg(layer)
+        .arg(".")
+        .status()
+        .await
+        .map_err(|e| format!("cannot run tar: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("tar exited with {status}"))
+    }
+}
+
+async fn tag_latest(engine: &DockerEngine, tag: &str, name: &str) -> Result<(), ImageError> {
+    use bollard::image::TagImageOptions;
+    let options = Some(TagImageOptions { repo: format!("berth/{name}"), tag: "latest".to_string() });
+    engine
+        .client()
+        .tag_image(tag, options)
+        .await
+        .map_err(|e| ImageError::BuildFailed { template: name.into(), reason: format!("tag latest: {e}") })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debootstrap_lines_become_steps() {
+        let mut p = DebootstrapProgress::default();
+        assert!(p.observe("I: Retrieving InRelease ").is_none());
+        assert_eq!(p.observe("I: Retrieving libc6 2.36").map(|s| (s.0, s.1, s.2)), Some(("retrieving", 1, 3)));
+        assert_eq!(p.observe("I: Retrieving bash 5.2").map(|s| (s.1, s.2)), Some((2, 6)));
+        assert_eq!(p.observe("I: Unpacking bash...").map(|s| (s.0, s.1)), Some(("unpacking", 3)));
+        assert_eq!(p.observe("I: Configuring bash...").map(|s| s.0), Some("configuring"));
+        assert!(p.observe("W: something").is_none());
+    }
+}

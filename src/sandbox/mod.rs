@@ -1,0 +1,252 @@
+//! The sandbox lifecycle service: the state machine applied to real containers and
+//! volumes, limits, activity and deadlines, and access to a sandbox's agent.
+
+mod activity;
+mod container;
+mod create;
+mod delete;
+mod error;
+mod events;
+mod reaper;
+mod reconcile;
+mod resume;
+mod stop;
+
+pub use error::SandboxError;
+pub use events::{Event, EventKind};
+
+use crate::agent::AgentClient;
+use crate::config::Config;
+use crate::docker::DockerEngine;
+use crate::domain::{LabelFilter, PatchSandbox, Sandbox, SandboxId, SandboxState, TenantId, Usage, VolumeName};
+use crate::images::ImageService;
+use crate::store::Store;
+use activity::ActivityLog;
+use chrono::Utc;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use tokio::sync::broadcast;
+
+/// What an operation on a sandbox's agent does, for auto-resume and idle tracking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// exec, file writes, terminals: may resume a stopped sandbox with `auto_resume`.
+    Mutating,
+    /// reads: never resume anything.
+    ReadOnly,
+}
+
+pub struct SandboxService {
+    config: Arc<Config>,
+    store: Arc<dyn Store>,
+    docker: DockerEngine,
+    images: Arc<ImageService>,
+    agent_binary: PathBuf,
+    locks: Mutex<HashMap<SandboxId, Arc<tokio::sync::Mutex<()>>>>,
+    activity: ActivityLog,
+    events: broadcast::Sender<Event>,
+}
+
+impl SandboxService {
+    pub fn new(
+        config: Arc<Config>,
+        store: Arc<dyn Store>,
+        docker: DockerEngine,
+        images: Arc<ImageService>,
+        agent_binary: PathBuf,
+    ) -> Arc<Self> {
+        let (events, _) = broadcast::channel(1024);
+        Arc::new(SandboxService {
+            config,
+            store,
+            docker,
+            images,
+            agent_binary,
+            locks: Mutex::new(HashMap::new()),
+            activity: ActivityLog::default(),
+            events,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn docker(&self) -> &DockerEngine {
+        &self.docker
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    fn emit(&self, kind: EventKind, sandbox: &Sandbox) {
+        let _ = self.events.send(Event::new(kind, sandbox));
+    }
+
+    /// The lock that serialises lifecycle operations on one sandbox.
+    fn lock_for(&self, id: &SandboxId) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(id.clone()).or_default().clone()
+    }
+
+    fn socket_dir(&self, id: &SandboxId) -> PathBuf {
+        self.config.data_dir.join("sandboxes").join(id.as_str())
+    }
+
+    pub fn agent_client(&self, id: &SandboxId) -> AgentClient {
+        AgentClient::new(self.socket_dir(id))
+    }
+
+    /// The sandbox if it exists and belongs to `tenant`; another tenant's is `NotFound`.
+    pub async fn get(&self, tenant: &TenantId, id: &SandboxId) -> Result<Sandbox, SandboxError> {
+        match self.store.get_sandbox(id).await? {
+            Some(mut sandbox) if &sandbox.tenant == tenant => {
+                self.activity.overlay(&mut sandbox);
+                Ok(sandbox)
+            }
+            _ => Err(SandboxError::NotFound(id.to_string())),
+        }
+    }
+
+    /// Resource usage of a running sandbox, where Docker reports it.
+    pub async fn usage(&self, sandbox: &Sandbox) -> Option<Usage> {
+        if sandbox.state != SandboxState::Running {
+            return None;
+        }
+        let u = self.docker.usage(&sandbox.id.container_name()).await.ok()?;
+        Some(Usage { cpu_s: u.cpu_s, memory_bytes: u.memory_bytes, memory_peak_bytes: u.memory_peak_bytes, disk_bytes: None })
+    }
+
+    pub async fn list(
+        &self,
+        tenant: &TenantId,
+        state: Option<SandboxState>,
+        labels: &[LabelFilter],
+    ) -> Result<Vec<Sandbox>, SandboxError> {
+        let mut all = self.store.list_sandboxes(Some(tenant), state).await?;
+        all.retain(|s| labels.iter().all(|f| f.matches(&s.labels)));
+        for s in &mut all {
+            self.activity.overlay(s);
+        }
+        Ok(all)
+    }
+
+    pub async fn patch(&self, tenant: &TenantId, id: &SandboxId, patch: PatchSandbox) -> Result<Sandbox, SandboxError> {
+        patch.check(&self.config).map_err(|e| SandboxError::Invalid(e.0))?;
+        let lock = self.lock_for(id);
+        let _held = lock.lock().await;
+        let mut sandbox = self.get(tenant, id).await?;
+        if sandbox.state == SandboxState::Terminated {
+            return Err(SandboxError::Conflict(format!("sandbox {id} is terminated")));
+        }
+        if let Some(timeout_s) = patch.timeout_s {
+            sandbox.limits.timeout_s = timeout_s;
+            sandbox.expires_at = sandbox.started_at.map(|t| t + chrono::Duration::seconds(timeout_s as i64));
+        }
+        if let Some(idle) = patch.idle_timeout_s {
+            sandbox.limits.idle_timeout_s = idle;
+        }
+        if let Some(labels) = patch.labels {
+            sandbox.labels = labels;
+        }
+        self.store.update_sandbox(&sandbox).await?;
+        Ok(sandbox)
+    }
+
+    /// The agent of a sandbox the caller may use now: running, or resumed first when it is
+    /// stopped with `auto_resume` and the access is mutating. Counts as activity.
+    pub async fn agent_for(
+        &self,
+        tenant: &TenantId,
+        id: &SandboxId,
+        access: Access,
+    ) -> Result<(Sandbox, AgentClient), SandboxError> {
+        let mut sandbox = self.get(tenant, id).await?;
+        if sandbox.state != SandboxState::Running {
+            let resumable = sandbox.state.is_resumable() && sandbox.auto_resume && access == Access::Mutating;
+            if !resumable {
+                return Err(SandboxError::Conflict(format!(
+                    "sandbox {id} is {}; resume it first (POST /v1/sandboxes/{id}/resume)",
+                    sandbox.state
+                )));
+            }
+            sandbox = self.resume(tenant, id).await?;
+        }
+        self.activity.touch(id);
+        Ok((sandbox.clone(), self.agent_client(id)))
+    }
+
+    /// Called when a running sandbox's agent cannot be reached: if its container is gone
+    /// or exited, the sandbox is marked stopped and the caller gets a conflict.
+    pub async fn on_agent_failure(&self, sandbox: &Sandbox, err: crate::agent::AgentError) -> SandboxError {
+        if !matches!(err, crate::agent::AgentError::Unreachable(_)) {
+            return SandboxError::Agent(err);
+        }
+        let status = self.docker.container_status(&sandbox.id.container_name()).await;
+        let (running, oom) = match &status {
+            Ok(Some(s)) => (s.running, s.oom_killed),
+            Ok(None) => (false, false),
+            Err(_) => return SandboxError::Agent(err),
+        };
+        if running {
+            return SandboxError::Agent(err);
+        }
+        let reason = if oom { "oom" } else { "exited" };
+        let _ = self.mark_stopped_externally(&sandbox.id, reason).await;
+        SandboxError::Conflict(format!(
+            "sandbox {} stopped unexpectedly (its container {}); resume it to continue",
+            sandbox.id,
+            if oom { "was killed for exceeding its memory limit" } else { "exited" }
+        ))
+    }
+
+    /// Volumes of a tenant, with the sandboxes that use them.
+    pub async fn volumes(&self, tenant: &TenantId) -> Result<Vec<serde_json::Value>, SandboxError> {
+        let volumes = self.store.list_volumes(tenant).await?;
+        let sandboxes = self.store.list_sandboxes(Some(tenant), None).await?;
+        Ok(volumes.into_iter().map(|(name, created_at)| volume_view(&name, created_at, &sandboxes)).collect())
+    }
+
+    pub async fn volume(&self, tenant: &TenantId, name: &VolumeName) -> Result<serde_json::Value, SandboxError> {
+        if self.store.volume_tenant(name).await?.as_ref() != Some(tenant) {
+            return Err(SandboxError::NotFound(format!("volume {name}")));
+        }
+        let volumes = self.store.list_volumes(tenant).await?;
+        let sandboxes = self.store.list_sandboxes(Some(tenant), None).await?;
+        let (name, created_at) = volumes
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .ok_or_else(|| SandboxError::NotFound(format!("volume {name}")))?;
+        Ok(volume_view(&name, created_at, &sandboxes))
+    }
+
+    /// Removes a volume of the tenant; `Conflict` while a live sandbox mounts it.
+    pub async fn delete_volume(&self, tenant: &TenantId, name: &VolumeName) -> Result<(), SandboxError> {
+        if self.store.volume_tenant(name).await?.as_ref() != Some(tenant) {
+            return Err(SandboxError::NotFound(format!("volume {name}")));
+        }
+        let users = self.store.list_sandboxes(Some(tenant), None).await?;
+        if let Some(user) = users.iter().find(|s| &s.volume == name && matches!(s.state, SandboxState::Running | SandboxState::Creating)) {
+            return Err(SandboxError::Conflict(format!("volume {name} is mounted by sandbox {}; stop it first", user.id)));
+        }
+        self.docker.remove_volume(name.as_str()).await?;
+        self.store.delete_volume(name).await?;
+        Ok(())
+    }
+}
+
+fn volume_view(name: &VolumeName, created_at: chrono::DateTime<Utc>, sandboxes: &[Sandbox]) -> serde_json::Value {
+    let users: Vec<&str> = sandboxes
+        .iter()
+        .filter(|s| &s.volume == name && s.state != SandboxState::Terminated)
+        .map(|s| s.id.as_str())
+        .collect();
+    let mounted = sandboxes.iter().any(|s| &s.volume == name && s.state == SandboxState::Running);
+    serde_json::json!({ "name": name, "created_at": created_at, "sandboxes": users, "mounted": mounted })
+}

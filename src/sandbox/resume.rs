@@ -1,0 +1,42 @@
+//! Resuming a stopped sandbox: a new container on the same volume, so every file is
+//! still there; lifetime restarts.
+
+use super::{EventKind, SandboxError, SandboxService};
+use crate::domain::{Sandbox, SandboxId, SandboxState, TenantId};
+use chrono::Utc;
+
+impl SandboxService {
+    /// Resumes a sandbox; idempotent on one that is running.
+    pub async fn resume(&self, tenant: &TenantId, id: &SandboxId) -> Result<Sandbox, SandboxError> {
+        self.get(tenant, id).await?;
+        let lock = self.lock_for(id);
+        let _held = lock.lock().await;
+        let mut sandbox = self.get(tenant, id).await?;
+        if sandbox.state == SandboxState::Running {
+            return Ok(sandbox);
+        }
+        sandbox.state.check_transition(SandboxState::Running).map_err(|e| {
+            SandboxError::Conflict(format!("{e}: sandbox {id} cannot be resumed (create a new one)"))
+        })?;
+        if !self.docker.volume_exists(sandbox.volume.as_str()).await? {
+            return Err(SandboxError::Conflict(format!(
+                "the volume {} of sandbox {id} no longer exists; it cannot be resumed",
+                sandbox.volume
+            )));
+        }
+        // The image may have been rebuilt or removed since; resolve it again.
+        sandbox.image_ref = self.images.resolve(&sandbox.image).await?;
+        self.bring_up(&sandbox).await?;
+        let now = Utc::now();
+        sandbox.state = SandboxState::Running;
+        sandbox.started_at = Some(now);
+        sandbox.last_activity_at = Some(now);
+        sandbox.stopped_at = None;
+        sandbox.reason = None;
+        sandbox.expires_at = Some(now + chrono::Duration::seconds(sandbox.limits.timeout_s as i64));
+        self.store.update_sandbox(&sandbox).await?;
+        self.activity.touch(id);
+        self.emit(EventKind::Resumed, &sandbox);
+        Ok(sandbox)
+    }
+}

@@ -1,0 +1,128 @@
+//! The composition root: the only place that names concrete adapters. Builds the store,
+//! the Docker engine, the image and sandbox services and the router; takes a bound
+//! listener and a shutdown future so tests can run it on port 0.
+
+use crate::api::{self, AppState};
+use crate::config::Config;
+use crate::docker::{DockerEngine, DockerError};
+use crate::domain::{ApiKey, TenantId};
+use crate::images::ImageService;
+use crate::sandbox::SandboxService;
+use crate::store::{self, Store, StoreError};
+use sha2::{Digest, Sha256};
+use std::future::Future;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// The static `berth-agent`, built by `build.rs` and embedded here.
+pub static AGENT_BINARY: &[u8] = include_bytes!(env!("BERTH_AGENT_PATH"));
+
+/// Name of the file holding the default tenant's first key.
+pub const DEFAULT_KEY_FILE: &str = "default-api-key";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot prepare data dir {path}: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot open the database: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot reach Docker ({0}); is the Docker daemon running and is its socket readable by this user?")]
+    Docker(#[from] DockerError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: String, source: std::io::Error },
+    #[error("start-up reconciliation failed: {0}")]
+    Reconcile(String),
+}
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    /// Set when this start created the default tenant: where its key was written.
+    pub new_key_file: Option<PathBuf>,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> Result<Self, StartupError> {
+        let config = Arc::new(config);
+        prepare_data_dir(&config.data_dir)?;
+        let store = store::open(&config.database_url()).await?;
+        let docker = DockerEngine::connect(Duration::from_secs(config.docker_timeout_s)).await?;
+        docker.ping().await?;
+        let agent_binary = install_agent(&config.data_dir)?;
+        let images = ImageService::new(docker.clone(), config.data_dir.clone(), config.images.clone());
+        let service = SandboxService::new(config.clone(), store.clone(), docker, images, agent_binary);
+        let report = service.reconcile().await.map_err(|e| StartupError::Reconcile(e.to_string()))?;
+        tracing::info!(?report, "reconciled with Docker");
+        let new_key_file = bootstrap_default_tenant(store.as_ref(), &config.data_dir).await?;
+        let listener = TcpListener::bind(&config.listen)
+            .await
+            .map_err(|source| StartupError::Listen { addr: config.listen.clone(), source })?;
+        Ok(Application { listener, state: AppState::new(service), new_key_file })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn service(&self) -> Arc<SandboxService> {
+        self.state.service.clone()
+    }
+
+    /// Serves until `shutdown` completes; the reaper runs alongside.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let reaper = self.state.service.spawn_reaper();
+        let app = api::router(self.state);
+        let result = axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await;
+        reaper.abort();
+        result
+    }
+}
+
+fn prepare_data_dir(dir: &Path) -> Result<(), StartupError> {
+    let err = |source| StartupError::DataDir { path: dir.to_path_buf(), source };
+    std::fs::create_dir_all(dir.join("sandboxes")).map_err(err)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
+    Ok(())
+}
+
+/// Writes the embedded agent to `<data_dir>/bin/berth-agent-<hash>` (once per version).
+pub fn install_agent(data_dir: &Path) -> Result<PathBuf, StartupError> {
+    let hash = hex::encode(Sha256::digest(AGENT_BINARY));
+    let bin_dir = data_dir.join("bin");
+    let target = bin_dir.join(format!("berth-agent-{}", &hash[..16]));
+    let err = |source| StartupError::DataDir { path: bin_dir.clone(), source };
+    if !target.exists() {
+        std::fs::create_dir_all(&bin_dir).map_err(err)?;
+        let temp = bin_dir.join(format!(".berth-agent-{}.tmp{}", &hash[..16], std::process::id()));
+        std::fs::write(&temp, AGENT_BINARY).map_err(err)?;
+        std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o755)).map_err(err)?;
+        std::fs::rename(&temp, &target).map_err(err)?;
+    }
+    Ok(target)
+}
+
+/// Creates a key for `tenant` (creating the tenant if new) and returns it; only its hash
+/// is stored.
+pub async fn create_api_key(store: &dyn Store, tenant: &TenantId) -> Result<ApiKey, StoreError> {
+    store.ensure_tenant(tenant).await?;
+    let key = ApiKey::generate();
+    store.add_api_key(tenant, &key.hash(), &key.expose()[..7]).await?;
+    Ok(key)
+}
+
+/// On first start with an empty store: a `default` tenant whose key goes to a 0600 file.
+async fn bootstrap_default_tenant(store: &dyn Store, data_dir: &Path) -> Result<Option<PathBuf>, StartupError> {
+    if store.tenant_count().await? > 0 {
+        return Ok(None);
+    }
+    let tenant = TenantId::parse("default").expect("valid name");
+    let key = create_api_key(store, &tenant).await?;
+    let path = data_dir.join(DEFAULT_KEY_FILE);
+    let err = |source| StartupError::DataDir { path: path.clone(), source };
+    std::fs::write(&path, format!("{}\n", key.expose())).map_err(err)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    Ok(Some(path))
+}

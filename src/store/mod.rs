@@ -1,0 +1,91 @@
+//! Persistent state behind one trait: tenants, API keys, sandboxes, volumes and
+//! idempotency keys. The backend is chosen once, from the database URL.
+
+mod sqlite;
+
+use crate::domain::{Sandbox, SandboxId, SandboxState, TenantId, VolumeName};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use std::sync::Arc;
+
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("database query failed: {0}")]
+    Query(#[source] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    #[error("stored record is corrupt: {0}")]
+    Corrupt(String),
+    #[error("unsupported database URL {0:?}: use sqlite://PATH (PostgreSQL support is planned)")]
+    UnsupportedUrl(String),
+    #[error("{0} already exists")]
+    Duplicate(String),
+}
+
+impl StoreError {
+    pub(crate) fn from_sqlx(err: sqlx::Error) -> Self {
+        match &err {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => StoreError::Unavailable(err),
+            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Duplicate(db.message().to_string()),
+            _ => StoreError::Query(err),
+        }
+    }
+}
+
+/// How an idempotent create begins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdempotencyStart {
+    /// First use of the key: go ahead, then `finish`.
+    Fresh,
+    /// The first request with this key is still running.
+    InFlight,
+    /// The key was used with a different body.
+    BodyMismatch,
+    /// Already done: answer with this sandbox.
+    Done(SandboxId),
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    async fn ensure_tenant(&self, tenant: &TenantId) -> Result<(), StoreError>;
+    async fn tenant_count(&self) -> Result<u64, StoreError>;
+    async fn add_api_key(&self, tenant: &TenantId, key_hash: &str, prefix: &str) -> Result<(), StoreError>;
+    async fn tenant_for_key(&self, key_hash: &str) -> Result<Option<TenantId>, StoreError>;
+
+    async fn insert_sandbox(&self, sandbox: &Sandbox) -> Result<(), StoreError>;
+    async fn update_sandbox(&self, sandbox: &Sandbox) -> Result<(), StoreError>;
+    async fn get_sandbox(&self, id: &SandboxId) -> Result<Option<Sandbox>, StoreError>;
+    /// A tenant's sandboxes (all tenants' with `None`), newest first, optionally by state.
+    async fn list_sandboxes(
+        &self,
+        tenant: Option<&TenantId>,
+        state: Option<SandboxState>,
+    ) -> Result<Vec<Sandbox>, StoreError>;
+    /// Records activity times (kept in memory on the hot path, flushed in batches).
+    async fn record_activity(&self, seen: &[(SandboxId, DateTime<Utc>)]) -> Result<(), StoreError>;
+
+    async fn insert_volume(&self, tenant: &TenantId, volume: &VolumeName) -> Result<(), StoreError>;
+    async fn volume_tenant(&self, volume: &VolumeName) -> Result<Option<TenantId>, StoreError>;
+    async fn list_volumes(&self, tenant: &TenantId) -> Result<Vec<(VolumeName, DateTime<Utc>)>, StoreError>;
+    async fn delete_volume(&self, volume: &VolumeName) -> Result<(), StoreError>;
+
+    async fn idempotency_start(&self, tenant: &TenantId, key: &str, body_hash: &str)
+        -> Result<IdempotencyStart, StoreError>;
+    async fn idempotency_finish(&self, tenant: &TenantId, key: &str, sandbox: &SandboxId) -> Result<(), StoreError>;
+    async fn idempotency_abandon(&self, tenant: &TenantId, key: &str) -> Result<(), StoreError>;
+}
+
+/// Opens the store named by `url` and brings its schema up to date.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::open(url).await?))
+    } else {
+        Err(StoreError::UnsupportedUrl(url.to_string()))
+    }
+}

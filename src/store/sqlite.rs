@@ -1,0 +1,277 @@
+//! The embedded SQLite store (WAL mode, one file in the data dir).
+
+use super::{IdempotencyStart, Store, StoreError};
+use crate::domain::{Sandbox, SandboxId, SandboxState, TenantId, VolumeName};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Idempotency keys older than this are forgotten.
+const IDEMPOTENCY_TTL_HOURS: i64 = 24;
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(StoreError::from_sqlx)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .map_err(StoreError::Unavailable)?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await.map_err(StoreError::Migrate)?;
+        Ok(SqliteStore { pool })
+    }
+}
+
+fn now() -> String {
+    Utc::now().to_rfc3339()
+}
+
+fn decode(data: &str) -> Result<Sandbox, StoreError> {
+    serde_json::from_str(data).map_err(|e| StoreError::Corrupt(format!("sandbox record: {e}")))
+}
+
+fn encode(sandbox: &Sandbox) -> Result<String, StoreError> {
+    serde_json::to_string(sandbox).map_err(|e| StoreError::Corrupt(format!("sandbox record: {e}")))
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(StoreError::Unavailable)?;
+        Ok(())
+    }
+
+    async fn ensure_tenant(&self, tenant: &TenantId) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO tenants (id, created_at) VALUES (?, ?) ON CONFLICT(id) DO NOTHING")
+            .bind(tenant.as_str())
+            .bind(now())
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        Ok(())
+    }
+
+    async fn tenant_count(&self) -> Result<u64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM tenants")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        Ok(row.get::<i64, _>("n") as u64)
+    }
+
+    async fn add_api_key(&self, tenant: &TenantId, key_hash: &str, prefix: &str) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO api_keys (hash, tenant_id, prefix, created_at) VALUES (?, ?, ?, ?)")
+            .bind(key_hash)
+            .bind(tenant.as_str())
+            .bind(prefix)
+            .bind(now())
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        Ok(())
+    }
+
+    async fn tenant_for_key(&self, key_hash: &str) -> Result<Option<TenantId>, StoreError> {
+        let row = sqlx::query("SELECT tenant_id FROM api_keys WHERE hash = ?")
+            .bind(key_hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        row.map(|r| TenantId::parse(r.get("tenant_id")).map_err(StoreError::Corrupt)).transpose()
+    }
+
+    async fn insert_sandbox(&self, sandbox: &Sandbox) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO sandboxes (id, tenant_id, state, volume, created_at, data) VALUES (?, ?, ?, ?, ?, ?)")
+            .bind(sandbox.id.as_str())
+            .bind(sandbox.tenant.as_str())
+            .bind(sandbox.state.as_str())
+            .bind(sandbox.volume.as_str())
+            .bind(sandbox.created_at.to_rfc3339())
+            .bind(encode(sandbox)?)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        Ok(())
+    }
+
+    async fn update_sandbox(&self, sandbox: &Sandbox) -> Result<(), StoreError> {
+        sqlx::query("UPDATE sandboxes SET state = ?, volume = ?, data = ? WHERE id = ?")
+            .bind(sandbox.state.as_str())
+            .bind(sandbox.volume.as_str())
+            .bind(encode(sandbox)?)
+            .bind(sandbox.id.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        Ok(())
+    }
+
+    async fn get_sandbox(&self, id: &SandboxId) -> Result<Option<Sandbox>, StoreError> {
+        let row = sqlx::query("SELECT data FROM sandboxes WHERE id = ?")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        row.map(|r| decode(r.get("data"))).transpose()
+    }
+
+    async fn list_sandboxes(
+        &self,
+        tenant: Option<&TenantId>,
+        state: Option<SandboxState>,
+    ) -> Result<Vec<Sandbox>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT data FROM sandboxes WHERE (?1 IS NULL OR tenant_id = ?1) AND (?2 IS NULL OR state = ?2) \
+             ORDER BY created_at DESC, id",
+        )
+        .bind(tenant.map(|t| t.as_str().to_string()))
+        .bind(state.map(|s| s.as_str()))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        rows.iter().map(|r| decode(r.get("data"))).collect()
+    }
+
+    async fn record_activity(&self, seen: &[(SandboxId, DateTime<Utc>)]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(StoreError::from_sqlx)?;
+        for (id, at) in seen {
+            sqlx::query(
+                "UPDATE sandboxes SET data = json_set(data, '$.last_activity_at', ?) WHERE id = ? \
+                 AND (json_extract(data, '$.last_activity_at') IS NULL OR json_extract(data, '$.last_activity_at') < ?)",
+            )
+            .bind(at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+            .bind(id.as_str())
+            .bind(at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        }
+        tx.commit().await.map_err(StoreError::from_sqlx)?;
+        Ok(())
+    }
+
+    async fn insert_volume(&self, tenant: &TenantId, volume: &VolumeName) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO volumes (name, tenant_id, created_at) VALUES (?, ?, ?) ON CONFLICT(name) DO NOTHING")
+            .bind(volume.as_str())
+            .bind(tenant.as_str())
+            .bind(now())
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        Ok(())
+    }
+
+    async fn volume_tenant(&self, volume: &VolumeName) -> Result<Option<TenantId>, StoreError> {
+        let row = sqlx::query("SELECT tenant_id FROM volumes WHERE name = ?")
+            .bind(volume.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        row.map(|r| TenantId::parse(r.get("tenant_id")).map_err(StoreError::Corrupt)).transpose()
+    }
+
+    async fn list_volumes(&self, tenant: &TenantId) -> Result<Vec<(VolumeName, DateTime<Utc>)>, StoreError> {
+        let rows = sqlx::query("SELECT name, created_at FROM volumes WHERE tenant_id = ? ORDER BY created_at DESC")
+            .bind(tenant.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        rows.iter()
+            .map(|r| {
+                let name = VolumeName::parse(r.get("name")).map_err(StoreError::Corrupt)?;
+                let at = DateTime::parse_from_rfc3339(r.get("created_at"))
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?
+                    .with_timezone(&Utc);
+                Ok((name, at))
+            })
+            .collect()
+    }
+
+    async fn delete_volume(&self, volume: &VolumeName) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM volumes WHERE name = ?")
+            .bind(volume.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        Ok(())
+    }
+
+    async fn idempotency_start(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+        body_hash: &str,
+    ) -> Result<IdempotencyStart, StoreError> {
+        let cutoff = (Utc::now() - chrono::Duration::hours(IDEMPOTENCY_TTL_HOURS)).to_rfc3339();
+        sqlx::query("DELETE FROM idempotency_keys WHERE created_at < ?")
+            .bind(&cutoff)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        let inserted = sqlx::query(
+            "INSERT INTO idempotency_keys (tenant_id, key, body_hash, sandbox_id, created_at) VALUES (?, ?, ?, NULL, ?) \
+             ON CONFLICT(tenant_id, key) DO NOTHING",
+        )
+        .bind(tenant.as_str())
+        .bind(key)
+        .bind(body_hash)
+        .bind(now())
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        if inserted.rows_affected() == 1 {
+            return Ok(IdempotencyStart::Fresh);
+        }
+        let row = sqlx::query("SELECT body_hash, sandbox_id FROM idempotency_keys WHERE tenant_id = ? AND key = ?")
+            .bind(tenant.as_str())
+            .bind(key)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        let stored_hash: String = row.get("body_hash");
+        let sandbox: Option<String> = row.get("sandbox_id");
+        Ok(if stored_hash != body_hash {
+            IdempotencyStart::BodyMismatch
+        } else {
+            match sandbox.as_deref().and_then(SandboxId::parse) {
+                Some(id) => IdempotencyStart::Done(id),
+                None => IdempotencyStart::InFlight,
+            }
+        })
+    }
+
+    async fn idempotency_finish(&self, tenant: &TenantId, key: &str, sandbox: &SandboxId) -> Result<(), StoreError> {
+        sqlx::query("UPDATE idempotency_keys SET sandbox_id = ? WHERE tenant_id = ? AND key = ?")
+            .bind(sandbox.as_str())
+            .bind(tenant.as_str())
+            .bind(key)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        Ok(())
+    }
+
+    async fn idempotency_abandon(&self, tenant: &TenantId, key: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM idempotency_keys WHERE tenant_id = ? AND key = ? AND sandbox_id IS NULL")
+            .bind(tenant.as_str())
+            .bind(key)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        Ok(())
+    }
+}
