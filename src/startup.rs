@@ -52,8 +52,9 @@ impl Application {
         let docker = DockerEngine::connect(Duration::from_secs(config.docker_timeout_s)).await?;
         docker.ping().await?;
         let agent_binary = install_agent(&config.data_dir)?;
+        let instance = instance_id(&config.data_dir)?;
         let images = ImageService::new(docker.clone(), config.data_dir.clone(), config.images.clone());
-        let service = SandboxService::new(config.clone(), store.clone(), docker, images, agent_binary);
+        let service = SandboxService::new(config.clone(), store.clone(), docker, images, agent_binary, instance);
         let report = service.reconcile().await.map_err(|e| StartupError::Reconcile(e.to_string()))?;
         tracing::info!(?report, "reconciled with Docker");
         let new_key_file = bootstrap_default_tenant(store.as_ref(), &config.data_dir).await?;
@@ -86,6 +87,21 @@ fn prepare_data_dir(dir: &Path) -> Result<(), StartupError> {
     std::fs::create_dir_all(dir.join("sandboxes")).map_err(err)?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
     Ok(())
+}
+
+/// This data dir's instance id (created on first start): the label that scopes which
+/// containers this server owns.
+pub fn instance_id(data_dir: &Path) -> Result<String, StartupError> {
+    let path = data_dir.join("instance-id");
+    let err = |source| StartupError::DataDir { path: path.clone(), source };
+    match std::fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => Ok(text.trim().to_string()),
+        _ => {
+            let id = uuid::Uuid::new_v4().simple().to_string()[..16].to_string();
+            std::fs::write(&path, format!("{id}\n")).map_err(err)?;
+            Ok(id)
+        }
+    }
 }
 
 /// Writes the embedded agent to `<data_dir>/bin/berth-agent-<hash>` (once per version).

@@ -1,1 +1,220 @@
-pub fn main() -> std::process::ExitCode { std::process::ExitCode::SUCCESS }
+//! The `berth` command line: `serve`, `images`, `keys` act locally; `sandbox`, `exec` and
+//! `cp` are clients of a running server's HTTP API (`BERTH_URL`, `BERTH_API_KEY`).
+
+mod cp;
+mod local;
+mod remote;
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "berth",
+    version,
+    about = "Self-hosted sandboxes: one Docker container per session, with exec, file and terminal APIs",
+    long_about = "berth runs a sandbox server on your own machine (`berth serve`) and talks to it \
+                  (`berth sandbox`, `berth exec`, `berth cp`).\n\n\
+                  Quick start:\n  berth serve                      # prints where the API key was written\n  \
+                  export BERTH_API_KEY=$(cat ~/.local/share/berth/default-api-key)\n  \
+                  berth sandbox create --image base\n  berth exec sb-... -- echo hello"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+pub struct LocalOpts {
+    /// TOML config file (also $BERTH_CONFIG); env vars BERTH_* override it.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Data directory (database, sockets, caches); overrides config and $BERTH_DATA_DIR.
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Args, Clone)]
+pub struct RemoteOpts {
+    /// Server URL.
+    #[arg(long, env = "BERTH_URL", default_value = "http://127.0.0.1:8080", global = true)]
+    url: String,
+    /// API key; defaults to the default tenant's key file in the data dir when readable.
+    #[arg(long, env = "BERTH_API_KEY", hide_env_values = true, global = true)]
+    api_key: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (HTTP API) until Ctrl-C.
+    Serve {
+        #[command(flatten)]
+        local: LocalOpts,
+        /// host:port to listen on (default 127.0.0.1:8080; also $BERTH_LISTEN).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Build or inspect the sandbox image templates (base, python, node).
+    Images {
+        #[command(subcommand)]
+        command: ImagesCommand,
+        #[command(flatten)]
+        local: LocalOpts,
+    },
+    /// Manage API keys (works on the database directly; the server need not run).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+        #[command(flatten)]
+        local: LocalOpts,
+    },
+    /// Create, list, inspect, stop, resume and remove sandboxes.
+    Sandbox {
+        #[command(subcommand)]
+        command: SandboxCommand,
+        #[command(flatten)]
+        remote: RemoteOpts,
+    },
+    /// Run a command in a sandbox, streaming its output; exits with its exit code.
+    Exec {
+        /// Sandbox id.
+        id: String,
+        /// Seconds before the command's whole process tree is killed.
+        #[arg(long)]
+        timeout: Option<f64>,
+        /// Working directory inside the sandbox.
+        #[arg(long)]
+        cwd: Option<String>,
+        /// Extra environment, KEY=VALUE (repeatable).
+        #[arg(long = "env", value_name = "KEY=VALUE")]
+        env: Vec<String>,
+        /// The command and its arguments (after `--`).
+        #[arg(last = true, required = true)]
+        cmd: Vec<String>,
+        #[command(flatten)]
+        remote: RemoteOpts,
+    },
+    /// Copy files or directories: `berth cp ./src ID:src` or `berth cp ID:out.txt ./out.txt`.
+    Cp {
+        source: String,
+        destination: String,
+        #[command(flatten)]
+        remote: RemoteOpts,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImagesCommand {
+    /// Build templates (all when none named); skips ones already built unless --force.
+    Build {
+        names: Vec<String>,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show each template, its tag and whether it is built.
+    List,
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a key for a tenant (created if new); prints the key alone on stdout.
+    Create {
+        #[arg(long)]
+        tenant: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum SandboxCommand {
+    /// Create a sandbox and print it as JSON.
+    Create {
+        /// Template (base, python, node) or local image.
+        #[arg(long, default_value = "base")]
+        image: String,
+        #[arg(long)]
+        cpu: Option<f64>,
+        #[arg(long)]
+        memory_mb: Option<u64>,
+        #[arg(long)]
+        timeout_s: Option<u64>,
+        #[arg(long)]
+        idle_timeout_s: Option<u64>,
+        /// "none" (default) or "bridge".
+        #[arg(long)]
+        network: Option<String>,
+        #[arg(long)]
+        workdir: Option<String>,
+        /// KEY=VALUE (repeatable).
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
+        /// KEY=VALUE (repeatable).
+        #[arg(long = "env", value_name = "KEY=VALUE")]
+        env: Vec<String>,
+    },
+    /// List sandboxes.
+    List {
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
+    },
+    /// Show one sandbox.
+    Get { id: String },
+    /// Stop (volume kept; resumable).
+    Stop { id: String },
+    /// Resume a stopped sandbox on its volume.
+    Resume { id: String },
+    /// Terminate; removes the volume unless --keep-volume.
+    Rm {
+        id: String,
+        #[arg(long)]
+        keep_volume: bool,
+    },
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("berth: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(dispatch(cli.command));
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("berth: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve { local, listen } => local::serve(local, listen).await,
+        Command::Images { command: ImagesCommand::Build { names, force }, local } => {
+            local::images_build(local, names, force).await
+        }
+        Command::Images { command: ImagesCommand::List, local } => local::images_list(local).await,
+        Command::Keys { command: KeysCommand::Create { tenant }, local } => local::keys_create(local, tenant).await,
+        Command::Sandbox { command, remote } => remote::sandbox(remote, command).await,
+        Command::Exec { id, timeout, cwd, env, cmd, remote } => remote::exec(remote, id, timeout, cwd, env, cmd).await,
+        Command::Cp { source, destination, remote } => cp::copy(remote, source, destination).await,
+    }
+}
+
+/// Splits `KEY=VALUE` arguments.
+fn key_values(items: &[String], what: &str) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    items
+        .iter()
+        .map(|item| {
+            item.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| anyhow::anyhow!("{what} {item:?} must look like KEY=VALUE"))
+        })
+        .collect()
+}

@@ -61,7 +61,7 @@ pub async fn load_rootfs_layer(engine: &DockerEngine, layer_tar: &Path, meta: &I
     let config = serde_json::json!({
         "architecture": "amd64",
         "os": "linux",
-        "created": "1970-01-01T00:00:00Z",
+        "created": chrono::Utc::now().to_rfc3339(),
         "config": {
             "Env": meta.env,
             "Cmd": meta.cmd,
@@ -69,7 +69,7 @@ pub async fn load_rootfs_layer(engine: &DockerEngine, layer_tar: &Path, meta: &I
             "Labels": meta.labels,
         },
         "rootfs": { "type": "layers", "diff_ids": [format!("sha256:{layer_hex}")] },
-        "history": [{ "created": "1970-01-01T00:00:00Z", "created_by": "berth images build" }],
+        "history": [{ "created": chrono::Utc::now().to_rfc3339(), "created_by": "berth images build" }],
     });
     let config_bytes = serde_json::to_vec(&config).map_err(|e| DockerError::Io(std::io::Error::other(e)))?;
     let config_name = format!("{}.json", hex::encode(Sha256::digest(&config_bytes)));

@@ -24,6 +24,9 @@ pub const LABEL_MANAGED: &str = "dev.berth.managed";
 pub const LABEL_SANDBOX: &str = "dev.berth.sandbox";
 /// Label carrying the tenant.
 pub const LABEL_TENANT: &str = "dev.berth.tenant";
+/// Label naming the berth instance (data dir) that owns the container, so several
+/// servers can share one engine without reconciling away each other's sandboxes.
+pub const LABEL_INSTANCE: &str = "dev.berth.instance";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {
@@ -283,9 +286,10 @@ impl DockerEngine {
         }
     }
 
-    /// Every container (running or not) that carries berth's managed label.
-    pub async fn list_managed(&self) -> Result<Vec<ManagedContainer>, DockerError> {
-        let filters = HashMap::from([("label".to_string(), vec![format!("{LABEL_MANAGED}=true")])]);
+    /// Every container (running or not) of berth instance `instance`.
+    pub async fn list_managed(&self, instance: &str) -> Result<Vec<ManagedContainer>, DockerError> {
+        let labels = vec![format!("{LABEL_MANAGED}=true"), format!("{LABEL_INSTANCE}={instance}")];
+        let filters = HashMap::from([("label".to_string(), labels)]);
         let options = Some(ListContainersOptions { all: true, filters, ..Default::default() });
         let list = self.bounded("container list", "containers", self.client.list_containers(options)).await?;
         Ok(list

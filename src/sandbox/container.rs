@@ -2,7 +2,7 @@
 //! agent answering) and down.
 
 use super::{SandboxError, SandboxService};
-use crate::docker::{ContainerSpec, LABEL_MANAGED, LABEL_SANDBOX, LABEL_TENANT};
+use crate::docker::{ContainerSpec, LABEL_INSTANCE, LABEL_MANAGED, LABEL_SANDBOX, LABEL_TENANT};
 use crate::domain::Sandbox;
 use berth_runtime::wire::{AGENT_BINARY_PATH, AGENT_SOCKET_DIR, ENV_DEFAULT_EXEC_TIMEOUT, ENV_DEFAULT_OUTPUT_CAP, ENV_WORKDIR};
 use std::collections::HashMap;
@@ -31,6 +31,7 @@ impl SandboxService {
                 (LABEL_MANAGED.to_string(), "true".to_string()),
                 (LABEL_SANDBOX.to_string(), sandbox.id.to_string()),
                 (LABEL_TENANT.to_string(), sandbox.tenant.to_string()),
+                (LABEL_INSTANCE.to_string(), self.instance.clone()),
             ]),
             env,
             workdir: sandbox.workdir.clone(),

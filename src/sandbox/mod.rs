@@ -43,6 +43,8 @@ pub struct SandboxService {
     docker: DockerEngine,
     images: Arc<ImageService>,
     agent_binary: PathBuf,
+    /// This server's instance id (labels its containers).
+    instance: String,
     locks: Mutex<HashMap<SandboxId, Arc<tokio::sync::Mutex<()>>>>,
     activity: ActivityLog,
     events: broadcast::Sender<Event>,
@@ -55,6 +57,7 @@ impl SandboxService {
         docker: DockerEngine,
         images: Arc<ImageService>,
         agent_binary: PathBuf,
+        instance: String,
     ) -> Arc<Self> {
         let (events, _) = broadcast::channel(1024);
         Arc::new(SandboxService {
@@ -63,6 +66,7 @@ impl SandboxService {
             docker,
             images,
             agent_binary,
+            instance,
             locks: Mutex::new(HashMap::new()),
             activity: ActivityLog::default(),
             events,
@@ -170,6 +174,12 @@ impl SandboxService {
         let mut sandbox = self.get(tenant, id).await?;
         if sandbox.state != SandboxState::Running {
             let resumable = sandbox.state.is_resumable() && sandbox.auto_resume && access == Access::Mutating;
+            if !sandbox.state.is_resumable() {
+                return Err(SandboxError::Conflict(format!(
+                    "sandbox {id} is {}; it cannot run anything again (create a new sandbox)",
+                    sandbox.state
+                )));
+            }
             if !resumable {
                 return Err(SandboxError::Conflict(format!(
                     "sandbox {id} is {}; resume it first (POST /v1/sandboxes/{id}/resume)",

@@ -18,7 +18,7 @@ pub struct Reconciled {
 impl SandboxService {
     pub async fn reconcile(&self) -> Result<Reconciled, super::SandboxError> {
         let mut report = Reconciled::default();
-        let containers = self.docker.list_managed().await?;
+        let containers = self.docker.list_managed(&self.instance).await?;
         let mut seen = HashSet::new();
         for container in containers {
             let known = match SandboxId::parse(&container.sandbox_id) {

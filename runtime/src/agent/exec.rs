@@ -145,7 +145,9 @@ pub fn start(state: &AgentState, prepared: Prepared) -> Result<Running, AgentErr
         if timed_out {
             kill_tree(pid, tag);
         }
-        let oom_killed = status.and_then(|s| s.signal()) == Some(libc::SIGKILL) && oom_kill_count() > oom_before;
+        // The OOM killer may pick any process of the tree (often a child of a shell, whose
+        // parent then exits 137), so any OOM kill in the container during this exec counts.
+        let oom_killed = oom_kill_count() > oom_before;
         Finish {
             exit_code: if timed_out { None } else { status.and_then(|s| s.code()) },
             signal: if timed_out { Some(libc::SIGKILL) } else { status.and_then(|s| s.signal()) },
