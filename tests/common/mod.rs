@@ -1,0 +1,135 @@
+//! Test harness: `spawn_app()` starts a real berth server (real Docker, real SQLite in a
+//! fresh data dir) on port 0 and returns a client holding a fresh tenant key.
+#![allow(dead_code)]
+
+use berth::client::{Client, SandboxInfo};
+use berth::config::Config;
+use berth::startup::{create_api_key, Application};
+use berth::store::Store;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+pub struct TestApp {
+    pub client: Client,
+    pub key: String,
+    pub base: String,
+    pub data_dir: PathBuf,
+    pub service: Arc<berth::sandbox::SandboxService>,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<tokio::task::JoinHandle<()>>,
+    _temp: Option<tempfile::TempDir>,
+}
+
+pub fn test_config(data_dir: &Path) -> Config {
+    let mut config = Config::default();
+    config.listen = "127.0.0.1:0".into();
+    config.data_dir = data_dir.to_path_buf();
+    config.reaper_interval_ms = 200;
+    config
+}
+
+pub async fn spawn_app() -> TestApp {
+    let temp = tempfile::Builder::new().prefix("berth-test-").tempdir().expect("temp dir");
+    let config = test_config(temp.path());
+    let mut app = spawn_with(config).await;
+    app._temp = Some(temp);
+    app
+}
+
+/// Starts a server on `config` (its data dir is kept by the caller).
+pub async fn spawn_with(config: Config) -> TestApp {
+    let data_dir = config.data_dir.clone();
+    let app = Application::build(config).await.expect("berth starts (is Docker running?)");
+    let addr = app.local_addr().unwrap();
+    let service = app.service();
+    let key = key_for(service.store().as_ref(), "tenant-a").await;
+    let (tx, rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(async move {
+        app.run_until(async {
+            let _ = rx.await;
+        })
+        .await
+        .unwrap();
+    });
+    let base = format!("http://{addr}");
+    TestApp {
+        client: Client::new(base.clone(), Some(key.clone())),
+        key,
+        base,
+        data_dir,
+        service,
+        shutdown: Some(tx),
+        handle: Some(handle),
+        _temp: None,
+    }
+}
+
+pub async fn key_for(store: &dyn Store, tenant: &str) -> String {
+    let tenant = berth::domain::TenantId::parse(tenant).unwrap();
+    create_api_key(store, &tenant).await.unwrap().expose().to_string()
+}
+
+impl TestApp {
+    /// A client for another tenant of the same server.
+    pub async fn other_tenant(&self, name: &str) -> Client {
+        let key = key_for(self.service.store().as_ref(), name).await;
+        Client::new(self.base.clone(), Some(key))
+    }
+
+    /// A `base` sandbox with small limits (and `extra` merged in).
+    pub async fn sandbox(&self, extra: Value) -> SandboxInfo {
+        let mut body = json!({"image": "base", "memory_mb": 256, "cpu": 1.0});
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                b.insert(k.clone(), v.clone());
+            }
+        }
+        self.client.create_sandbox(&body).await.expect("sandbox created")
+    }
+
+    /// Stops serving; the data dir and sandboxes stay.
+    pub async fn stop_server(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.await;
+        }
+    }
+
+    /// Deletes every sandbox of every tenant (volumes too) and stops the server.
+    pub async fn cleanup(mut self) {
+        let all = self.service.store().list_sandboxes(None, None).await.unwrap_or_default();
+        for s in all {
+            let _ = self.service.delete(&s.tenant, &s.id, false).await;
+        }
+        self.stop_server().await;
+    }
+}
+
+/// Polls `check` until it returns Some or `deadline` passes (for state that changes in
+/// the background, such as a reaper stopping a sandbox).
+pub async fn eventually<T, F, Fut>(deadline: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return Some(v);
+        }
+        if start.elapsed() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Runs `docker` CLI-free inspection through bollard.
+pub async fn docker() -> bollard::Docker {
+    bollard::Docker::connect_with_local_defaults().unwrap().negotiate_version().await.unwrap()
+}
