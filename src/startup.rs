@@ -20,6 +20,9 @@ use tokio::net::TcpListener;
 /// The static `berth-agent`, built by `build.rs` and embedded here.
 pub static AGENT_BINARY: &[u8] = include_bytes!(env!("BERTH_AGENT_PATH"));
 
+/// How long open connections may take to finish once shutdown begins.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 /// Name of the file holding the default tenant's first key.
 pub const DEFAULT_KEY_FILE: &str = "default-api-key";
 
@@ -72,11 +75,21 @@ impl Application {
         self.state.service.clone()
     }
 
-    /// Serves until `shutdown` completes; the reaper runs alongside.
+    /// Serves until `shutdown` completes; the reaper runs alongside. Open connections
+    /// (streams, event subscribers) get [`SHUTDOWN_GRACE`] to finish, then are dropped.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let reaper = self.state.service.spawn_reaper();
         let app = api::router(self.state);
-        let result = axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await;
+        let stopping = Arc::new(tokio::sync::Notify::new());
+        let signal = stopping.clone();
+        let serve = axum::serve(self.listener, app).with_graceful_shutdown(async move {
+            shutdown.await;
+            signal.notify_one();
+        });
+        let result = tokio::select! {
+            result = serve => result,
+            _ = async { stopping.notified().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => Ok(()),
+        };
         reaper.abort();
         result
     }

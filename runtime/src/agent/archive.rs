@@ -65,6 +65,29 @@ pub fn create(root: PathBuf) -> Result<mpsc::Receiver<Result<Bytes, io::Error>>,
 /// the tar crate's `unpack_in`.
 pub fn extract(reader: impl io::Read, dest: &Path) -> Result<u64, AgentError> {
     std::fs::create_dir_all(dest).map_err(|e| AgentError::from_io(dest, e))?;
+    let mut counted = CountingReader { inner: reader, read: 0 };
+    let count = unpack_all(&mut counted, dest)?;
+    // An archive with no entries is two zero blocks; anything shorter is not a tar.
+    if count == 0 && counted.read > 0 && counted.read < 1024 {
+        return Err(AgentError::BadRequest("not a tar archive".into()));
+    }
+    Ok(count)
+}
+
+struct CountingReader<R> {
+    inner: R,
+    read: u64,
+}
+
+impl<R: io::Read> io::Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
+fn unpack_all(reader: impl io::Read, dest: &Path) -> Result<u64, AgentError> {
     let mut archive = tar::Archive::new(reader);
     archive.set_preserve_permissions(true);
     archive.set_overwrite(true);

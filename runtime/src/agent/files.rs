@@ -169,6 +169,9 @@ pub fn list(root: &Path, shown: &str, depth: usize) -> Result<FileList, AgentErr
 
 /// `shown` (the path as the client wrote it) joined with `rel`, without `./` noise.
 pub fn display_join(shown: &str, rel: &str) -> String {
+    if !shown.is_empty() && shown.trim_end_matches('/').is_empty() {
+        return format!("/{rel}");
+    }
     let base = shown.trim_end_matches('/');
     let base = if base == "." { "" } else { base.strip_prefix("./").unwrap_or(base) };
     match (base.is_empty(), rel.is_empty()) {
@@ -283,6 +286,8 @@ mod tests {
         assert_eq!(display_join("./src/", "a.py"), "src/a.py");
         assert_eq!(display_join("/etc", "hosts"), "/etc/hosts");
         assert_eq!(display_join(".", ""), ".");
+        assert_eq!(display_join("/", "bin"), "/bin");
+        assert_eq!(display_join("/", ""), "/");
     }
 
     #[test]

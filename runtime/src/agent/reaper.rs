@@ -65,7 +65,10 @@ impl Reaper {
         Ok((child, rx))
     }
 
+    /// Reaps under the lock: a `spawn` in progress holds it, and std waits for a child
+    /// whose `exec` failed itself, so that child must not be reaped from under it.
     fn reap_all(&self) {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             let mut status: libc::c_int = 0;
             // SAFETY: plain syscall with a valid out-pointer.
@@ -80,8 +83,7 @@ impl Reaper {
             } else {
                 continue;
             };
-            let sender = self.waiting.lock().unwrap_or_else(|p| p.into_inner()).remove(&pid);
-            if let Some(sender) = sender {
+            if let Some(sender) = waiting.remove(&pid) {
                 let _ = sender.send(exit);
             }
         }
