@@ -21,7 +21,15 @@ fn main() {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(&root)
-        .args(["build", "--release", "--locked", "-p", "berth-runtime", "--features", "agent"])
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "berth-runtime",
+            "--features",
+            "agent",
+        ])
         .args(["--bin", "berth-agent", "--target", AGENT_TARGET])
         .arg("--target-dir")
         .arg(&target_dir)
@@ -33,7 +41,13 @@ fn main() {
         .env_remove("CARGO_BUILD_TARGET")
         .status()
         .expect("run cargo to build berth-agent");
-    assert!(status.success(), "building berth-agent failed (see the output above)");
-    let binary = target_dir.join(AGENT_TARGET).join("release").join("berth-agent");
+    assert!(
+        status.success(),
+        "building berth-agent failed (see the output above)"
+    );
+    let binary = target_dir
+        .join(AGENT_TARGET)
+        .join("release")
+        .join("berth-agent");
     println!("cargo:rustc-env=BERTH_AGENT_PATH={}", binary.display());
 }

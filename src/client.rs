@@ -1,8 +1,8 @@
 //! The Rust client of berth's HTTP API, used by the CLI and the integration tests.
 
 use berth_runtime::wire::{
-    EditRequest, EditResult, ExecEvent, ExecRequest, ExecResult, FileList, GlobRequest, GlobResult, GrepRequest,
-    GrepResult,
+    EditRequest, EditResult, ExecEvent, ExecRequest, ExecResult, FileList, GlobRequest, GlobResult,
+    GrepRequest, GrepResult,
 };
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
@@ -17,7 +17,11 @@ pub enum ClientError {
     #[error("cannot reach the berth server: {0}")]
     Http(#[from] reqwest::Error),
     #[error("{status} {code}: {message}")]
-    Api { status: StatusCode, code: String, message: String },
+    Api {
+        status: StatusCode,
+        code: String,
+        message: String,
+    },
     #[error("unexpected answer from the server: {0}")]
     Decode(String),
 }
@@ -63,7 +67,11 @@ pub struct Client {
 
 impl Client {
     pub fn new(base: impl Into<String>, key: Option<String>) -> Self {
-        Client { http: reqwest::Client::new(), base: base.into().trim_end_matches('/').to_string(), key }
+        Client {
+            http: reqwest::Client::new(),
+            base: base.into().trim_end_matches('/').to_string(),
+            key,
+        }
     }
 
     pub fn base(&self) -> &str {
@@ -85,9 +93,16 @@ impl Client {
             return Ok(response);
         }
         let body: Value = response.json().await.unwrap_or(Value::Null);
-        let code = body["error"]["code"].as_str().unwrap_or("unknown").to_string();
+        let code = body["error"]["code"]
+            .as_str()
+            .unwrap_or("unknown")
+            .to_string();
         let message = body["error"]["message"].as_str().unwrap_or("").to_string();
-        Err(ClientError::Api { status, code, message })
+        Err(ClientError::Api {
+            status,
+            code,
+            message,
+        })
     }
 
     async fn json<T: DeserializeOwned>(&self, builder: RequestBuilder) -> Result<T, ClientError> {
@@ -101,11 +116,13 @@ impl Client {
     }
 
     pub async fn create_sandbox(&self, body: &Value) -> Result<SandboxInfo, ClientError> {
-        self.json(self.request(Method::POST, "/v1/sandboxes").json(body)).await
+        self.json(self.request(Method::POST, "/v1/sandboxes").json(body))
+            .await
     }
 
     pub async fn get_sandbox(&self, id: &str) -> Result<SandboxInfo, ClientError> {
-        self.json(self.request(Method::GET, &format!("/v1/sandboxes/{id}"))).await
+        self.json(self.request(Method::GET, &format!("/v1/sandboxes/{id}")))
+            .await
     }
 
     /// `query` like `state=running&label=session=abc`.
@@ -114,17 +131,23 @@ impl Client {
         struct List {
             sandboxes: Vec<SandboxInfo>,
         }
-        let path = if query.is_empty() { "/v1/sandboxes".to_string() } else { format!("/v1/sandboxes?{query}") };
+        let path = if query.is_empty() {
+            "/v1/sandboxes".to_string()
+        } else {
+            format!("/v1/sandboxes?{query}")
+        };
         let list: List = self.json(self.request(Method::GET, &path)).await?;
         Ok(list.sandboxes)
     }
 
     pub async fn stop(&self, id: &str) -> Result<SandboxInfo, ClientError> {
-        self.json(self.request(Method::POST, &format!("/v1/sandboxes/{id}/stop"))).await
+        self.json(self.request(Method::POST, &format!("/v1/sandboxes/{id}/stop")))
+            .await
     }
 
     pub async fn resume(&self, id: &str) -> Result<SandboxInfo, ClientError> {
-        self.json(self.request(Method::POST, &format!("/v1/sandboxes/{id}/resume"))).await
+        self.json(self.request(Method::POST, &format!("/v1/sandboxes/{id}/resume")))
+            .await
     }
 
     pub async fn delete(&self, id: &str, keep_volume: bool) -> Result<SandboxInfo, ClientError> {
@@ -133,16 +156,31 @@ impl Client {
     }
 
     pub async fn patch(&self, id: &str, body: &Value) -> Result<SandboxInfo, ClientError> {
-        self.json(self.request(Method::PATCH, &format!("/v1/sandboxes/{id}")).json(body)).await
+        self.json(
+            self.request(Method::PATCH, &format!("/v1/sandboxes/{id}"))
+                .json(body),
+        )
+        .await
     }
 
     pub async fn exec(&self, id: &str, request: &ExecRequest) -> Result<ExecResult, ClientError> {
-        self.json(self.request(Method::POST, &format!("/v1/sandboxes/{id}/exec")).json(request)).await
+        self.json(
+            self.request(Method::POST, &format!("/v1/sandboxes/{id}/exec"))
+                .json(request),
+        )
+        .await
     }
 
     /// Runs `sh -c command` with default limits.
     pub async fn sh(&self, id: &str, command: &str) -> Result<ExecResult, ClientError> {
-        self.exec(id, &ExecRequest { command: Some(command.into()), ..Default::default() }).await
+        self.exec(
+            id,
+            &ExecRequest {
+                command: Some(command.into()),
+                ..Default::default()
+            },
+        )
+        .await
     }
 
     /// Streams exec events as they come.
@@ -151,23 +189,39 @@ impl Client {
         id: &str,
         request: &ExecRequest,
     ) -> Result<impl Stream<Item = Result<ExecEvent, ClientError>>, ClientError> {
-        let builder = self.request(Method::POST, &format!("/v1/sandboxes/{id}/exec/stream")).json(request);
+        let builder = self
+            .request(Method::POST, &format!("/v1/sandboxes/{id}/exec/stream"))
+            .json(request);
         let response = Self::checked(builder.send().await?).await?;
         Ok(ndjson_events(response.bytes_stream()))
     }
 
     pub async fn read_file(&self, id: &str, path: &str) -> Result<Bytes, ClientError> {
-        let builder = self.request(Method::GET, &format!("/v1/sandboxes/{id}/files")).query(&[("path", path)]);
+        let builder = self
+            .request(Method::GET, &format!("/v1/sandboxes/{id}/files"))
+            .query(&[("path", path)]);
         Ok(Self::checked(builder.send().await?).await?.bytes().await?)
     }
 
-    pub async fn write_file(&self, id: &str, path: &str, content: impl Into<reqwest::Body>) -> Result<(), ClientError> {
-        let builder =
-            self.request(Method::PUT, &format!("/v1/sandboxes/{id}/files")).query(&[("path", path)]).body(content);
+    pub async fn write_file(
+        &self,
+        id: &str,
+        path: &str,
+        content: impl Into<reqwest::Body>,
+    ) -> Result<(), ClientError> {
+        let builder = self
+            .request(Method::PUT, &format!("/v1/sandboxes/{id}/files"))
+            .query(&[("path", path)])
+            .body(content);
         self.empty(builder).await
     }
 
-    pub async fn delete_file(&self, id: &str, path: &str, recursive: bool) -> Result<(), ClientError> {
+    pub async fn delete_file(
+        &self,
+        id: &str,
+        path: &str,
+        recursive: bool,
+    ) -> Result<(), ClientError> {
         let recursive = recursive.to_string();
         let builder = self
             .request(Method::DELETE, &format!("/v1/sandboxes/{id}/files"))
@@ -175,7 +229,12 @@ impl Client {
         self.empty(builder).await
     }
 
-    pub async fn list_files(&self, id: &str, path: &str, depth: usize) -> Result<FileList, ClientError> {
+    pub async fn list_files(
+        &self,
+        id: &str,
+        path: &str,
+        depth: usize,
+    ) -> Result<FileList, ClientError> {
         let depth = depth.to_string();
         let builder = self
             .request(Method::GET, &format!("/v1/sandboxes/{id}/files/list"))
@@ -184,25 +243,46 @@ impl Client {
     }
 
     pub async fn edit(&self, id: &str, request: &EditRequest) -> Result<EditResult, ClientError> {
-        self.json(self.request(Method::POST, &format!("/v1/sandboxes/{id}/files/edit")).json(request)).await
+        self.json(
+            self.request(Method::POST, &format!("/v1/sandboxes/{id}/files/edit"))
+                .json(request),
+        )
+        .await
     }
 
     pub async fn glob(&self, id: &str, request: &GlobRequest) -> Result<GlobResult, ClientError> {
-        self.json(self.request(Method::POST, &format!("/v1/sandboxes/{id}/files/glob")).json(request)).await
+        self.json(
+            self.request(Method::POST, &format!("/v1/sandboxes/{id}/files/glob"))
+                .json(request),
+        )
+        .await
     }
 
     pub async fn grep(&self, id: &str, request: &GrepRequest) -> Result<GrepResult, ClientError> {
-        self.json(self.request(Method::POST, &format!("/v1/sandboxes/{id}/files/grep")).json(request)).await
+        self.json(
+            self.request(Method::POST, &format!("/v1/sandboxes/{id}/files/grep"))
+                .json(request),
+        )
+        .await
     }
 
     pub async fn get_archive(&self, id: &str, path: &str) -> Result<Bytes, ClientError> {
-        let builder = self.request(Method::GET, &format!("/v1/sandboxes/{id}/archive")).query(&[("path", path)]);
+        let builder = self
+            .request(Method::GET, &format!("/v1/sandboxes/{id}/archive"))
+            .query(&[("path", path)]);
         Ok(Self::checked(builder.send().await?).await?.bytes().await?)
     }
 
-    pub async fn put_archive(&self, id: &str, path: &str, tar: impl Into<reqwest::Body>) -> Result<(), ClientError> {
-        let builder =
-            self.request(Method::PUT, &format!("/v1/sandboxes/{id}/archive")).query(&[("path", path)]).body(tar);
+    pub async fn put_archive(
+        &self,
+        id: &str,
+        path: &str,
+        tar: impl Into<reqwest::Body>,
+    ) -> Result<(), ClientError> {
+        let builder = self
+            .request(Method::PUT, &format!("/v1/sandboxes/{id}/archive"))
+            .query(&[("path", path)])
+            .body(tar);
         self.empty(builder).await
     }
 }
@@ -211,30 +291,35 @@ impl Client {
 fn ndjson_events(
     bytes: impl Stream<Item = reqwest::Result<Bytes>> + Unpin,
 ) -> impl Stream<Item = Result<ExecEvent, ClientError>> {
-    futures_util::stream::unfold((bytes, Vec::<u8>::new(), false), |(mut bytes, mut buf, done)| async move {
-        loop {
-            if let Some(pos) = buf.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = buf.drain(..=pos).collect();
-                let event = serde_json::from_slice::<ExecEvent>(&line).map_err(|e| ClientError::Decode(e.to_string()));
-                return Some((event, (bytes, buf, done)));
-            }
-            if done {
-                return None;
-            }
-            match bytes.next().await {
-                Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
-                Some(Err(e)) => return Some((Err(ClientError::Http(e)), (bytes, buf, true))),
-                None => {
-                    if buf.is_empty() {
-                        return None;
+    futures_util::stream::unfold(
+        (bytes, Vec::<u8>::new(), false),
+        |(mut bytes, mut buf, done)| async move {
+            loop {
+                if let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = buf.drain(..=pos).collect();
+                    let event = serde_json::from_slice::<ExecEvent>(&line)
+                        .map_err(|e| ClientError::Decode(e.to_string()));
+                    return Some((event, (bytes, buf, done)));
+                }
+                if done {
+                    return None;
+                }
+                match bytes.next().await {
+                    Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
+                    Some(Err(e)) => return Some((Err(ClientError::Http(e)), (bytes, buf, true))),
+                    None => {
+                        if buf.is_empty() {
+                            return None;
+                        }
+                        buf.push(b'\n');
+                        return Some((
+                            serde_json::from_slice::<ExecEvent>(&buf)
+                                .map_err(|e| ClientError::Decode(e.to_string())),
+                            (bytes, Vec::new(), true),
+                        ));
                     }
-                    buf.push(b'\n');
-                    return Some((
-                        serde_json::from_slice::<ExecEvent>(&buf).map_err(|e| ClientError::Decode(e.to_string())),
-                        (bytes, Vec::new(), true),
-                    ));
                 }
             }
-        }
-    })
+        },
+    )
 }

@@ -7,11 +7,21 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path} is not valid: {source}")]
-    Parse { path: PathBuf, source: toml::de::Error },
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
     #[error("environment variable {name}={value:?} is not valid: {reason}")]
-    Env { name: String, value: String, reason: String },
+    Env {
+        name: String,
+        value: String,
+        reason: String,
+    },
     #[error("invalid configuration: {0}")]
     Invalid(String),
 }
@@ -125,7 +135,10 @@ impl Default for LimitCeilings {
 
 impl Default for ImagesConfig {
     fn default() -> Self {
-        ImagesConfig { suite: "bookworm".into(), mirror: "http://deb.debian.org/debian".into() }
+        ImagesConfig {
+            suite: "bookworm".into(),
+            mirror: "http://deb.debian.org/debian".into(),
+        }
     }
 }
 
@@ -154,12 +167,21 @@ impl Config {
     }
 
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source })
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.into(),
+            source,
+        })
     }
 
     /// Overlays the `BERTH_*` variables that `lookup` finds.
-    pub fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+    pub fn apply_env(
+        &mut self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
         fn parse<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, ConfigError>
         where
             T::Err: std::fmt::Display,
@@ -195,10 +217,16 @@ impl Config {
         overlay!("BERTH_DEFAULT_TIMEOUT_S", self.defaults.timeout_s);
         overlay!("BERTH_DEFAULT_IDLE_TIMEOUT_S", self.defaults.idle_timeout_s);
         overlay!("BERTH_DEFAULT_EXEC_TIMEOUT_S", self.defaults.exec_timeout_s);
-        overlay!("BERTH_DEFAULT_OUTPUT_CAP_BYTES", self.defaults.output_cap_bytes);
+        overlay!(
+            "BERTH_DEFAULT_OUTPUT_CAP_BYTES",
+            self.defaults.output_cap_bytes
+        );
         overlay!("BERTH_MAX_UPLOAD_BYTES", self.limits.max_upload_bytes);
         overlay!("BERTH_MAX_JSON_BYTES", self.limits.max_json_bytes);
-        overlay!("BERTH_MAX_SANDBOXES_PER_TENANT", self.limits.max_sandboxes_per_tenant);
+        overlay!(
+            "BERTH_MAX_SANDBOXES_PER_TENANT",
+            self.limits.max_sandboxes_per_tenant
+        );
         if let Some(v) = lookup("BERTH_IMAGES_MIRROR") {
             self.images.mirror = v;
         }
@@ -229,9 +257,12 @@ impl Config {
 
     /// The database URL, defaulting to a SQLite file in the data dir.
     pub fn database_url(&self) -> String {
-        self.database_url
-            .clone()
-            .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", self.data_dir.join("berth.db").display()))
+        self.database_url.clone().unwrap_or_else(|| {
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("berth.db").display()
+            )
+        })
     }
 }
 
@@ -243,11 +274,18 @@ mod tests {
     fn env_overrides_file_which_overrides_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("berth.toml");
-        std::fs::write(&file, "listen = \"127.0.0.1:9000\"\n[defaults]\nmemory_mb = 256\n").unwrap();
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9000\"\n[defaults]\nmemory_mb = 256\n",
+        )
+        .unwrap();
         let mut config = Config::from_file(&file).unwrap();
         assert_eq!(config.listen, "127.0.0.1:9000");
         assert_eq!(config.defaults.memory_mb, 256);
-        assert_eq!(config.defaults.pids, 512, "untouched fields keep their defaults");
+        assert_eq!(
+            config.defaults.pids, 512,
+            "untouched fields keep their defaults"
+        );
         config
             .apply_env(|name| match name {
                 "BERTH_LISTEN" => Some("127.0.0.1:9100".into()),
@@ -262,7 +300,9 @@ mod tests {
     #[test]
     fn a_malformed_env_value_names_the_variable() {
         let mut config = Config::default();
-        let err = config.apply_env(|n| (n == "BERTH_DEFAULT_PIDS").then(|| "lots".into())).unwrap_err();
+        let err = config
+            .apply_env(|n| (n == "BERTH_DEFAULT_PIDS").then(|| "lots".into()))
+            .unwrap_err();
         assert!(err.to_string().contains("BERTH_DEFAULT_PIDS"), "{err}");
     }
 
@@ -271,7 +311,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("berth.toml");
         std::fs::write(&file, "lisen = \"x\"\n").unwrap();
-        assert!(matches!(Config::from_file(&file), Err(ConfigError::Parse { .. })));
+        assert!(matches!(
+            Config::from_file(&file),
+            Err(ConfigError::Parse { .. })
+        ));
     }
 
     #[test]

@@ -29,13 +29,19 @@ pub const DEFAULT_KEY_FILE: &str = "default-api-key";
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     #[error("cannot prepare data dir {path}: {source}")]
-    DataDir { path: PathBuf, source: std::io::Error },
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot open the database: {0}")]
     Store(#[from] StoreError),
     #[error("cannot reach Docker ({0}); is the Docker daemon running and is its socket readable by this user?")]
     Docker(#[from] DockerError),
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: String, source: std::io::Error },
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("start-up reconciliation failed: {0}")]
     Reconcile(String),
 }
@@ -56,15 +62,37 @@ impl Application {
         docker.ping().await?;
         let agent_binary = install_agent(&config.data_dir)?;
         let instance = instance_id(&config.data_dir)?;
-        let images = ImageService::new(docker.clone(), config.data_dir.clone(), config.images.clone());
-        let service = SandboxService::new(config.clone(), store.clone(), docker, images, agent_binary, instance);
-        let report = service.reconcile().await.map_err(|e| StartupError::Reconcile(e.to_string()))?;
+        let images = ImageService::new(
+            docker.clone(),
+            config.data_dir.clone(),
+            config.images.clone(),
+        );
+        let service = SandboxService::new(
+            config.clone(),
+            store.clone(),
+            docker,
+            images,
+            agent_binary,
+            instance,
+        );
+        let report = service
+            .reconcile()
+            .await
+            .map_err(|e| StartupError::Reconcile(e.to_string()))?;
         tracing::info!(?report, "reconciled with Docker");
         let new_key_file = bootstrap_default_tenant(store.as_ref(), &config.data_dir).await?;
-        let listener = TcpListener::bind(&config.listen)
-            .await
-            .map_err(|source| StartupError::Listen { addr: config.listen.clone(), source })?;
-        Ok(Application { listener, state: AppState::new(service), new_key_file })
+        let listener =
+            TcpListener::bind(&config.listen)
+                .await
+                .map_err(|source| StartupError::Listen {
+                    addr: config.listen.clone(),
+                    source,
+                })?;
+        Ok(Application {
+            listener,
+            state: AppState::new(service),
+            new_key_file,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
@@ -77,7 +105,10 @@ impl Application {
 
     /// Serves until `shutdown` completes; the reaper runs alongside. Open connections
     /// (streams, event subscribers) get [`SHUTDOWN_GRACE`] to finish, then are dropped.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         let reaper = self.state.service.spawn_reaper();
         let app = api::router(self.state);
         let stopping = Arc::new(tokio::sync::Notify::new());
@@ -96,7 +127,10 @@ impl Application {
 }
 
 fn prepare_data_dir(dir: &Path) -> Result<(), StartupError> {
-    let err = |source| StartupError::DataDir { path: dir.to_path_buf(), source };
+    let err = |source| StartupError::DataDir {
+        path: dir.to_path_buf(),
+        source,
+    };
     std::fs::create_dir_all(dir.join("sandboxes")).map_err(err)?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
     Ok(())
@@ -106,7 +140,10 @@ fn prepare_data_dir(dir: &Path) -> Result<(), StartupError> {
 /// containers this server owns.
 pub fn instance_id(data_dir: &Path) -> Result<String, StartupError> {
     let path = data_dir.join("instance-id");
-    let err = |source| StartupError::DataDir { path: path.clone(), source };
+    let err = |source| StartupError::DataDir {
+        path: path.clone(),
+        source,
+    };
     match std::fs::read_to_string(&path) {
         Ok(text) if !text.trim().is_empty() => Ok(text.trim().to_string()),
         _ => {
@@ -122,10 +159,17 @@ pub fn install_agent(data_dir: &Path) -> Result<PathBuf, StartupError> {
     let hash = hex::encode(Sha256::digest(AGENT_BINARY));
     let bin_dir = data_dir.join("bin");
     let target = bin_dir.join(format!("berth-agent-{}", &hash[..16]));
-    let err = |source| StartupError::DataDir { path: bin_dir.clone(), source };
+    let err = |source| StartupError::DataDir {
+        path: bin_dir.clone(),
+        source,
+    };
     if !target.exists() {
         std::fs::create_dir_all(&bin_dir).map_err(err)?;
-        let temp = bin_dir.join(format!(".berth-agent-{}.tmp{}", &hash[..16], std::process::id()));
+        let temp = bin_dir.join(format!(
+            ".berth-agent-{}.tmp{}",
+            &hash[..16],
+            std::process::id()
+        ));
         std::fs::write(&temp, AGENT_BINARY).map_err(err)?;
         std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o755)).map_err(err)?;
         std::fs::rename(&temp, &target).map_err(err)?;
@@ -138,19 +182,27 @@ pub fn install_agent(data_dir: &Path) -> Result<PathBuf, StartupError> {
 pub async fn create_api_key(store: &dyn Store, tenant: &TenantId) -> Result<ApiKey, StoreError> {
     store.ensure_tenant(tenant).await?;
     let key = ApiKey::generate();
-    store.add_api_key(tenant, &key.hash(), &key.expose()[..7]).await?;
+    store
+        .add_api_key(tenant, &key.hash(), &key.expose()[..7])
+        .await?;
     Ok(key)
 }
 
 /// On first start with an empty store: a `default` tenant whose key goes to a 0600 file.
-async fn bootstrap_default_tenant(store: &dyn Store, data_dir: &Path) -> Result<Option<PathBuf>, StartupError> {
+async fn bootstrap_default_tenant(
+    store: &dyn Store,
+    data_dir: &Path,
+) -> Result<Option<PathBuf>, StartupError> {
     if store.tenant_count().await? > 0 {
         return Ok(None);
     }
     let tenant = TenantId::parse("default").expect("valid name");
     let key = create_api_key(store, &tenant).await?;
     let path = data_dir.join(DEFAULT_KEY_FILE);
-    let err = |source| StartupError::DataDir { path: path.clone(), source };
+    let err = |source| StartupError::DataDir {
+        path: path.clone(),
+        source,
+    };
     std::fs::write(&path, format!("{}\n", key.expose())).map_err(err)?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
     Ok(Some(path))

@@ -16,17 +16,34 @@ async fn state_of(app: &common::TestApp, id: &str) -> (String, Option<String>) {
 async fn a_sandbox_past_its_lifetime_is_stopped_with_its_volume_kept() {
     let temp = tempfile::tempdir().unwrap();
     let app = spawn_with(test_config(temp.path())).await;
-    let sb = app.sandbox(json!({"timeout_s": 2, "files": {"kept.txt": "yes"}})).await;
+    let sb = app
+        .sandbox(json!({"timeout_s": 2, "files": {"kept.txt": "yes"}}))
+        .await;
     let stopped = eventually(Duration::from_secs(20), || async {
         let (state, reason) = state_of(&app, &sb.id).await;
         (state == "stopped").then_some(reason)
     })
     .await;
     assert_eq!(stopped, Some(Some("timeout".to_string())));
-    assert!(docker().await.inspect_container(&format!("berth-{}", sb.id), None).await.is_err());
-    assert_eq!(app.client.read_file(&sb.id, "kept.txt").await.unwrap_err().status().unwrap(), 409);
+    assert!(docker()
+        .await
+        .inspect_container(&format!("berth-{}", sb.id), None)
+        .await
+        .is_err());
+    assert_eq!(
+        app.client
+            .read_file(&sb.id, "kept.txt")
+            .await
+            .unwrap_err()
+            .status()
+            .unwrap(),
+        409
+    );
     app.client.resume(&sb.id).await.unwrap();
-    assert_eq!(app.client.read_file(&sb.id, "kept.txt").await.unwrap(), "yes");
+    assert_eq!(
+        app.client.read_file(&sb.id, "kept.txt").await.unwrap(),
+        "yes"
+    );
     app.cleanup().await;
 }
 
@@ -57,7 +74,9 @@ async fn a_restarted_supervisor_adopts_running_sandboxes_and_still_enforces_thei
     let temp = tempfile::tempdir().unwrap();
     let mut first = spawn_with(test_config(temp.path())).await;
     let key = first.key.clone();
-    let long = first.sandbox(json!({"files": {"state.txt": "before restart"}})).await;
+    let long = first
+        .sandbox(json!({"files": {"state.txt": "before restart"}}))
+        .await;
     let short = first.sandbox(json!({"timeout_s": 5})).await;
     first.stop_server().await;
     drop(first);
@@ -66,13 +85,20 @@ async fn a_restarted_supervisor_adopts_running_sandboxes_and_still_enforces_thei
     let client = berth::client::Client::new(second.base.clone(), Some(key));
     assert_eq!(client.get_sandbox(&long.id).await.unwrap().state, "running");
     let out = client.sh(&long.id, "cat state.txt").await.unwrap();
-    assert_eq!(out.stdout, "before restart", "the adopted sandbox is usable");
+    assert_eq!(
+        out.stdout, "before restart",
+        "the adopted sandbox is usable"
+    );
     let stopped = eventually(Duration::from_secs(20), || async {
         let sb = client.get_sandbox(&short.id).await.ok()?;
         (sb.state == "stopped").then_some(sb.reason)
     })
     .await;
-    assert_eq!(stopped, Some(Some("timeout".to_string())), "the persisted lifetime fired after the restart");
+    assert_eq!(
+        stopped,
+        Some(Some("timeout".to_string())),
+        "the persisted lifetime fired after the restart"
+    );
     second.cleanup().await;
 }
 
@@ -81,19 +107,33 @@ async fn on_start_vanished_containers_are_recorded_and_unknown_ones_removed() {
     let temp = tempfile::tempdir().unwrap();
     let mut first = spawn_with(test_config(temp.path())).await;
     let key = first.key.clone();
-    let sb = first.sandbox(json!({"files": {"f": "on the volume"}})).await;
+    let sb = first
+        .sandbox(json!({"files": {"f": "on the volume"}}))
+        .await;
     first.stop_server().await;
     drop(first);
 
     let docker = docker().await;
-    let options = Some(bollard::container::RemoveContainerOptions { force: true, ..Default::default() });
-    docker.remove_container(&format!("berth-{}", sb.id), options).await.unwrap();
+    let options = Some(bollard::container::RemoveContainerOptions {
+        force: true,
+        ..Default::default()
+    });
+    docker
+        .remove_container(&format!("berth-{}", sb.id), options)
+        .await
+        .unwrap();
     // A stray container labelled as this instance's, for a sandbox the store never had.
-    let instance = std::fs::read_to_string(temp.path().join("instance-id")).unwrap().trim().to_string();
+    let instance = std::fs::read_to_string(temp.path().join("instance-id"))
+        .unwrap()
+        .trim()
+        .to_string();
     let stray = "berth-sb-zzzzzzzzzzzzzzzz";
     let labels = std::collections::HashMap::from([
         ("dev.berth.managed".to_string(), "true".to_string()),
-        ("dev.berth.sandbox".to_string(), "sb-zzzzzzzzzzzzzzzz".to_string()),
+        (
+            "dev.berth.sandbox".to_string(),
+            "sb-zzzzzzzzzzzzzzzz".to_string(),
+        ),
         ("dev.berth.instance".to_string(), instance),
     ]);
     let config = bollard::container::Config {
@@ -103,7 +143,13 @@ async fn on_start_vanished_containers_are_recorded_and_unknown_ones_removed() {
         ..Default::default()
     };
     docker
-        .create_container(Some(bollard::container::CreateContainerOptions { name: stray, platform: None }), config)
+        .create_container(
+            Some(bollard::container::CreateContainerOptions {
+                name: stray,
+                platform: None,
+            }),
+            config,
+        )
         .await
         .unwrap();
 
@@ -112,7 +158,14 @@ async fn on_start_vanished_containers_are_recorded_and_unknown_ones_removed() {
     let recorded = client.get_sandbox(&sb.id).await.unwrap();
     assert_eq!(recorded.state, "stopped");
     assert!(recorded.reason.unwrap().contains("vanished"));
-    assert!(docker.inspect_container(stray, None).await.is_err(), "the stray container was removed");
-    assert_eq!(client.sh(&sb.id, "cat f").await.unwrap().stdout, "on the volume", "auto-resume brings it back");
+    assert!(
+        docker.inspect_container(stray, None).await.is_err(),
+        "the stray container was removed"
+    );
+    assert_eq!(
+        client.sh(&sb.id, "cat f").await.unwrap().stdout,
+        "on the volume",
+        "auto-resume brings it back"
+    );
     second.cleanup().await;
 }

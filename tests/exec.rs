@@ -12,19 +12,36 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 fn sh(command: &str) -> ExecRequest {
-    ExecRequest { command: Some(command.into()), ..Default::default() }
+    ExecRequest {
+        command: Some(command.into()),
+        ..Default::default()
+    }
 }
 
 #[tokio::test]
 async fn exec_reports_exit_codes_stdout_stderr_and_honours_stdin_env_and_cwd() {
     let app = spawn_app().await;
     let sb = app.sandbox(json!({"env": {"FROM_SANDBOX": "yes"}})).await;
-    let out = app.client.sh(&sb.id, "echo out; echo err >&2; exit 7").await.unwrap();
-    assert_eq!((out.exit_code, out.stdout.as_str(), out.stderr.as_str()), (Some(7), "out\n", "err\n"));
+    let out = app
+        .client
+        .sh(&sb.id, "echo out; echo err >&2; exit 7")
+        .await
+        .unwrap();
+    assert_eq!(
+        (out.exit_code, out.stdout.as_str(), out.stderr.as_str()),
+        (Some(7), "out\n", "err\n")
+    );
     assert!(!out.timed_out && !out.truncated && !out.oom_killed);
 
-    let cat = ExecRequest { cmd: Some(vec!["cat".into()]), stdin: Some("from stdin\n".into()), ..Default::default() };
-    assert_eq!(app.client.exec(&sb.id, &cat).await.unwrap().stdout, "from stdin\n");
+    let cat = ExecRequest {
+        cmd: Some(vec!["cat".into()]),
+        stdin: Some("from stdin\n".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        app.client.exec(&sb.id, &cat).await.unwrap().stdout,
+        "from stdin\n"
+    );
 
     app.client.sh(&sb.id, "mkdir -p sub/dir").await.unwrap();
     let env = ExecRequest {
@@ -33,18 +50,43 @@ async fn exec_reports_exit_codes_stdout_stderr_and_honours_stdin_env_and_cwd() {
         cwd: Some("sub/dir".into()),
         ..Default::default()
     };
-    assert_eq!(app.client.exec(&sb.id, &env).await.unwrap().stdout, "hello yes\n/workspace/sub/dir\n");
+    assert_eq!(
+        app.client.exec(&sb.id, &env).await.unwrap().stdout,
+        "hello yes\n/workspace/sub/dir\n"
+    );
 
-    let argv = ExecRequest { cmd: Some(vec!["printf".into(), "%s|".into(), "a b".into(), "$HOME".into()]), ..Default::default() };
-    assert_eq!(app.client.exec(&sb.id, &argv).await.unwrap().stdout, "a b|$HOME|", "argv is not shell-expanded");
+    let argv = ExecRequest {
+        cmd: Some(vec![
+            "printf".into(),
+            "%s|".into(),
+            "a b".into(),
+            "$HOME".into(),
+        ]),
+        ..Default::default()
+    };
+    assert_eq!(
+        app.client.exec(&sb.id, &argv).await.unwrap().stdout,
+        "a b|$HOME|",
+        "argv is not shell-expanded"
+    );
 
-    let missing = ExecRequest { cmd: Some(vec!["no-such-program".into()]), ..Default::default() };
+    let missing = ExecRequest {
+        cmd: Some(vec!["no-such-program".into()]),
+        ..Default::default()
+    };
     let out = app.client.exec(&sb.id, &missing).await.unwrap();
     assert_eq!(out.exit_code, Some(127));
     assert!(out.stderr.contains("no-such-program"), "{}", out.stderr);
 
-    let nobody = ExecRequest { command: Some("id -u".into()), user: Some("nobody".into()), ..Default::default() };
-    assert_eq!(app.client.exec(&sb.id, &nobody).await.unwrap().stdout, "65534\n");
+    let nobody = ExecRequest {
+        command: Some("id -u".into()),
+        user: Some("nobody".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        app.client.exec(&sb.id, &nobody).await.unwrap().stdout,
+        "65534\n"
+    );
     app.cleanup().await;
 }
 
@@ -57,7 +99,9 @@ async fn non_utf8_output_is_lossy_in_text_and_exact_in_base64() {
     let out = app.client.exec(&sb.id, &req).await.unwrap();
     assert_eq!(out.stdout, "ok\u{fffd}\u{fffd}end");
     use base64::Engine;
-    let exact = base64::engine::general_purpose::STANDARD.decode(out.stdout_b64.unwrap()).unwrap();
+    let exact = base64::engine::general_purpose::STANDARD
+        .decode(out.stdout_b64.unwrap())
+        .unwrap();
     assert_eq!(exact, b"ok\xff\xfeend");
     app.cleanup().await;
 }
@@ -67,20 +111,26 @@ async fn a_timeout_kills_the_whole_tree_even_children_that_ignore_sigterm_or_esc
     let app = spawn_app().await;
     let sb = app.sandbox(json!({})).await;
     let started = Instant::now();
-    let mut req = sh(
-        "trap '' TERM; \
+    let mut req = sh("trap '' TERM; \
          (trap '' TERM; sleep 1001) & \
          setsid sh -c 'sleep 1002' & \
          sh -c 'setsid sh -c \"sleep 1003\" &' ; \
-         sleep 1000",
-    );
+         sleep 1000");
     req.timeout_s = Some(1.5);
     let out = app.client.exec(&sb.id, &req).await.unwrap();
     assert!(out.timed_out, "{out:?}");
     assert_eq!(out.exit_code, None);
     assert!(started.elapsed() < Duration::from_secs(10));
-    let left = app.client.sh(&sb.id, "ps -eo args | grep -c '^sleep 100' || true").await.unwrap();
-    assert_eq!(left.stdout.trim(), "0", "no sleep of the timed-out tree survives");
+    let left = app
+        .client
+        .sh(&sb.id, "ps -eo args | grep -c '^sleep 100' || true")
+        .await
+        .unwrap();
+    assert_eq!(
+        left.stdout.trim(),
+        "0",
+        "no sleep of the timed-out tree survives"
+    );
     app.cleanup().await;
 }
 
@@ -92,9 +142,17 @@ async fn a_fork_bomb_is_stopped_by_the_pids_limit_and_the_sandbox_survives() {
     bomb.timeout_s = Some(5.0);
     let out = app.client.exec(&sb.id, &bomb).await.unwrap();
     assert!(out.exit_code.is_some() || out.timed_out);
-    let after = app.client.sh(&sb.id, "echo alive; cat /sys/fs/cgroup/pids/pids.max").await.unwrap();
+    let after = app
+        .client
+        .sh(&sb.id, "echo alive; cat /sys/fs/cgroup/pids/pids.max")
+        .await
+        .unwrap();
     assert_eq!(after.stdout, "alive\n64\n");
-    let count = app.client.sh(&sb.id, "ls /proc | grep -c '^[0-9]'").await.unwrap();
+    let count = app
+        .client
+        .sh(&sb.id, "ls /proc | grep -c '^[0-9]'")
+        .await
+        .unwrap();
     let procs: u32 = count.stdout.trim().parse().unwrap();
     assert!(procs < 10, "the bomb's processes are gone: {procs}");
     app.cleanup().await;
@@ -109,7 +167,10 @@ async fn a_memory_bomb_is_reported_as_oom_killed_and_the_sandbox_survives() {
     let out = app.client.exec(&sb.id, &bomb).await.unwrap();
     assert!(out.oom_killed, "{out:?}");
     assert_ne!(out.exit_code, Some(0));
-    assert_eq!(app.client.sh(&sb.id, "echo alive").await.unwrap().stdout, "alive\n");
+    assert_eq!(
+        app.client.sh(&sb.id, "echo alive").await.unwrap().stdout,
+        "alive\n"
+    );
     app.cleanup().await;
 }
 
@@ -131,13 +192,32 @@ async fn output_past_the_cap_is_dropped_and_flagged() {
 async fn streaming_exec_sends_events_in_order_and_ends_with_exit() {
     let app = spawn_app().await;
     let sb = app.sandbox(json!({})).await;
-    let stream = app.client.exec_stream(&sb.id, &sh("for i in 1 2 3; do echo $i; sleep 0.1; done; echo bye >&2; exit 4")).await.unwrap();
+    let stream = app
+        .client
+        .exec_stream(
+            &sb.id,
+            &sh("for i in 1 2 3; do echo $i; sleep 0.1; done; echo bye >&2; exit 4"),
+        )
+        .await
+        .unwrap();
     let events: Vec<ExecEvent> = stream.map(|e| e.unwrap()).collect().await;
-    let stdout: String = events.iter().filter_map(|e| match e { ExecEvent::Stdout { data } => Some(data.as_str()), _ => None }).collect();
+    let stdout: String = events
+        .iter()
+        .filter_map(|e| match e {
+            ExecEvent::Stdout { data } => Some(data.as_str()),
+            _ => None,
+        })
+        .collect();
     assert_eq!(stdout, "1\n2\n3\n");
-    assert!(events.contains(&ExecEvent::Stderr { data: "bye\n".into() }));
+    assert!(events.contains(&ExecEvent::Stderr {
+        data: "bye\n".into()
+    }));
     match events.last().unwrap() {
-        ExecEvent::Exit { exit_code, timed_out, .. } => assert_eq!((*exit_code, *timed_out), (Some(4), false)),
+        ExecEvent::Exit {
+            exit_code,
+            timed_out,
+            ..
+        } => assert_eq!((*exit_code, *timed_out), (Some(4), false)),
         other => panic!("last event must be exit, got {other:?}"),
     }
     app.cleanup().await;
@@ -150,14 +230,26 @@ async fn a_streaming_client_that_disconnects_kills_its_exec() {
     let mut req = sh("echo started; exec sleep 1234");
     req.timeout_s = Some(600.0);
     let mut stream = Box::pin(app.client.exec_stream(&sb.id, &req).await.unwrap());
-    assert_eq!(stream.next().await.unwrap().unwrap(), ExecEvent::Stdout { data: "started\n".into() });
+    assert_eq!(
+        stream.next().await.unwrap().unwrap(),
+        ExecEvent::Stdout {
+            data: "started\n".into()
+        }
+    );
     drop(stream);
     let gone = common::eventually(Duration::from_secs(10), || async {
-        let out = app.client.sh(&sb.id, "ps -eo args | grep -c '^sleep 1234' || true").await.ok()?;
+        let out = app
+            .client
+            .sh(&sb.id, "ps -eo args | grep -c '^sleep 1234' || true")
+            .await
+            .ok()?;
         (out.stdout.trim() == "0").then_some(())
     })
     .await;
-    assert!(gone.is_some(), "the exec was killed when its client went away");
+    assert!(
+        gone.is_some(),
+        "the exec was killed when its client went away"
+    );
     app.cleanup().await;
 }
 
@@ -176,12 +268,23 @@ async fn background_processes_are_listed_followed_and_killed() {
         .await
         .unwrap();
     let pid = started["pid"].as_u64().expect("a pid");
-    let list: Value = app.client.request(Method::GET, &format!("/v1/sandboxes/{}/processes", sb.id)).send().await.unwrap().json().await.unwrap();
+    let list: Value = app
+        .client
+        .request(Method::GET, &format!("/v1/sandboxes/{}/processes", sb.id))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(list["processes"][0]["pid"], pid);
     assert_eq!(list["processes"][0]["running"], true);
     let kill = app
         .client
-        .request(Method::POST, &format!("/v1/sandboxes/{}/processes/{pid}/kill", sb.id))
+        .request(
+            Method::POST,
+            &format!("/v1/sandboxes/{}/processes/{pid}/kill", sb.id),
+        )
         .json(&json!({"signal": "TERM"}))
         .send()
         .await
@@ -189,18 +292,32 @@ async fn background_processes_are_listed_followed_and_killed() {
     assert_eq!(kill.status(), StatusCode::NO_CONTENT);
     let output = app
         .client
-        .request(Method::GET, &format!("/v1/sandboxes/{}/processes/{pid}/output?follow=true", sb.id))
+        .request(
+            Method::GET,
+            &format!("/v1/sandboxes/{}/processes/{pid}/output?follow=true", sb.id),
+        )
         .send()
         .await
         .unwrap()
         .text()
         .await
         .unwrap();
-    let lines: Vec<Value> = output.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<Value> = output
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines[0], json!({"type": "stdout", "data": "ready\n"}));
     assert_eq!(lines.last().unwrap()["type"], "exit");
     assert_eq!(lines.last().unwrap()["signal"], 15);
-    let missing = app.client.request(Method::GET, &format!("/v1/sandboxes/{}/processes/99999/output", sb.id)).send().await.unwrap();
+    let missing = app
+        .client
+        .request(
+            Method::GET,
+            &format!("/v1/sandboxes/{}/processes/99999/output", sb.id),
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     app.cleanup().await;
 }
@@ -216,18 +333,39 @@ async fn hostile_or_malformed_exec_requests_are_refused() {
         (json!({"cmd": []}), "empty"),
         (json!({"command": "true", "timeout_s": 0}), "timeout_s"),
         (json!({"command": "true", "timeout_s": 1e12}), "timeout_s"),
-        (json!({"command": "true", "max_output_bytes": 1u64 << 40}), "max_output_bytes"),
+        (
+            json!({"command": "true", "max_output_bytes": 1u64 << 40}),
+            "max_output_bytes",
+        ),
         (json!({"command": "true", "env": {"A=B": "c"}}), "env"),
         (json!({"cmd": ["echo", "a\u{0}b"]}), "NUL"),
-        (json!({"command": "true", "cwd": "/no/such/dir"}), "not a directory"),
-        (json!({"command": "true", "user": "nosuchuser"}), "nosuchuser"),
+        (
+            json!({"command": "true", "cwd": "/no/such/dir"}),
+            "not a directory",
+        ),
+        (
+            json!({"command": "true", "user": "nosuchuser"}),
+            "nosuchuser",
+        ),
         (json!({"command": "true", "shell": "zsh"}), "unknown field"),
     ] {
-        let response = app.client.request(Method::POST, &url).json(&body).send().await.unwrap();
+        let response = app
+            .client
+            .request(Method::POST, &url)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body}");
         let error: Value = response.json().await.unwrap();
-        assert!(error["error"]["message"].as_str().unwrap().contains(needle), "{body}: {error}");
+        assert!(
+            error["error"]["message"].as_str().unwrap().contains(needle),
+            "{body}: {error}"
+        );
     }
-    assert_eq!(app.client.sh(&sb.id, "echo fine").await.unwrap().stdout, "fine\n");
+    assert_eq!(
+        app.client.sh(&sb.id, "echo fine").await.unwrap().stdout,
+        "fine\n"
+    );
     app.cleanup().await;
 }

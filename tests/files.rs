@@ -14,11 +14,29 @@ async fn write_read_list_and_delete_round_trip_with_modes_and_parents() {
     let sb = app.sandbox(json!({})).await;
     let c = &app.client;
     let bytes: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
-    c.write_file(&sb.id, "deep/nested/blob.bin", bytes.clone()).await.unwrap();
-    assert_eq!(c.read_file(&sb.id, "deep/nested/blob.bin").await.unwrap().to_vec(), bytes);
-    assert_eq!(c.read_file(&sb.id, "/workspace/deep/nested/blob.bin").await.unwrap().len(), 70_000, "absolute paths too");
+    c.write_file(&sb.id, "deep/nested/blob.bin", bytes.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        c.read_file(&sb.id, "deep/nested/blob.bin")
+            .await
+            .unwrap()
+            .to_vec(),
+        bytes
+    );
+    assert_eq!(
+        c.read_file(&sb.id, "/workspace/deep/nested/blob.bin")
+            .await
+            .unwrap()
+            .len(),
+        70_000,
+        "absolute paths too"
+    );
     let put = c
-        .request(Method::PUT, &format!("/v1/sandboxes/{}/files?path=run.sh&mode=0755", sb.id))
+        .request(
+            Method::PUT,
+            &format!("/v1/sandboxes/{}/files?path=run.sh&mode=0755", sb.id),
+        )
         .body("#!/bin/sh\necho ran\n")
         .send()
         .await
@@ -28,7 +46,10 @@ async fn write_read_list_and_delete_round_trip_with_modes_and_parents() {
 
     let list = c.list_files(&sb.id, ".", 3).await.unwrap();
     let paths: Vec<&str> = list.entries.iter().map(|e| e.path.as_str()).collect();
-    assert_eq!(paths, ["deep", "deep/nested", "deep/nested/blob.bin", "run.sh"]);
+    assert_eq!(
+        paths,
+        ["deep", "deep/nested", "deep/nested/blob.bin", "run.sh"]
+    );
     let run = list.entries.iter().find(|e| e.path == "run.sh").unwrap();
     assert_eq!((run.kind, run.mode.as_str()), (FileKind::File, "0755"));
     assert_eq!(list.entries[0].kind, FileKind::Dir);
@@ -38,8 +59,20 @@ async fn write_read_list_and_delete_round_trip_with_modes_and_parents() {
     let not_empty = c.delete_file(&sb.id, "deep", false).await.unwrap_err();
     assert_eq!(not_empty.status(), Some(StatusCode::CONFLICT));
     c.delete_file(&sb.id, "deep", true).await.unwrap();
-    assert_eq!(c.read_file(&sb.id, "deep/nested/blob.bin").await.unwrap_err().status(), Some(StatusCode::NOT_FOUND));
-    assert_eq!(c.delete_file(&sb.id, "deep", true).await.unwrap_err().status(), Some(StatusCode::NOT_FOUND));
+    assert_eq!(
+        c.read_file(&sb.id, "deep/nested/blob.bin")
+            .await
+            .unwrap_err()
+            .status(),
+        Some(StatusCode::NOT_FOUND)
+    );
+    assert_eq!(
+        c.delete_file(&sb.id, "deep", true)
+            .await
+            .unwrap_err()
+            .status(),
+        Some(StatusCode::NOT_FOUND)
+    );
     app.cleanup().await;
 }
 
@@ -47,11 +80,39 @@ async fn write_read_list_and_delete_round_trip_with_modes_and_parents() {
 async fn reading_a_directory_is_a_400_and_a_missing_file_a_404() {
     let app = spawn_app().await;
     let sb = app.sandbox(json!({})).await;
-    assert_eq!(app.client.read_file(&sb.id, ".").await.unwrap_err().status(), Some(StatusCode::BAD_REQUEST));
-    assert_eq!(app.client.read_file(&sb.id, "nope.txt").await.unwrap_err().status(), Some(StatusCode::NOT_FOUND));
-    let no_path = app.client.request(Method::GET, &format!("/v1/sandboxes/{}/files", sb.id)).send().await.unwrap();
+    assert_eq!(
+        app.client
+            .read_file(&sb.id, ".")
+            .await
+            .unwrap_err()
+            .status(),
+        Some(StatusCode::BAD_REQUEST)
+    );
+    assert_eq!(
+        app.client
+            .read_file(&sb.id, "nope.txt")
+            .await
+            .unwrap_err()
+            .status(),
+        Some(StatusCode::NOT_FOUND)
+    );
+    let no_path = app
+        .client
+        .request(Method::GET, &format!("/v1/sandboxes/{}/files", sb.id))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(no_path.status(), StatusCode::BAD_REQUEST);
-    let bad_mode = app.client.request(Method::PUT, &format!("/v1/sandboxes/{}/files?path=x&mode=rwx", sb.id)).body("x").send().await.unwrap();
+    let bad_mode = app
+        .client
+        .request(
+            Method::PUT,
+            &format!("/v1/sandboxes/{}/files?path=x&mode=rwx", sb.id),
+        )
+        .body("x")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(bad_mode.status(), StatusCode::BAD_REQUEST);
     app.cleanup().await;
 }
@@ -59,16 +120,27 @@ async fn reading_a_directory_is_a_400_and_a_missing_file_a_404() {
 #[tokio::test]
 async fn ranges_return_partial_content() {
     let app = spawn_app().await;
-    let sb = app.sandbox(json!({"files": {"abc.txt": "0123456789"}})).await;
+    let sb = app
+        .sandbox(json!({"files": {"abc.txt": "0123456789"}}))
+        .await;
     let get = |range: &'static str| {
-        app.client.request(Method::GET, &format!("/v1/sandboxes/{}/files?path=abc.txt", sb.id)).header("Range", range).send()
+        app.client
+            .request(
+                Method::GET,
+                &format!("/v1/sandboxes/{}/files?path=abc.txt", sb.id),
+            )
+            .header("Range", range)
+            .send()
     };
     let r = get("bytes=2-5").await.unwrap();
     assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
     assert_eq!(r.headers()["content-range"], "bytes 2-5/10");
     assert_eq!(r.text().await.unwrap(), "2345");
     assert_eq!(get("bytes=-3").await.unwrap().text().await.unwrap(), "789");
-    assert_eq!(get("bytes=50-").await.unwrap().status(), StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(
+        get("bytes=50-").await.unwrap().status(),
+        StatusCode::RANGE_NOT_SATISFIABLE
+    );
     app.cleanup().await;
 }
 
@@ -81,29 +153,76 @@ async fn paths_never_leave_the_sandbox_whatever_dots_absolutes_or_planted_symlin
     let host_marker = app.data_dir.join("host-secret");
     std::fs::write(&host_marker, "HOST").unwrap();
     let host_path = host_marker.display().to_string();
-    assert_eq!(c.read_file(&sb.id, &host_path).await.unwrap_err().status(), Some(StatusCode::NOT_FOUND));
+    assert_eq!(
+        c.read_file(&sb.id, &host_path).await.unwrap_err().status(),
+        Some(StatusCode::NOT_FOUND)
+    );
     let escape = format!("../../../../../../..{host_path}");
-    assert_eq!(c.read_file(&sb.id, &escape).await.unwrap_err().status(), Some(StatusCode::NOT_FOUND));
+    assert_eq!(
+        c.read_file(&sb.id, &escape).await.unwrap_err().status(),
+        Some(StatusCode::NOT_FOUND)
+    );
 
     // `..` resolves inside the container's own filesystem.
-    let hostname = c.read_file(&sb.id, "../../../../etc/hostname").await.unwrap();
-    assert_eq!(hostname, "sandbox\n", "the sandbox's own /etc, not the host's");
+    let hostname = c
+        .read_file(&sb.id, "../../../../etc/hostname")
+        .await
+        .unwrap();
+    assert_eq!(
+        hostname, "sandbox\n",
+        "the sandbox's own /etc, not the host's"
+    );
 
     // Symlinks planted inside point into the sandbox's own root.
-    c.sh(&sb.id, "ln -s / rootlink && ln -s /etc etclink && ln -s /etc/passwd pw").await.unwrap();
+    c.sh(
+        &sb.id,
+        "ln -s / rootlink && ln -s /etc etclink && ln -s /etc/passwd pw",
+    )
+    .await
+    .unwrap();
     let through = c.read_file(&sb.id, "rootlink/etc/hostname").await.unwrap();
     assert_eq!(through, "sandbox\n");
     let via_marker = format!("rootlink{host_path}");
-    assert_eq!(c.read_file(&sb.id, &via_marker).await.unwrap_err().status(), Some(StatusCode::NOT_FOUND));
-    c.write_file(&sb.id, "etclink/berth-test", "inside").await.unwrap();
-    assert_eq!(c.sh(&sb.id, "cat /etc/berth-test").await.unwrap().stdout, "inside");
-    assert!(!std::path::Path::new("/etc/berth-test").exists(), "the host's /etc is untouched");
-    assert!(c.read_file(&sb.id, "pw").await.unwrap().starts_with(b"root:x:0:0"));
+    assert_eq!(
+        c.read_file(&sb.id, &via_marker).await.unwrap_err().status(),
+        Some(StatusCode::NOT_FOUND)
+    );
+    c.write_file(&sb.id, "etclink/berth-test", "inside")
+        .await
+        .unwrap();
+    assert_eq!(
+        c.sh(&sb.id, "cat /etc/berth-test").await.unwrap().stdout,
+        "inside"
+    );
+    assert!(
+        !std::path::Path::new("/etc/berth-test").exists(),
+        "the host's /etc is untouched"
+    );
+    assert!(c
+        .read_file(&sb.id, "pw")
+        .await
+        .unwrap()
+        .starts_with(b"root:x:0:0"));
 
     // NUL bytes in paths are refused, not truncated.
-    let nul = c.request(Method::GET, &format!("/v1/sandboxes/{}/files?path=a%00b", sb.id)).send().await.unwrap();
+    let nul = c
+        .request(
+            Method::GET,
+            &format!("/v1/sandboxes/{}/files?path=a%00b", sb.id),
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(nul.status(), StatusCode::BAD_REQUEST);
-    let nul_put = c.request(Method::PUT, &format!("/v1/sandboxes/{}/files?path=x%00y", sb.id)).body("z").send().await.unwrap();
+    let nul_put = c
+        .request(
+            Method::PUT,
+            &format!("/v1/sandboxes/{}/files?path=x%00y", sb.id),
+        )
+        .body("z")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(nul_put.status(), StatusCode::BAD_REQUEST);
     assert_eq!(std::fs::read_to_string(&host_marker).unwrap(), "HOST");
     app.cleanup().await;
@@ -119,7 +238,10 @@ async fn an_upload_over_the_limit_is_refused_with_413_before_it_is_buffered() {
     // Declared too large: refused from the header alone.
     let declared = app
         .client
-        .request(Method::PUT, &format!("/v1/sandboxes/{}/files?path=big.bin", sb.id))
+        .request(
+            Method::PUT,
+            &format!("/v1/sandboxes/{}/files?path=big.bin", sb.id),
+        )
         .header("content-length", (50u64 << 30).to_string())
         .body(vec![0u8; 10])
         .send()
@@ -128,10 +250,14 @@ async fn an_upload_over_the_limit_is_refused_with_413_before_it_is_buffered() {
         assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
     }
     // Streamed without a length: cut off at the limit.
-    let chunks = futures_util::stream::iter((0..64).map(|_| Ok::<_, std::io::Error>(vec![7u8; 64 * 1024])));
+    let chunks =
+        futures_util::stream::iter((0..64).map(|_| Ok::<_, std::io::Error>(vec![7u8; 64 * 1024])));
     let streamed = app
         .client
-        .request(Method::PUT, &format!("/v1/sandboxes/{}/files?path=big.bin", sb.id))
+        .request(
+            Method::PUT,
+            &format!("/v1/sandboxes/{}/files?path=big.bin", sb.id),
+        )
         .body(reqwest::Body::wrap_stream(chunks))
         .send()
         .await
@@ -139,8 +265,16 @@ async fn an_upload_over_the_limit_is_refused_with_413_before_it_is_buffered() {
     assert_eq!(streamed.status(), StatusCode::PAYLOAD_TOO_LARGE);
     let body: Value = streamed.json().await.unwrap();
     assert_eq!(body["error"]["code"], "too_large");
-    assert_eq!(app.client.read_file(&sb.id, "big.bin").await.unwrap(), "original", "nothing was written");
-    let leftovers = app.client.sh(&sb.id, "ls -A | grep -c berth || true").await.unwrap();
+    assert_eq!(
+        app.client.read_file(&sb.id, "big.bin").await.unwrap(),
+        "original",
+        "nothing was written"
+    );
+    let leftovers = app
+        .client
+        .sh(&sb.id, "ls -A | grep -c berth || true")
+        .await
+        .unwrap();
     assert_eq!(leftovers.stdout.trim(), "0", "no temp file left behind");
     app.cleanup().await;
 }
@@ -148,17 +282,59 @@ async fn an_upload_over_the_limit_is_refused_with_413_before_it_is_buffered() {
 #[tokio::test]
 async fn edit_replaces_unique_text_and_refuses_absent_or_ambiguous_text() {
     let app = spawn_app().await;
-    let sb = app.sandbox(json!({"files": {"a.py": "x = 1\ny = 1\n"}})).await;
-    let edit = |old: &str, new: &str, all: bool| EditRequest { path: "a.py".into(), old: old.into(), new: new.into(), replace_all: all };
-    assert_eq!(app.client.edit(&sb.id, &edit("x = 1", "x = 2", false)).await.unwrap().replacements, 1);
-    let absent = app.client.edit(&sb.id, &edit("z = 9", "", false)).await.unwrap_err();
+    let sb = app
+        .sandbox(json!({"files": {"a.py": "x = 1\ny = 1\n"}}))
+        .await;
+    let edit = |old: &str, new: &str, all: bool| EditRequest {
+        path: "a.py".into(),
+        old: old.into(),
+        new: new.into(),
+        replace_all: all,
+    };
+    assert_eq!(
+        app.client
+            .edit(&sb.id, &edit("x = 1", "x = 2", false))
+            .await
+            .unwrap()
+            .replacements,
+        1
+    );
+    let absent = app
+        .client
+        .edit(&sb.id, &edit("z = 9", "", false))
+        .await
+        .unwrap_err();
     assert_eq!(absent.status(), Some(StatusCode::UNPROCESSABLE_ENTITY));
-    let ambiguous = app.client.edit(&sb.id, &edit(" = ", " == ", false)).await.unwrap_err();
+    let ambiguous = app
+        .client
+        .edit(&sb.id, &edit(" = ", " == ", false))
+        .await
+        .unwrap_err();
     assert_eq!(ambiguous.status(), Some(StatusCode::UNPROCESSABLE_ENTITY));
-    assert_eq!(app.client.edit(&sb.id, &edit(" = ", " := ", true)).await.unwrap().replacements, 2);
-    assert_eq!(app.client.read_file(&sb.id, "a.py").await.unwrap(), "x := 2\ny := 1\n");
-    let missing = EditRequest { path: "nope.py".into(), ..edit("a", "b", false) };
-    assert_eq!(app.client.edit(&sb.id, &missing).await.unwrap_err().status(), Some(StatusCode::NOT_FOUND));
+    assert_eq!(
+        app.client
+            .edit(&sb.id, &edit(" = ", " := ", true))
+            .await
+            .unwrap()
+            .replacements,
+        2
+    );
+    assert_eq!(
+        app.client.read_file(&sb.id, "a.py").await.unwrap(),
+        "x := 2\ny := 1\n"
+    );
+    let missing = EditRequest {
+        path: "nope.py".into(),
+        ..edit("a", "b", false)
+    };
+    assert_eq!(
+        app.client
+            .edit(&sb.id, &missing)
+            .await
+            .unwrap_err()
+            .status(),
+        Some(StatusCode::NOT_FOUND)
+    );
     app.cleanup().await;
 }
 
@@ -167,25 +343,66 @@ async fn glob_and_grep_find_files_and_lines() {
     let app = spawn_app().await;
     let files = json!({"src/a.py": "def solve():\n    return 42\n", "src/b.py": "print('x')\n", "README.md": "solve it\n", "node_modules/x.py": "def solve(): pass\n"});
     let sb = app.sandbox(json!({"files": files})).await;
-    let glob = app.client.glob(&sb.id, &GlobRequest { pattern: "**/*.py".into(), path: ".".into(), max_results: None }).await.unwrap();
+    let glob = app
+        .client
+        .glob(
+            &sb.id,
+            &GlobRequest {
+                pattern: "**/*.py".into(),
+                path: ".".into(),
+                max_results: None,
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(glob.paths, ["src/a.py", "src/b.py"]);
-    let grep = GrepRequest { pattern: r"def \w+".into(), path: ".".into(), glob: Some("*.py".into()), max_results: None, case_insensitive: false };
+    let grep = GrepRequest {
+        pattern: r"def \w+".into(),
+        path: ".".into(),
+        glob: Some("*.py".into()),
+        max_results: None,
+        case_insensitive: false,
+    };
     let found = app.client.grep(&sb.id, &grep).await.unwrap();
     assert_eq!(found.matches.len(), 1);
-    assert_eq!((found.matches[0].path.as_str(), found.matches[0].line, found.matches[0].text.as_str()), ("src/a.py", 1, "def solve():"));
-    let limited = GrepRequest { pattern: "solve".into(), path: ".".into(), glob: None, max_results: Some(1), case_insensitive: false };
+    assert_eq!(
+        (
+            found.matches[0].path.as_str(),
+            found.matches[0].line,
+            found.matches[0].text.as_str()
+        ),
+        ("src/a.py", 1, "def solve():")
+    );
+    let limited = GrepRequest {
+        pattern: "solve".into(),
+        path: ".".into(),
+        glob: None,
+        max_results: Some(1),
+        case_insensitive: false,
+    };
     let found = app.client.grep(&sb.id, &limited).await.unwrap();
     assert!(found.truncated);
-    let bad = GrepRequest { pattern: "(".into(), ..limited };
-    assert_eq!(app.client.grep(&sb.id, &bad).await.unwrap_err().status(), Some(StatusCode::BAD_REQUEST));
+    let bad = GrepRequest {
+        pattern: "(".into(),
+        ..limited
+    };
+    assert_eq!(
+        app.client.grep(&sb.id, &bad).await.unwrap_err().status(),
+        Some(StatusCode::BAD_REQUEST)
+    );
     app.cleanup().await;
 }
 
 #[tokio::test]
 async fn archives_round_trip_a_tree_and_refuse_entries_that_escape() {
     let app = spawn_app().await;
-    let sb = app.sandbox(json!({"files": {"proj/main.py": "print(1)\n", "proj/pkg/util.py": "x=1\n"}})).await;
-    app.client.sh(&sb.id, "ln -s /etc/passwd proj/link").await.unwrap();
+    let sb = app
+        .sandbox(json!({"files": {"proj/main.py": "print(1)\n", "proj/pkg/util.py": "x=1\n"}}))
+        .await;
+    app.client
+        .sh(&sb.id, "ln -s /etc/passwd proj/link")
+        .await
+        .unwrap();
     let tar_bytes = app.client.get_archive(&sb.id, "proj").await.unwrap();
     let mut names: Vec<String> = tar::Archive::new(&tar_bytes[..])
         .entries()
@@ -193,10 +410,23 @@ async fn archives_round_trip_a_tree_and_refuse_entries_that_escape() {
         .map(|e| e.unwrap().path().unwrap().display().to_string())
         .collect();
     names.sort();
-    assert_eq!(names, ["./", "link", "main.py", "pkg", "pkg/util.py"], "symlinks travel as links");
+    assert_eq!(
+        names,
+        ["./", "link", "main.py", "pkg", "pkg/util.py"],
+        "symlinks travel as links"
+    );
 
-    app.client.put_archive(&sb.id, "copy", tar_bytes.to_vec()).await.unwrap();
-    assert_eq!(app.client.read_file(&sb.id, "copy/pkg/util.py").await.unwrap(), "x=1\n");
+    app.client
+        .put_archive(&sb.id, "copy", tar_bytes.to_vec())
+        .await
+        .unwrap();
+    assert_eq!(
+        app.client
+            .read_file(&sb.id, "copy/pkg/util.py")
+            .await
+            .unwrap(),
+        "x=1\n"
+    );
     let link = app.client.sh(&sb.id, "readlink copy/link").await.unwrap();
     assert_eq!(link.stdout, "/etc/passwd\n");
 
@@ -211,9 +441,20 @@ async fn archives_round_trip_a_tree_and_refuse_entries_that_escape() {
     builder.append(&header, &evil[..]).unwrap();
     let evil_tar = builder.into_inner().unwrap();
     let refused = app.client.put_archive(&sb.id, "target", evil_tar).await;
-    let escaped = app.client.sh(&sb.id, "ls /evil.sh /workspace/evil.sh 2>/dev/null | wc -l").await.unwrap();
-    assert_eq!(escaped.stdout.trim(), "0", "the entry did not land outside the target: {refused:?}");
-    let garbage = app.client.put_archive(&sb.id, "target", b"not a tar at all, just words".to_vec()).await;
+    let escaped = app
+        .client
+        .sh(&sb.id, "ls /evil.sh /workspace/evil.sh 2>/dev/null | wc -l")
+        .await
+        .unwrap();
+    assert_eq!(
+        escaped.stdout.trim(),
+        "0",
+        "the entry did not land outside the target: {refused:?}"
+    );
+    let garbage = app
+        .client
+        .put_archive(&sb.id, "target", b"not a tar at all, just words".to_vec())
+        .await;
     assert_eq!(garbage.unwrap_err().status(), Some(StatusCode::BAD_REQUEST));
     app.cleanup().await;
 }
@@ -221,10 +462,26 @@ async fn archives_round_trip_a_tree_and_refuse_entries_that_escape() {
 #[tokio::test]
 async fn file_routes_on_a_stopped_sandbox_without_auto_resume_are_conflicts() {
     let app = spawn_app().await;
-    let sb = app.sandbox(json!({"auto_resume": false, "files": {"a": "1"}})).await;
+    let sb = app
+        .sandbox(json!({"auto_resume": false, "files": {"a": "1"}}))
+        .await;
     app.client.stop(&sb.id).await.unwrap();
-    assert_eq!(app.client.write_file(&sb.id, "a", "2").await.unwrap_err().status(), Some(StatusCode::CONFLICT));
-    assert_eq!(app.client.list_files(&sb.id, ".", 1).await.unwrap_err().status(), Some(StatusCode::CONFLICT));
+    assert_eq!(
+        app.client
+            .write_file(&sb.id, "a", "2")
+            .await
+            .unwrap_err()
+            .status(),
+        Some(StatusCode::CONFLICT)
+    );
+    assert_eq!(
+        app.client
+            .list_files(&sb.id, ".", 1)
+            .await
+            .unwrap_err()
+            .status(),
+        Some(StatusCode::CONFLICT)
+    );
     app.client.resume(&sb.id).await.unwrap();
     assert_eq!(app.client.read_file(&sb.id, "a").await.unwrap(), "1");
     app.cleanup().await;

@@ -16,29 +16,51 @@ async fn a_sandbox_is_created_running_with_its_starter_files_and_named_after_its
     assert_eq!(sb.workdir, "/workspace");
     assert_eq!(sb.labels["session"], "abc");
     assert!(sb.expires_at.is_some() && sb.started_at.is_some());
-    let out = app.client.sh(&sb.id, "cat solution.py src/deep/a.txt").await.unwrap();
+    let out = app
+        .client
+        .sh(&sb.id, "cat solution.py src/deep/a.txt")
+        .await
+        .unwrap();
     assert_eq!(out.stdout, "print(1)\na");
-    let container = docker().await.inspect_container(&format!("berth-{}", sb.id), None).await.unwrap();
+    let container = docker()
+        .await
+        .inspect_container(&format!("berth-{}", sb.id), None)
+        .await
+        .unwrap();
     let labels = container.config.unwrap().labels.unwrap();
     assert_eq!(labels["dev.berth.sandbox"], sb.id);
     assert_eq!(labels["dev.berth.managed"], "true");
     assert_eq!(sb.volume, format!("berth-{}", sb.id));
-    docker().await.inspect_volume(&sb.volume).await.expect("volume exists under the sandbox's name");
+    docker()
+        .await
+        .inspect_volume(&sb.volume)
+        .await
+        .expect("volume exists under the sandbox's name");
     app.cleanup().await;
 }
 
 #[tokio::test]
 async fn limits_are_enforced_by_the_kernel_as_seen_from_inside() {
     let app = spawn_app().await;
-    let sb = app.sandbox(json!({"cpu": 0.5, "memory_mb": 300, "pids": 64})).await;
+    let sb = app
+        .sandbox(json!({"cpu": 0.5, "memory_mb": 300, "pids": 64}))
+        .await;
     let out = app
         .client
         .sh(&sb.id, "cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/cpu/cpu.cfs_period_us /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/memory/memory.memsw.limit_in_bytes /sys/fs/cgroup/pids/pids.max")
         .await
         .unwrap();
     let values: Vec<&str> = out.stdout.lines().collect();
-    assert_eq!(values, ["50000", "100000", "314572800", "314572800", "64"], "{out:?}");
-    let info = docker().await.inspect_container(&format!("berth-{}", sb.id), None).await.unwrap();
+    assert_eq!(
+        values,
+        ["50000", "100000", "314572800", "314572800", "64"],
+        "{out:?}"
+    );
+    let info = docker()
+        .await
+        .inspect_container(&format!("berth-{}", sb.id), None)
+        .await
+        .unwrap();
     let host = info.host_config.unwrap();
     assert_eq!(host.nano_cpus, Some(500_000_000));
     assert_eq!(host.privileged, Some(false));
@@ -57,9 +79,17 @@ async fn a_sandbox_is_hardened_by_default() {
         .await
         .unwrap();
     // CHOWN DAC_OVERRIDE FOWNER FSETID KILL NET_BIND_SERVICE; no SETUID/SETGID/SYS_ADMIN/MKNOD.
-    assert!(out.stdout.contains("CapEff:\t000000000000043b"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("CapEff:\t000000000000043b"),
+        "{}",
+        out.stdout
+    );
     assert!(out.stdout.contains("NoNewPrivs:\t1"), "{}", out.stdout);
-    assert!(out.stdout.contains("lo\n") && !out.stdout.contains("eth0"), "network none: {}", out.stdout);
+    assert!(
+        out.stdout.contains("lo\n") && !out.stdout.contains("eth0"),
+        "network none: {}",
+        out.stdout
+    );
     assert!(out.stdout.contains("mknod=1"), "{}", out.stdout);
     app.cleanup().await;
 }
@@ -68,16 +98,33 @@ async fn a_sandbox_is_hardened_by_default() {
 async fn stop_then_resume_keeps_every_file_and_both_are_idempotent() {
     let app = spawn_app().await;
     let sb = app.sandbox(json!({})).await;
-    app.client.sh(&sb.id, "mkdir -p data && head -c 100000 /dev/urandom > data/blob && sha256sum data/blob > sum").await.unwrap();
+    app.client
+        .sh(
+            &sb.id,
+            "mkdir -p data && head -c 100000 /dev/urandom > data/blob && sha256sum data/blob > sum",
+        )
+        .await
+        .unwrap();
     let stopped = app.client.stop(&sb.id).await.unwrap();
     assert_eq!(stopped.state, "stopped");
     assert!(stopped.stopped_at.is_some());
-    assert_eq!(app.client.stop(&sb.id).await.unwrap().state, "stopped", "stop is idempotent");
-    let gone = docker().await.inspect_container(&format!("berth-{}", sb.id), None).await;
+    assert_eq!(
+        app.client.stop(&sb.id).await.unwrap().state,
+        "stopped",
+        "stop is idempotent"
+    );
+    let gone = docker()
+        .await
+        .inspect_container(&format!("berth-{}", sb.id), None)
+        .await;
     assert!(gone.is_err(), "a stopped sandbox has no container");
     let resumed = app.client.resume(&sb.id).await.unwrap();
     assert_eq!(resumed.state, "running");
-    assert_eq!(app.client.resume(&sb.id).await.unwrap().state, "running", "resume is idempotent");
+    assert_eq!(
+        app.client.resume(&sb.id).await.unwrap().state,
+        "running",
+        "resume is idempotent"
+    );
     let check = app.client.sh(&sb.id, "sha256sum -c sum").await.unwrap();
     assert_eq!(check.exit_code, Some(0), "{check:?}");
     app.cleanup().await;
@@ -90,15 +137,25 @@ async fn exec_on_a_stopped_sandbox_resumes_it_unless_auto_resume_is_off() {
     app.client.stop(&auto.id).await.unwrap();
     let out = app.client.sh(&auto.id, "cat f").await.unwrap();
     assert_eq!(out.stdout, "x");
-    assert_eq!(app.client.get_sandbox(&auto.id).await.unwrap().state, "running");
+    assert_eq!(
+        app.client.get_sandbox(&auto.id).await.unwrap().state,
+        "running"
+    );
 
     let manual = app.sandbox(json!({"auto_resume": false})).await;
     app.client.stop(&manual.id).await.unwrap();
     let err = app.client.sh(&manual.id, "true").await.unwrap_err();
     assert_eq!(err.status(), Some(StatusCode::CONFLICT));
     let err = app.client.read_file(&manual.id, "f").await.unwrap_err();
-    assert_eq!(err.status(), Some(StatusCode::CONFLICT), "reads never resume");
-    assert_eq!(app.client.get_sandbox(&manual.id).await.unwrap().state, "stopped");
+    assert_eq!(
+        err.status(),
+        Some(StatusCode::CONFLICT),
+        "reads never resume"
+    );
+    assert_eq!(
+        app.client.get_sandbox(&manual.id).await.unwrap().state,
+        "stopped"
+    );
     app.cleanup().await;
 }
 
@@ -109,24 +166,53 @@ async fn delete_removes_the_volume_unless_kept_and_a_terminated_sandbox_stays_te
     let removed = app.sandbox(json!({})).await;
     let gone = app.client.delete(&removed.id, false).await.unwrap();
     assert_eq!(gone.state, "terminated");
-    assert!(docker.inspect_volume(&removed.volume).await.is_err(), "volume removed");
+    assert!(
+        docker.inspect_volume(&removed.volume).await.is_err(),
+        "volume removed"
+    );
 
-    let kept = app.sandbox(json!({"files": {"keep.txt": "still here"}})).await;
+    let kept = app
+        .sandbox(json!({"files": {"keep.txt": "still here"}}))
+        .await;
     app.client.delete(&kept.id, true).await.unwrap();
-    docker.inspect_volume(&kept.volume).await.expect("volume kept");
+    docker
+        .inspect_volume(&kept.volume)
+        .await
+        .expect("volume kept");
     let err = app.client.resume(&kept.id).await.unwrap_err();
     assert_eq!(err.status(), Some(StatusCode::CONFLICT));
     let err = app.client.sh(&kept.id, "true").await.unwrap_err();
     assert_eq!(err.status(), Some(StatusCode::CONFLICT));
-    assert_eq!(app.client.delete(&kept.id, true).await.unwrap().state, "terminated", "delete is idempotent");
+    assert_eq!(
+        app.client.delete(&kept.id, true).await.unwrap().state,
+        "terminated",
+        "delete is idempotent"
+    );
 
     // The kept volume can be mounted by a new sandbox.
     let again = app.sandbox(json!({"volume": kept.volume})).await;
-    assert_eq!(app.client.read_file(&again.id, "keep.txt").await.unwrap(), "still here");
-    let busy = app.client.request(Method::DELETE, &format!("/v1/volumes/{}", kept.volume)).send().await.unwrap();
-    assert_eq!(busy.status(), StatusCode::CONFLICT, "a mounted volume cannot be deleted");
+    assert_eq!(
+        app.client.read_file(&again.id, "keep.txt").await.unwrap(),
+        "still here"
+    );
+    let busy = app
+        .client
+        .request(Method::DELETE, &format!("/v1/volumes/{}", kept.volume))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        busy.status(),
+        StatusCode::CONFLICT,
+        "a mounted volume cannot be deleted"
+    );
     app.client.delete(&again.id, false).await.unwrap();
-    let freed = app.client.request(Method::DELETE, &format!("/v1/volumes/{}", kept.volume)).send().await.unwrap();
+    let freed = app
+        .client
+        .request(Method::DELETE, &format!("/v1/volumes/{}", kept.volume))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(freed.status(), StatusCode::NO_CONTENT);
     assert!(docker.inspect_volume(&kept.volume).await.is_err());
     app.cleanup().await;
@@ -139,33 +225,82 @@ async fn list_filters_by_state_and_label_and_patch_changes_deadlines_and_labels(
     let b = app.sandbox(json!({"labels": {"session": "two"}})).await;
     app.client.stop(&b.id).await.unwrap();
     let running = app.client.list_sandboxes("state=running").await.unwrap();
-    assert_eq!(running.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), [a.id.as_str()]);
-    let two = app.client.list_sandboxes("label=session%3Dtwo").await.unwrap();
-    assert_eq!(two.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), [b.id.as_str()]);
-    let bad = app.client.request(Method::GET, "/v1/sandboxes?state=sleeping").send().await.unwrap();
+    assert_eq!(
+        running.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
+        [a.id.as_str()]
+    );
+    let two = app
+        .client
+        .list_sandboxes("label=session%3Dtwo")
+        .await
+        .unwrap();
+    assert_eq!(
+        two.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
+        [b.id.as_str()]
+    );
+    let bad = app
+        .client
+        .request(Method::GET, "/v1/sandboxes?state=sleeping")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
 
-    let patched = app.client.patch(&a.id, &json!({"timeout_s": 7200, "labels": {"session": "renamed"}})).await.unwrap();
+    let patched = app
+        .client
+        .patch(
+            &a.id,
+            &json!({"timeout_s": 7200, "labels": {"session": "renamed"}}),
+        )
+        .await
+        .unwrap();
     assert_eq!(patched.labels["session"], "renamed");
     assert_eq!(patched.limits["timeout_s"], 7200);
-    let expires = chrono::DateTime::parse_from_rfc3339(patched.expires_at.as_deref().unwrap()).unwrap();
-    let started = chrono::DateTime::parse_from_rfc3339(patched.started_at.as_deref().unwrap()).unwrap();
+    let expires =
+        chrono::DateTime::parse_from_rfc3339(patched.expires_at.as_deref().unwrap()).unwrap();
+    let started =
+        chrono::DateTime::parse_from_rfc3339(patched.started_at.as_deref().unwrap()).unwrap();
     assert_eq!((expires - started).num_seconds(), 7200);
-    let bad = app.client.request(Method::PATCH, &format!("/v1/sandboxes/{}", a.id)).json(&json!({"cpu": 2})).send().await.unwrap();
-    assert_eq!(bad.status(), StatusCode::BAD_REQUEST, "unknown PATCH fields are refused");
+    let bad = app
+        .client
+        .request(Method::PATCH, &format!("/v1/sandboxes/{}", a.id))
+        .json(&json!({"cpu": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        bad.status(),
+        StatusCode::BAD_REQUEST,
+        "unknown PATCH fields are refused"
+    );
     app.cleanup().await;
 }
 
 #[tokio::test]
 async fn an_idempotency_key_returns_the_same_sandbox_and_refuses_a_different_body() {
     let app = spawn_app().await;
-    let create = |body: Value| app.client.request(Method::POST, "/v1/sandboxes").header("Idempotency-Key", "k-1").json(&body).send();
-    let first: Value = create(json!({"image": "base", "memory_mb": 256})).await.unwrap().json().await.unwrap();
-    let second = create(json!({"memory_mb": 256, "image": "base"})).await.unwrap();
+    let create = |body: Value| {
+        app.client
+            .request(Method::POST, "/v1/sandboxes")
+            .header("Idempotency-Key", "k-1")
+            .json(&body)
+            .send()
+    };
+    let first: Value = create(json!({"image": "base", "memory_mb": 256}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let second = create(json!({"memory_mb": 256, "image": "base"}))
+        .await
+        .unwrap();
     assert_eq!(second.status(), StatusCode::CREATED);
     let second: Value = second.json().await.unwrap();
     assert_eq!(first["id"], second["id"]);
-    let different = create(json!({"image": "base", "memory_mb": 300})).await.unwrap();
+    let different = create(json!({"image": "base", "memory_mb": 300}))
+        .await
+        .unwrap();
     assert_eq!(different.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(app.client.list_sandboxes("").await.unwrap().len(), 1);
     app.cleanup().await;
@@ -176,17 +311,51 @@ async fn another_tenants_sandbox_is_not_found_for_every_route() {
     let app = spawn_app().await;
     let mine = app.sandbox(json!({})).await;
     let intruder = app.other_tenant("tenant-b").await;
-    assert_eq!(intruder.get_sandbox(&mine.id).await.unwrap_err().status(), Some(StatusCode::NOT_FOUND));
-    assert_eq!(intruder.sh(&mine.id, "id").await.unwrap_err().status(), Some(StatusCode::NOT_FOUND));
-    assert_eq!(intruder.read_file(&mine.id, "/etc/hostname").await.unwrap_err().status(), Some(StatusCode::NOT_FOUND));
-    assert_eq!(intruder.stop(&mine.id).await.unwrap_err().status(), Some(StatusCode::NOT_FOUND));
-    assert_eq!(intruder.delete(&mine.id, false).await.unwrap_err().status(), Some(StatusCode::NOT_FOUND));
+    assert_eq!(
+        intruder.get_sandbox(&mine.id).await.unwrap_err().status(),
+        Some(StatusCode::NOT_FOUND)
+    );
+    assert_eq!(
+        intruder.sh(&mine.id, "id").await.unwrap_err().status(),
+        Some(StatusCode::NOT_FOUND)
+    );
+    assert_eq!(
+        intruder
+            .read_file(&mine.id, "/etc/hostname")
+            .await
+            .unwrap_err()
+            .status(),
+        Some(StatusCode::NOT_FOUND)
+    );
+    assert_eq!(
+        intruder.stop(&mine.id).await.unwrap_err().status(),
+        Some(StatusCode::NOT_FOUND)
+    );
+    assert_eq!(
+        intruder.delete(&mine.id, false).await.unwrap_err().status(),
+        Some(StatusCode::NOT_FOUND)
+    );
     assert!(intruder.list_sandboxes("").await.unwrap().is_empty());
-    let vol = intruder.request(Method::GET, &format!("/v1/volumes/{}", mine.volume)).send().await.unwrap();
+    let vol = intruder
+        .request(Method::GET, &format!("/v1/volumes/{}", mine.volume))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(vol.status(), StatusCode::NOT_FOUND);
-    let mount = intruder.create_sandbox(&json!({"image": "base", "volume": mine.volume})).await.unwrap_err();
-    assert_eq!(mount.status(), Some(StatusCode::NOT_FOUND), "another tenant's volume cannot be mounted");
-    assert_eq!(app.client.get_sandbox(&mine.id).await.unwrap().state, "running", "nothing happened to it");
+    let mount = intruder
+        .create_sandbox(&json!({"image": "base", "volume": mine.volume}))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        mount.status(),
+        Some(StatusCode::NOT_FOUND),
+        "another tenant's volume cannot be mounted"
+    );
+    assert_eq!(
+        app.client.get_sandbox(&mine.id).await.unwrap().state,
+        "running",
+        "nothing happened to it"
+    );
     app.cleanup().await;
 }
 
@@ -194,15 +363,35 @@ async fn another_tenants_sandbox_is_not_found_for_every_route() {
 async fn bad_requests_get_clear_errors_and_create_nothing() {
     let app = spawn_app().await;
     let post = |body: &'static str| {
-        app.client.request(Method::POST, "/v1/sandboxes").header("content-type", "application/json").body(body).send()
+        app.client
+            .request(Method::POST, "/v1/sandboxes")
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
     };
     for (body, status, needle) in [
         ("{not json", StatusCode::BAD_REQUEST, "invalid JSON"),
-        (r#"{"image":"base","cpu":1,"gpu":1}"#, StatusCode::BAD_REQUEST, "unknown field"),
+        (
+            r#"{"image":"base","cpu":1,"gpu":1}"#,
+            StatusCode::BAD_REQUEST,
+            "unknown field",
+        ),
         (r#"{"cpu":1}"#, StatusCode::BAD_REQUEST, "image"),
-        (r#"{"image":"base","memory_mb":1}"#, StatusCode::BAD_REQUEST, "memory_mb"),
-        (r#"{"image":"base","network":"host"}"#, StatusCode::BAD_REQUEST, "network"),
-        (r#"{"image":"no/such-image:tag"}"#, StatusCode::BAD_REQUEST, "not present"),
+        (
+            r#"{"image":"base","memory_mb":1}"#,
+            StatusCode::BAD_REQUEST,
+            "memory_mb",
+        ),
+        (
+            r#"{"image":"base","network":"host"}"#,
+            StatusCode::BAD_REQUEST,
+            "network",
+        ),
+        (
+            r#"{"image":"no/such-image:tag"}"#,
+            StatusCode::BAD_REQUEST,
+            "not present",
+        ),
         ("", StatusCode::BAD_REQUEST, "required"),
     ] {
         let response = post(body).await.unwrap();
@@ -213,16 +402,37 @@ async fn bad_requests_get_clear_errors_and_create_nothing() {
         assert!(message.contains(needle), "{body}: {message}");
         assert_eq!(error["error"]["code"], "invalid_request");
     }
-    let huge = format!(r#"{{"image":"base","files":{{"a":"{}"}}}}"#, "x".repeat(17 * 1024 * 1024));
-    let response = app.client.request(Method::POST, "/v1/sandboxes").body(huge).send().await.unwrap();
+    let huge = format!(
+        r#"{{"image":"base","files":{{"a":"{}"}}}}"#,
+        "x".repeat(17 * 1024 * 1024)
+    );
+    let response = app
+        .client
+        .request(Method::POST, "/v1/sandboxes")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert!(app.client.list_sandboxes("").await.unwrap().is_empty());
-    let missing = app.client.get_sandbox("sb-0000000000000000").await.unwrap_err();
+    let missing = app
+        .client
+        .get_sandbox("sb-0000000000000000")
+        .await
+        .unwrap_err();
     assert_eq!(missing.status(), Some(StatusCode::NOT_FOUND));
     let malformed = app.client.get_sandbox("..%2F..%2Fetc").await.unwrap_err();
     assert_eq!(malformed.status(), Some(StatusCode::NOT_FOUND));
-    let bad_exec = app.client.exec("sb-0000000000000000", &ExecRequest::default()).await.unwrap_err();
-    assert_eq!(bad_exec.status(), Some(StatusCode::BAD_REQUEST), "the body is checked first");
+    let bad_exec = app
+        .client
+        .exec("sb-0000000000000000", &ExecRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        bad_exec.status(),
+        Some(StatusCode::BAD_REQUEST),
+        "the body is checked first"
+    );
     app.cleanup().await;
 }
 
@@ -230,10 +440,18 @@ async fn bad_requests_get_clear_errors_and_create_nothing() {
 async fn requests_without_a_valid_key_are_refused() {
     let app = spawn_app().await;
     let anonymous = berth::client::Client::new(app.base.clone(), None);
-    let r = anonymous.request(Method::GET, "/v1/sandboxes").send().await.unwrap();
+    let r = anonymous
+        .request(Method::GET, "/v1/sandboxes")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     let wrong = berth::client::Client::new(app.base.clone(), Some("bk_wrong".into()));
-    let r = wrong.request(Method::GET, "/v1/sandboxes").send().await.unwrap();
+    let r = wrong
+        .request(Method::GET, "/v1/sandboxes")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "unauthorized");

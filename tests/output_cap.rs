@@ -12,7 +12,12 @@ use serde_json::json;
 fn peak_rss_bytes() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        * 1024
 }
 
 #[tokio::test]
@@ -23,11 +28,19 @@ async fn a_gigabyte_of_output_is_capped_without_the_supervisor_growing() {
     app.client.sh(&sb.id, "echo warm").await.unwrap();
     let before = peak_rss_bytes();
 
-    let gigabyte = ExecRequest { command: Some("head -c 1000000000 /dev/zero".into()), timeout_s: Some(120.0), ..Default::default() };
+    let gigabyte = ExecRequest {
+        command: Some("head -c 1000000000 /dev/zero".into()),
+        timeout_s: Some(120.0),
+        ..Default::default()
+    };
     let out = app.client.exec(&sb.id, &gigabyte).await.unwrap();
     assert_eq!(out.exit_code, Some(0));
     assert!(out.truncated);
-    assert_eq!(out.stdout.len(), 1024 * 1024, "the default cap is 1 MiB per stream");
+    assert_eq!(
+        out.stdout.len(),
+        1024 * 1024,
+        "the default cap is 1 MiB per stream"
+    );
 
     let mut streamed = 0usize;
     let mut truncated = false;
@@ -43,6 +56,10 @@ async fn a_gigabyte_of_output_is_capped_without_the_supervisor_growing() {
     assert_eq!(streamed, 1024 * 1024);
 
     let grown = peak_rss_bytes().saturating_sub(before);
-    assert!(grown < 48 * 1024 * 1024, "supervisor peak memory grew by {} MiB", grown / (1024 * 1024));
+    assert!(
+        grown < 48 * 1024 * 1024,
+        "supervisor peak memory grew by {} MiB",
+        grown / (1024 * 1024)
+    );
     app.cleanup().await;
 }

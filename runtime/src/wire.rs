@@ -56,7 +56,9 @@ impl ExecRequest {
     pub fn argv(&self) -> Result<Vec<String>, String> {
         match (&self.cmd, &self.command) {
             (Some(_), Some(_)) => Err("give either `cmd` or `command`, not both".into()),
-            (None, None) => Err("one of `cmd` (argv array) or `command` (shell string) is required".into()),
+            (None, None) => {
+                Err("one of `cmd` (argv array) or `command` (shell string) is required".into())
+            }
             (Some(cmd), None) if cmd.is_empty() => Err("`cmd` must not be empty".into()),
             (Some(cmd), None) => {
                 if cmd.iter().any(|a| a.contains('\0')) {
@@ -251,7 +253,12 @@ pub struct ErrorDetail {
 
 impl ErrorBody {
     pub fn new(code: &str, message: impl Into<String>) -> Self {
-        Self { error: ErrorDetail { code: code.to_string(), message: message.into() } }
+        Self {
+            error: ErrorDetail {
+                code: code.to_string(),
+                message: message.into(),
+            },
+        }
     }
 }
 
@@ -272,7 +279,10 @@ mod tests {
 
     #[test]
     fn argv_from_command_runs_through_sh() {
-        let r = ExecRequest { command: Some("echo hi".into()), ..Default::default() };
+        let r = ExecRequest {
+            command: Some("echo hi".into()),
+            ..Default::default()
+        };
         assert_eq!(r.argv().unwrap(), vec!["/bin/sh", "-c", "echo hi"]);
     }
 
@@ -285,7 +295,10 @@ mod tests {
         };
         assert!(both.argv().is_err());
         assert!(ExecRequest::default().argv().is_err());
-        let empty = ExecRequest { cmd: Some(vec![]), ..Default::default() };
+        let empty = ExecRequest {
+            cmd: Some(vec![]),
+            ..Default::default()
+        };
         assert!(empty.argv().is_err());
     }
 

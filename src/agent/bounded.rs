@@ -20,7 +20,13 @@ pub struct BoundedBody {
 
 impl BoundedBody {
     pub fn new(inner: Incoming, max_total: u64, idle: Duration) -> Self {
-        BoundedBody { inner, sent: 0, max_total, idle, timer: Box::pin(sleep(idle)) }
+        BoundedBody {
+            inner,
+            sent: 0,
+            max_total,
+            idle,
+            timer: Box::pin(sleep(idle)),
+        }
     }
 }
 
@@ -28,7 +34,10 @@ impl Body for BoundedBody {
     type Data = Bytes;
     type Error = std::io::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {

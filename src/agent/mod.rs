@@ -35,15 +35,23 @@ pub enum AgentError {
     TooLarge(usize),
     /// A 4xx/5xx answer of the agent, bounded and passed on.
     #[error("{message}")]
-    Rejected { status: StatusCode, code: String, message: String },
+    Rejected {
+        status: StatusCode,
+        code: String,
+        message: String,
+    },
 }
 
 pub fn empty_body() -> AgentBody {
-    Full::new(Bytes::new()).map_err(|never| match never {}).boxed_unsync()
+    Full::new(Bytes::new())
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 pub fn bytes_body(bytes: impl Into<Bytes>) -> AgentBody {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 #[derive(Debug, Clone)]
@@ -58,7 +66,9 @@ const MAX_ERROR_MESSAGE: usize = 2_000;
 
 impl AgentClient {
     pub fn new(socket_dir: PathBuf) -> Self {
-        AgentClient { socket: socket_dir.join(berth_runtime::wire::AGENT_SOCKET_NAME) }
+        AgentClient {
+            socket: socket_dir.join(berth_runtime::wire::AGENT_SOCKET_NAME),
+        }
     }
 
     /// Opens the socket with `O_PATH|O_NOFOLLOW` and connects through `/proc/self/fd`, so
@@ -69,12 +79,20 @@ impl AgentClient {
             .custom_flags(libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&self.socket)
             .map_err(|e| AgentError::Unreachable(format!("{}: {e}", self.socket.display())))?;
-        let kind = handle.metadata().map_err(|e| AgentError::Unreachable(e.to_string()))?.file_type();
+        let kind = handle
+            .metadata()
+            .map_err(|e| AgentError::Unreachable(e.to_string()))?
+            .file_type();
         if !kind.is_socket() {
-            return Err(AgentError::Unreachable(format!("{} is not a socket", self.socket.display())));
+            return Err(AgentError::Unreachable(format!(
+                "{} is not a socket",
+                self.socket.display()
+            )));
         }
         let via_fd = format!("/proc/self/fd/{}", handle.as_raw_fd());
-        let stream = UnixStream::connect(&via_fd).await.map_err(|e| AgentError::Unreachable(e.to_string()))?;
+        let stream = UnixStream::connect(&via_fd)
+            .await
+            .map_err(|e| AgentError::Unreachable(e.to_string()))?;
         drop(handle);
         Ok(stream)
     }
@@ -90,20 +108,31 @@ impl AgentClient {
     ) -> Result<Response<Incoming>, AgentError> {
         let exchange = async {
             let stream = self.connect().await?;
-            let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(|e| AgentError::Unreachable(e.to_string()))?;
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                    .await
+                    .map_err(|e| AgentError::Unreachable(e.to_string()))?;
             tokio::spawn(async move {
                 let _ = connection.await;
             });
-            let mut request = Request::builder().method(method).uri(path_and_query).header("host", "agent");
+            let mut request = Request::builder()
+                .method(method)
+                .uri(path_and_query)
+                .header("host", "agent");
             for (name, value) in headers {
                 request = request.header(name, value);
             }
-            let request = request.body(body).map_err(|e| AgentError::Protocol(e.to_string()))?;
-            sender.send_request(request).await.map_err(|e| AgentError::Unreachable(e.to_string()))
+            let request = request
+                .body(body)
+                .map_err(|e| AgentError::Protocol(e.to_string()))?;
+            sender
+                .send_request(request)
+                .await
+                .map_err(|e| AgentError::Unreachable(e.to_string()))
         };
-        let response = tokio::time::timeout(deadline, exchange).await.map_err(|_| AgentError::Timeout(deadline))??;
+        let response = tokio::time::timeout(deadline, exchange)
+            .await
+            .map_err(|_| AgentError::Timeout(deadline))??;
         if response.status().is_client_error() || response.status().is_server_error() {
             return Err(rejection(response).await);
         }
@@ -121,14 +150,21 @@ impl AgentClient {
     ) -> Result<T, AgentError> {
         let work = async {
             let (headers, body) = match body {
-                Some(json) => (vec![(hyper::header::CONTENT_TYPE, "application/json".to_string())], bytes_body(json)),
+                Some(json) => (
+                    vec![(hyper::header::CONTENT_TYPE, "application/json".to_string())],
+                    bytes_body(json),
+                ),
                 None => (vec![], empty_body()),
             };
-            let response = self.send(method, path_and_query, &headers, body, deadline).await?;
+            let response = self
+                .send(method, path_and_query, &headers, body, deadline)
+                .await?;
             let bytes = read_limited(response.into_body(), max_bytes).await?;
             serde_json::from_slice(&bytes).map_err(|e| AgentError::Protocol(e.to_string()))
         };
-        tokio::time::timeout(deadline, work).await.map_err(|_| AgentError::Timeout(deadline))?
+        tokio::time::timeout(deadline, work)
+            .await
+            .map_err(|_| AgentError::Timeout(deadline))?
     }
 
     /// Sends a request whose answer carries no body worth reading (204s).
@@ -140,8 +176,12 @@ impl AgentClient {
         body: AgentBody,
         deadline: Duration,
     ) -> Result<(), AgentError> {
-        let response = self.send(method, path_and_query, headers, body, deadline).await?;
-        read_limited(response.into_body(), MAX_ERROR_BYTES).await.map(|_| ())
+        let response = self
+            .send(method, path_and_query, headers, body, deadline)
+            .await?;
+        read_limited(response.into_body(), MAX_ERROR_BYTES)
+            .await
+            .map(|_| ())
     }
 
     /// Waits until the agent answers `/health`, polling the socket until `deadline`.
@@ -149,12 +189,15 @@ impl AgentClient {
         let start = tokio::time::Instant::now();
         let mut pause = Duration::from_millis(2);
         loop {
-            let attempt: Result<berth_runtime::wire::AgentHealth, _> =
-                self.json(Method::GET, "/health", None, Duration::from_secs(2), 4096).await;
+            let attempt: Result<berth_runtime::wire::AgentHealth, _> = self
+                .json(Method::GET, "/health", None, Duration::from_secs(2), 4096)
+                .await;
             match attempt {
                 Ok(_) => return Ok(()),
                 Err(e) if start.elapsed() >= deadline => {
-                    return Err(AgentError::Unreachable(format!("agent not ready after {deadline:?}: {e}")))
+                    return Err(AgentError::Unreachable(format!(
+                        "agent not ready after {deadline:?}: {e}"
+                    )))
                 }
                 Err(_) => {
                     tokio::time::sleep(pause).await;
@@ -168,7 +211,12 @@ impl AgentClient {
 async fn read_limited(body: Incoming, max: usize) -> Result<Bytes, AgentError> {
     match Limited::new(body, max).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(AgentError::TooLarge(max)),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(AgentError::TooLarge(max))
+        }
         Err(e) => Err(AgentError::Protocol(e.to_string())),
     }
 }
@@ -183,9 +231,20 @@ async fn rejection(response: Response<Incoming>) -> AgentError {
     let parsed: Option<berth_runtime::wire::ErrorBody> = serde_json::from_slice(&bytes).ok();
     let (code, message) = match parsed {
         Some(body) => (body.error.code, body.error.message),
-        None => ("agent_error".to_string(), String::from_utf8_lossy(&bytes).into_owned()),
+        None => (
+            "agent_error".to_string(),
+            String::from_utf8_lossy(&bytes).into_owned(),
+        ),
     };
     let message: String = message.chars().take(MAX_ERROR_MESSAGE).collect();
-    let code: String = code.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(40).collect();
-    AgentError::Rejected { status, code, message }
+    let code: String = code
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .take(40)
+        .collect();
+    AgentError::Rejected {
+        status,
+        code,
+        message,
+    }
 }

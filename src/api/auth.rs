@@ -19,7 +19,10 @@ pub struct KeyCache {
 impl KeyCache {
     fn get(&self, hash: &str) -> Option<TenantId> {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries.get(hash).filter(|(_, at)| at.elapsed() < CACHE_TTL).map(|(t, _)| t.clone())
+        entries
+            .get(hash)
+            .filter(|(_, at)| at.elapsed() < CACHE_TTL)
+            .map(|(t, _)| t.clone())
     }
 
     fn put(&self, hash: String, tenant: TenantId) {
@@ -39,7 +42,9 @@ fn presented_key(parts: &Parts) -> Option<String> {
     if let Some(value) = parts.headers.get(axum::http::header::AUTHORIZATION) {
         let value = value.to_str().ok()?;
         let (scheme, token) = value.split_once(' ')?;
-        return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string());
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim().to_string());
     }
     let query = parts.uri.query()?;
     serde_urlencoded::from_str::<Vec<(String, String)>>(query)
@@ -52,9 +57,14 @@ fn presented_key(parts: &Parts) -> Option<String> {
 impl FromRequestParts<AppState> for Tenant {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let Some(key) = presented_key(parts).filter(|k| !k.is_empty()) else {
-            return Err(ApiError::unauthorized("missing API key: send `Authorization: Bearer <key>`"));
+            return Err(ApiError::unauthorized(
+                "missing API key: send `Authorization: Bearer <key>`",
+            ));
         };
         let hash = ApiKey::from_presented(&key).hash();
         if let Some(tenant) = state.keys.get(&hash) {

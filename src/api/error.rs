@@ -26,7 +26,12 @@ pub struct ErrorDetail(pub String);
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into(), detail: None }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            detail: None,
+        }
     }
     pub fn invalid(m: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request", m)
@@ -50,22 +55,34 @@ impl ApiError {
         Self::new(StatusCode::TOO_MANY_REQUESTS, "quota_exceeded", m)
     }
     pub fn method_not_allowed() -> Self {
-        Self::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method")
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this route does not take that method",
+        )
     }
     pub fn unavailable(m: impl Into<String>, cause: impl std::fmt::Display) -> Self {
-        ApiError { detail: Some(cause.to_string()), ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m) }
+        ApiError {
+            detail: Some(cause.to_string()),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m)
+        }
     }
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         ApiError {
             detail: Some(cause.to_string()),
-            ..Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server log for this request id")
+            ..Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error; see the server log for this request id",
+            )
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = (self.status, Json(ErrorBody::new(self.code, self.message))).into_response();
+        let mut response =
+            (self.status, Json(ErrorBody::new(self.code, self.message))).into_response();
         if let Some(detail) = self.detail {
             response.extensions_mut().insert(ErrorDetail(detail));
         }
@@ -76,7 +93,9 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Unavailable(_) => ApiError::unavailable("the database is unavailable; retry shortly", e),
+            StoreError::Unavailable(_) => {
+                ApiError::unavailable("the database is unavailable; retry shortly", e)
+            }
             other => ApiError::internal(other),
         }
     }
@@ -97,21 +116,34 @@ impl From<DockerError> for ApiError {
 impl From<AgentError> for ApiError {
     fn from(e: AgentError) -> Self {
         match e {
-            AgentError::Rejected { status, code: _, message } => {
-                let status_code = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+            AgentError::Rejected {
+                status,
+                code: _,
+                message,
+            } => {
+                let status_code =
+                    StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
                 match status_code.as_u16() {
                     400 => ApiError::invalid(message),
                     404 => ApiError::not_found(message),
                     409 => ApiError::conflict(message),
                     413 => ApiError::too_large(message),
-                    416 => ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, "invalid_range", message),
+                    416 => {
+                        ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, "invalid_range", message)
+                    }
                     422 => ApiError::unprocessable(message),
                     _ => ApiError::internal(format!("agent answered {status}: {message}")),
                 }
             }
-            AgentError::TooLarge(n) => ApiError::too_large(format!("the sandbox's answer exceeded {n} bytes")),
-            AgentError::Timeout(d) => ApiError::unavailable(format!("the sandbox did not answer within {d:?}"), e),
-            AgentError::Unreachable(_) => ApiError::unavailable("the sandbox's agent is unreachable; retry shortly", e),
+            AgentError::TooLarge(n) => {
+                ApiError::too_large(format!("the sandbox's answer exceeded {n} bytes"))
+            }
+            AgentError::Timeout(d) => {
+                ApiError::unavailable(format!("the sandbox did not answer within {d:?}"), e)
+            }
+            AgentError::Unreachable(_) => {
+                ApiError::unavailable("the sandbox's agent is unreachable; retry shortly", e)
+            }
             AgentError::Protocol(_) => ApiError::internal(e),
         }
     }
@@ -121,8 +153,12 @@ impl From<ImageError> for ApiError {
     fn from(e: ImageError) -> Self {
         match e {
             ImageError::UnknownImage(_) => ApiError::invalid(e.to_string()),
-            ImageError::BuilderUnavailable { .. } => ApiError::unavailable(e.to_string(), "image builder unavailable"),
-            ImageError::BuildFailed { .. } => ApiError::unavailable(e.to_string(), "image build failed"),
+            ImageError::BuilderUnavailable { .. } => {
+                ApiError::unavailable(e.to_string(), "image builder unavailable")
+            }
+            ImageError::BuildFailed { .. } => {
+                ApiError::unavailable(e.to_string(), "image build failed")
+            }
             ImageError::Docker(d) => d.into(),
         }
     }
@@ -140,7 +176,9 @@ impl From<SandboxError> for ApiError {
             SandboxError::Docker(d) => d.into(),
             SandboxError::Store(s) => s.into(),
             SandboxError::Agent(a) => a.into(),
-            SandboxError::StartFailed(m) => ApiError::unavailable(format!("sandbox failed to start: {m}"), m.clone()),
+            SandboxError::StartFailed(m) => {
+                ApiError::unavailable(format!("sandbox failed to start: {m}"), m.clone())
+            }
         }
     }
 }

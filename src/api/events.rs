@@ -17,13 +17,19 @@ pub async fn stream(
             match rx.recv().await {
                 Ok(event) if event.tenant == tenant => {
                     let data = serde_json::to_string(&event).unwrap_or_default();
-                    if tx.send(SseEvent::default().event(event.kind.name()).data(data)).await.is_err() {
+                    if tx
+                        .send(SseEvent::default().event(event.kind.name()).data(data))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }
                 Ok(_) => {}
                 Err(RecvError::Lagged(n)) => {
-                    let lagged = SseEvent::default().event("lagged").data(format!("{{\"missed\":{n}}}"));
+                    let lagged = SseEvent::default()
+                        .event("lagged")
+                        .data(format!("{{\"missed\":{n}}}"));
                     if tx.send(lagged).await.is_err() {
                         return;
                     }

@@ -20,15 +20,22 @@ const EXEC_GRACE: Duration = Duration::from_secs(15);
 const SHORT: Duration = Duration::from_secs(30);
 
 /// Checks an exec request and fills in the defaults; returns it with its timeout and cap.
-fn checked(state: &AppState, mut req: ExecRequest) -> Result<(ExecRequest, Duration, u64), ApiError> {
+fn checked(
+    state: &AppState,
+    mut req: ExecRequest,
+) -> Result<(ExecRequest, Duration, u64), ApiError> {
     let config = state.service.config();
     req.argv().map_err(ApiError::invalid)?;
     let timeout_s = req.timeout_s.unwrap_or(config.defaults.exec_timeout_s);
     let max_timeout = config.limits.max_exec_timeout_s;
     if !(timeout_s.is_finite() && timeout_s > 0.0 && timeout_s <= max_timeout) {
-        return Err(ApiError::invalid(format!("`timeout_s` must be greater than 0 and at most {max_timeout}")));
+        return Err(ApiError::invalid(format!(
+            "`timeout_s` must be greater than 0 and at most {max_timeout}"
+        )));
     }
-    let cap = req.max_output_bytes.unwrap_or(config.defaults.output_cap_bytes);
+    let cap = req
+        .max_output_bytes
+        .unwrap_or(config.defaults.output_cap_bytes);
     if cap > config.limits.max_output_cap_bytes {
         return Err(ApiError::invalid(format!(
             "`max_output_bytes` must be at most {}",
@@ -37,7 +44,9 @@ fn checked(state: &AppState, mut req: ExecRequest) -> Result<(ExecRequest, Durat
     }
     if let Some(encoding) = &req.encoding {
         if encoding != "base64" && encoding != "utf-8" {
-            return Err(ApiError::invalid("`encoding` must be \"base64\" or \"utf-8\""));
+            return Err(ApiError::invalid(
+                "`encoding` must be \"base64\" or \"utf-8\"",
+            ));
         }
     }
     if !req.background {
@@ -50,7 +59,9 @@ fn checked(state: &AppState, mut req: ExecRequest) -> Result<(ExecRequest, Durat
 /// Largest JSON answer an exec with this cap can legitimately produce: both streams,
 /// escaped (worst case 6 bytes a byte) and base64'd, plus slack.
 fn reply_bound(cap: u64) -> usize {
-    (cap.saturating_mul(2 * (6 + 2))).saturating_add(64 * 1024).min(1 << 31) as usize
+    (cap.saturating_mul(2 * (6 + 2)))
+        .saturating_add(64 * 1024)
+        .min(1 << 31) as usize
 }
 
 pub async fn exec(
@@ -61,22 +72,35 @@ pub async fn exec(
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
     let (req, timeout, cap) = checked(&state, req)?;
-    let (sandbox, agent) = state.service.agent_for(&tenant, &id, Access::Mutating).await?;
+    let (sandbox, agent) = state
+        .service
+        .agent_for(&tenant, &id, Access::Mutating)
+        .await?;
     let body = serde_json::to_vec(&req).map_err(ApiError::internal)?;
     if req.background {
-        let started: Result<BackgroundStarted, AgentError> =
-            agent.json(Method::POST, "/exec", Some(body), SHORT, 4096).await;
+        let started: Result<BackgroundStarted, AgentError> = agent
+            .json(Method::POST, "/exec", Some(body), SHORT, 4096)
+            .await;
         let started = match started {
             Ok(s) => s,
             Err(e) => return Err(state.service.on_agent_failure(&sandbox, e).await.into()),
         };
         return Ok(Json(started).into_response());
     }
-    let result: Result<ExecResult, AgentError> =
-        agent.json(Method::POST, "/exec", Some(body), timeout + EXEC_GRACE, reply_bound(cap)).await;
+    let result: Result<ExecResult, AgentError> = agent
+        .json(
+            Method::POST,
+            "/exec",
+            Some(body),
+            timeout + EXEC_GRACE,
+            reply_bound(cap),
+        )
+        .await;
     match result {
         Ok(result) => {
-            state.metrics.observe_exec(result.duration_ms, result.timed_out);
+            state
+                .metrics
+                .observe_exec(result.duration_ms, result.timed_out);
             Ok(Json(result).into_response())
         }
         Err(e) => Err(state.service.on_agent_failure(&sandbox, e).await.into()),
@@ -91,18 +115,40 @@ pub async fn exec_stream(
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
     if req.background {
-        return Err(ApiError::invalid("`background` is not supported on /exec/stream; use /exec"));
+        return Err(ApiError::invalid(
+            "`background` is not supported on /exec/stream; use /exec",
+        ));
     }
     let (req, timeout, cap) = checked(&state, req)?;
-    let (sandbox, agent) = state.service.agent_for(&tenant, &id, Access::Mutating).await?;
+    let (sandbox, agent) = state
+        .service
+        .agent_for(&tenant, &id, Access::Mutating)
+        .await?;
     let body = serde_json::to_vec(&req).map_err(ApiError::internal)?;
     let headers = [(header::CONTENT_TYPE, "application/json".to_string())];
-    let response = match agent.send(Method::POST, "/exec/stream", &headers, bytes_body(body), SHORT).await {
+    let response = match agent
+        .send(
+            Method::POST,
+            "/exec/stream",
+            &headers,
+            bytes_body(body),
+            SHORT,
+        )
+        .await
+    {
         Ok(r) => r,
         Err(e) => return Err(state.service.on_agent_failure(&sandbox, e).await.into()),
     };
-    let bounded = BoundedBody::new(response.into_body(), reply_bound(cap) as u64, timeout + EXEC_GRACE);
-    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], Body::new(bounded)).into_response())
+    let bounded = BoundedBody::new(
+        response.into_body(),
+        reply_bound(cap) as u64,
+        timeout + EXEC_GRACE,
+    );
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::new(bounded),
+    )
+        .into_response())
 }
 
 pub async fn list_processes(
@@ -111,8 +157,14 @@ pub async fn list_processes(
     Path(id): Path<String>,
 ) -> Result<Json<ProcessList>, ApiError> {
     let id = parse_id(&id)?;
-    let (sandbox, agent) = state.service.agent_for(&tenant, &id, Access::ReadOnly).await?;
-    match agent.json(Method::GET, "/processes", None, SHORT, 4 * 1024 * 1024).await {
+    let (sandbox, agent) = state
+        .service
+        .agent_for(&tenant, &id, Access::ReadOnly)
+        .await?;
+    match agent
+        .json(Method::GET, "/processes", None, SHORT, 4 * 1024 * 1024)
+        .await
+    {
         Ok(list) => Ok(Json(list)),
         Err(e) => Err(state.service.on_agent_failure(&sandbox, e).await.into()),
     }
@@ -125,7 +177,9 @@ pub async fn process_output(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
-    let pid: u32 = pid.parse().map_err(|_| ApiError::not_found(format!("process {pid} not found")))?;
+    let pid: u32 = pid
+        .parse()
+        .map_err(|_| ApiError::not_found(format!("process {pid} not found")))?;
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Follow {
@@ -134,16 +188,26 @@ pub async fn process_output(
     }
     let follow: Follow = serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
         .map_err(|e| ApiError::invalid(format!("bad query string: {e}")))?;
-    let (sandbox, agent) = state.service.agent_for(&tenant, &id, Access::ReadOnly).await?;
+    let (sandbox, agent) = state
+        .service
+        .agent_for(&tenant, &id, Access::ReadOnly)
+        .await?;
     let path = format!("/processes/{pid}/output?follow={}", follow.follow);
-    let response = match agent.send(Method::GET, &path, &[], crate::agent::empty_body(), SHORT).await {
+    let response = match agent
+        .send(Method::GET, &path, &[], crate::agent::empty_body(), SHORT)
+        .await
+    {
         Ok(r) => r,
         Err(e) => return Err(state.service.on_agent_failure(&sandbox, e).await.into()),
     };
     // A followed process may be quiet for long; the sandbox lifetime bounds it.
     let idle = Duration::from_secs(sandbox.limits.timeout_s.max(60));
     let bounded = BoundedBody::new(response.into_body(), u64::MAX, idle);
-    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], Body::new(bounded)).into_response())
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::new(bounded),
+    )
+        .into_response())
 }
 
 pub async fn kill_process(
@@ -153,17 +217,34 @@ pub async fn kill_process(
     body: Body,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_id(&id)?;
-    let pid: u32 = pid.parse().map_err(|_| ApiError::not_found(format!("process {pid} not found")))?;
-    let bytes = axum::body::to_bytes(body, 4096).await.map_err(|_| ApiError::too_large("kill body too large"))?;
+    let pid: u32 = pid
+        .parse()
+        .map_err(|_| ApiError::not_found(format!("process {pid} not found")))?;
+    let bytes = axum::body::to_bytes(body, 4096)
+        .await
+        .map_err(|_| ApiError::too_large("kill body too large"))?;
     let request: KillRequest = if bytes.is_empty() {
         KillRequest::default()
     } else {
-        serde_json::from_slice(&bytes).map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))?
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))?
     };
-    let (sandbox, agent) = state.service.agent_for(&tenant, &id, Access::Mutating).await?;
+    let (sandbox, agent) = state
+        .service
+        .agent_for(&tenant, &id, Access::Mutating)
+        .await?;
     let json = serde_json::to_vec(&request).map_err(ApiError::internal)?;
     let headers = [(header::CONTENT_TYPE, "application/json".to_string())];
-    match agent.no_content(Method::POST, &format!("/processes/{pid}/kill"), &headers, bytes_body(json), SHORT).await {
+    match agent
+        .no_content(
+            Method::POST,
+            &format!("/processes/{pid}/kill"),
+            &headers,
+            bytes_body(json),
+            SHORT,
+        )
+        .await
+    {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
         Err(e) => Err(state.service.on_agent_failure(&sandbox, e).await.into()),
     }

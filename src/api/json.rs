@@ -18,7 +18,9 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
         if declared.is_some_and(|n| n > limit) {
-            return Err(ApiError::too_large(format!("JSON body larger than {limit} bytes")));
+            return Err(ApiError::too_large(format!(
+                "JSON body larger than {limit} bytes"
+            )));
         }
         let bytes = axum::body::to_bytes(req.into_body(), limit)
             .await
@@ -26,7 +28,8 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
         if bytes.is_empty() {
             return Err(ApiError::invalid("a JSON body is required"));
         }
-        let value = serde_json::from_slice(&bytes).map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))?;
+        let value = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))?;
         Ok(ApiJson(value))
     }
 }

@@ -6,9 +6,12 @@ use std::fmt::Write;
 use std::sync::Mutex;
 use std::time::Duration;
 
+/// (method, route, status) → (count, seconds).
+type RequestCounts = BTreeMap<(String, String, u16), (u64, f64)>;
+
 #[derive(Default)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, String, u16), (u64, f64)>>,
+    requests: Mutex<RequestCounts>,
     execs: Mutex<ExecStats>,
 }
 
@@ -22,7 +25,9 @@ struct ExecStats {
 impl Metrics {
     pub fn observe_request(&self, method: &str, route: &str, status: u16, took: Duration) {
         let mut requests = self.requests.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = requests.entry((method.to_string(), route.to_string(), status)).or_default();
+        let entry = requests
+            .entry((method.to_string(), route.to_string(), status))
+            .or_default();
         entry.0 += 1;
         entry.1 += took.as_secs_f64();
     }
@@ -71,7 +76,9 @@ mod tests {
         m.observe_request("GET", "/v1/sandboxes", 200, Duration::from_millis(3));
         m.observe_exec(12, true);
         let text = m.render(&[("running", 2)]);
-        assert!(text.contains("berth_http_requests_total{method=\"GET\",route=\"/v1/sandboxes\",status=\"200\"} 1"));
+        assert!(text.contains(
+            "berth_http_requests_total{method=\"GET\",route=\"/v1/sandboxes\",status=\"200\"} 1"
+        ));
         assert!(text.contains("berth_exec_timeouts_total 1"));
         assert!(text.contains("berth_sandboxes{state=\"running\"} 2"));
     }

@@ -8,8 +8,8 @@ mod exec;
 mod files;
 mod json;
 mod metrics;
-mod ops;
 pub mod openapi;
+mod ops;
 mod request_id;
 mod sandboxes;
 mod volumes;
@@ -34,7 +34,11 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(service: Arc<SandboxService>) -> Self {
-        AppState { service, metrics: Arc::new(Metrics::default()), keys: Arc::default() }
+        AppState {
+            service,
+            metrics: Arc::new(Metrics::default()),
+            keys: Arc::default(),
+        }
     }
 }
 
@@ -51,20 +55,37 @@ pub fn query_string(pairs: &[(&str, &str)]) -> String {
 pub fn router(state: AppState) -> Router {
     let v1 = Router::new()
         .route("/sandboxes", post(sandboxes::create).get(sandboxes::list))
-        .route("/sandboxes/{id}", get(sandboxes::get).delete(sandboxes::delete).patch(sandboxes::patch))
+        .route(
+            "/sandboxes/{id}",
+            get(sandboxes::get)
+                .delete(sandboxes::delete)
+                .patch(sandboxes::patch),
+        )
         .route("/sandboxes/{id}/stop", post(sandboxes::stop))
         .route("/sandboxes/{id}/resume", post(sandboxes::resume))
         .route("/sandboxes/{id}/exec", post(exec::exec))
         .route("/sandboxes/{id}/exec/stream", post(exec::exec_stream))
         .route("/sandboxes/{id}/processes", get(exec::list_processes))
-        .route("/sandboxes/{id}/processes/{pid}/output", get(exec::process_output))
-        .route("/sandboxes/{id}/processes/{pid}/kill", post(exec::kill_process))
-        .route("/sandboxes/{id}/files", get(files::read).put(files::write).delete(files::delete))
+        .route(
+            "/sandboxes/{id}/processes/{pid}/output",
+            get(exec::process_output),
+        )
+        .route(
+            "/sandboxes/{id}/processes/{pid}/kill",
+            post(exec::kill_process),
+        )
+        .route(
+            "/sandboxes/{id}/files",
+            get(files::read).put(files::write).delete(files::delete),
+        )
         .route("/sandboxes/{id}/files/list", get(files::list))
         .route("/sandboxes/{id}/files/edit", post(files::edit))
         .route("/sandboxes/{id}/files/glob", post(files::glob))
         .route("/sandboxes/{id}/files/grep", post(files::grep))
-        .route("/sandboxes/{id}/archive", get(files::get_archive).put(files::put_archive))
+        .route(
+            "/sandboxes/{id}/archive",
+            get(files::get_archive).put(files::put_archive),
+        )
         .route("/volumes", get(volumes::list))
         .route("/volumes/{name}", get(volumes::get).delete(volumes::delete))
         .route("/events", get(events::stream))
@@ -77,7 +98,10 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(ops::openapi))
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), request_id::layer))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            request_id::layer,
+        ))
         .layer(DefaultBodyLimit::disable())
         .with_state(state)
 }

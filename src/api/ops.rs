@@ -20,17 +20,35 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         "docker": docker.as_ref().map(|_| "ok".to_string()).unwrap_or_else(|e| e.to_string()),
         "database": database.as_ref().map(|_| "ok".to_string()).unwrap_or_else(|e| e.to_string()),
     });
-    let status = if docker.is_ok() && database.is_ok() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if docker.is_ok() && database.is_ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(body)).into_response()
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    let all = state.service.store().list_sandboxes(None, None).await.unwrap_or_default();
+    let all = state
+        .service
+        .store()
+        .list_sandboxes(None, None)
+        .await
+        .unwrap_or_default();
     let counts: Vec<(&str, u64)> = SandboxState::ALL
         .iter()
-        .map(|s| (s.as_str(), all.iter().filter(|x| x.state == *s).count() as u64))
+        .map(|s| {
+            (
+                s.as_str(),
+                all.iter().filter(|x| x.state == *s).count() as u64,
+            )
+        })
         .collect();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render(&counts)).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(&counts),
+    )
+        .into_response()
 }
 
 pub async fn openapi() -> Json<serde_json::Value> {

@@ -27,7 +27,9 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
             tracing::error!(request_id = %id, %method, %route, %status, cause = %detail, "request failed");
         }
     }
-    state.metrics.observe_request(method.as_str(), &route, status.as_u16(), started.elapsed());
+    state
+        .metrics
+        .observe_request(method.as_str(), &route, status.as_u16(), started.elapsed());
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", value);
     }
@@ -39,7 +41,13 @@ fn route_label(path: &str) -> String {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let known = matches!(
         segments.as_slice(),
-        ["healthz"] | ["readyz"] | ["metrics"] | ["openapi.json"] | ["v1", "sandboxes", ..] | ["v1", "volumes", ..] | ["v1", "events"]
+        ["healthz"]
+            | ["readyz"]
+            | ["metrics"]
+            | ["openapi.json"]
+            | ["v1", "sandboxes", ..]
+            | ["v1", "volumes", ..]
+            | ["v1", "events"]
     );
     if !known || segments.len() > 6 {
         return "unmatched".into();
@@ -64,8 +72,14 @@ mod tests {
 
     #[test]
     fn paths_become_route_templates() {
-        assert_eq!(route_label("/v1/sandboxes/sb-0123456789abcdef/exec"), "/v1/sandboxes/{id}/exec");
-        assert_eq!(route_label("/v1/sandboxes/sb-x/processes/42/output"), "/v1/sandboxes/{id}/processes/{pid}/output");
+        assert_eq!(
+            route_label("/v1/sandboxes/sb-0123456789abcdef/exec"),
+            "/v1/sandboxes/{id}/exec"
+        );
+        assert_eq!(
+            route_label("/v1/sandboxes/sb-x/processes/42/output"),
+            "/v1/sandboxes/{id}/processes/{pid}/output"
+        );
         assert_eq!(route_label("/v1/volumes/my-vol"), "/v1/volumes/{name}");
         assert_eq!(route_label("/healthz"), "/healthz");
         assert_eq!(route_label("/wp-admin/x"), "unmatched");

@@ -20,12 +20,21 @@ pub async fn create(
     ApiJson(request): ApiJson<CreateSandboxRequest>,
 ) -> Result<Response, ApiError> {
     let service = &state.service;
-    let parsed = request.clone().parse(service.config()).map_err(|e| ApiError::invalid(e.0))?;
-    let key = headers.get("idempotency-key").map(|v| v.to_str().map(str::to_owned));
+    let parsed = request
+        .clone()
+        .parse(service.config())
+        .map_err(|e| ApiError::invalid(e.0))?;
+    let key = headers
+        .get("idempotency-key")
+        .map(|v| v.to_str().map(str::to_owned));
     let key = match key {
         None => None,
         Some(Ok(k)) if !k.is_empty() && k.len() <= 255 => Some(k),
-        Some(_) => return Err(ApiError::invalid("Idempotency-Key must be 1-255 visible ASCII characters")),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "Idempotency-Key must be 1-255 visible ASCII characters",
+            ))
+        }
     };
     let Some(key) = key else {
         let sandbox = service.create(&tenant, parsed).await?;
@@ -36,10 +45,12 @@ pub async fn create(
     let body_hash = hex::encode(Sha256::digest(&canonical));
     let store = service.store();
     match store.idempotency_start(&tenant, &key, &body_hash).await? {
-        IdempotencyStart::InFlight => Err(ApiError::conflict("a request with this Idempotency-Key is still in progress")),
-        IdempotencyStart::BodyMismatch => {
-            Err(ApiError::unprocessable("this Idempotency-Key was used with a different request body"))
-        }
+        IdempotencyStart::InFlight => Err(ApiError::conflict(
+            "a request with this Idempotency-Key is still in progress",
+        )),
+        IdempotencyStart::BodyMismatch => Err(ApiError::unprocessable(
+            "this Idempotency-Key was used with a different request body",
+        )),
         IdempotencyStart::Done(id) => {
             let sandbox = service.get(&tenant, &id).await?;
             Ok((StatusCode::CREATED, Json(sandbox.view(None))).into_response())
@@ -73,8 +84,9 @@ pub async fn list(
     Tenant(tenant): Tenant,
     RawQuery(query): RawQuery,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
-        .map_err(|e| ApiError::invalid(format!("bad query string: {e}")))?;
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
+            .map_err(|e| ApiError::invalid(format!("bad query string: {e}")))?;
     let mut wanted_state = None;
     let mut labels = Vec::new();
     for (key, value) in pairs {
@@ -91,7 +103,9 @@ pub async fn list(
         }
     }
     let sandboxes = state.service.list(&tenant, wanted_state, &labels).await?;
-    Ok(Json(json!({ "sandboxes": sandboxes.iter().map(|s| s.view(None)).collect::<Vec<_>>() })))
+    Ok(Json(
+        json!({ "sandboxes": sandboxes.iter().map(|s| s.view(None)).collect::<Vec<_>>() }),
+    ))
 }
 
 pub async fn stop(
@@ -128,7 +142,13 @@ pub async fn delete(
     let id = parse_id(&id)?;
     let q: DeleteQuery = serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
         .map_err(|e| ApiError::invalid(format!("bad query string: {e}")))?;
-    Ok(Json(state.service.delete(&tenant, &id, q.keep_volume).await?.view(None)))
+    Ok(Json(
+        state
+            .service
+            .delete(&tenant, &id, q.keep_volume)
+            .await?
+            .view(None),
+    ))
 }
 
 pub async fn patch(
@@ -138,5 +158,7 @@ pub async fn patch(
     ApiJson(patch): ApiJson<PatchSandbox>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let id = parse_id(&id)?;
-    Ok(Json(state.service.patch(&tenant, &id, patch).await?.view(None)))
+    Ok(Json(
+        state.service.patch(&tenant, &id, patch).await?.view(None),
+    ))
 }

@@ -11,8 +11,13 @@ fn parse_name(raw: &str) -> Result<VolumeName, ApiError> {
     VolumeName::parse(raw).map_err(|_| ApiError::not_found(format!("volume {raw} not found")))
 }
 
-pub async fn list(State(state): State<AppState>, Tenant(tenant): Tenant) -> Result<Json<serde_json::Value>, ApiError> {
-    Ok(Json(json!({ "volumes": state.service.volumes(&tenant).await? })))
+pub async fn list(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(
+        json!({ "volumes": state.service.volumes(&tenant).await? }),
+    ))
 }
 
 pub async fn get(
@@ -20,7 +25,9 @@ pub async fn get(
     Tenant(tenant): Tenant,
     Path(name): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    Ok(Json(state.service.volume(&tenant, &parse_name(&name)?).await?))
+    Ok(Json(
+        state.service.volume(&tenant, &parse_name(&name)?).await?,
+    ))
 }
 
 pub async fn delete(
@@ -28,6 +35,9 @@ pub async fn delete(
     Tenant(tenant): Tenant,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.service.delete_volume(&tenant, &parse_name(&name)?).await?;
+    state
+        .service
+        .delete_volume(&tenant, &parse_name(&name)?)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -11,10 +11,21 @@ use std::process::ExitCode;
 fn remote_part(arg: &str) -> Option<(String, String)> {
     let (id, path) = arg.split_once(':')?;
     SandboxId::parse(id)?;
-    Some((id.to_string(), if path.is_empty() { ".".to_string() } else { path.to_string() }))
+    Some((
+        id.to_string(),
+        if path.is_empty() {
+            ".".to_string()
+        } else {
+            path.to_string()
+        },
+    ))
 }
 
-pub async fn copy(remote: RemoteOpts, source: String, destination: String) -> anyhow::Result<ExitCode> {
+pub async fn copy(
+    remote: RemoteOpts,
+    source: String,
+    destination: String,
+) -> anyhow::Result<ExitCode> {
     let client = client(&remote);
     match (remote_part(&source), remote_part(&destination)) {
         (None, Some((id, path))) => {
@@ -22,7 +33,9 @@ pub async fn copy(remote: RemoteOpts, source: String, destination: String) -> an
             if local.is_dir() {
                 let mut builder = tar::Builder::new(Vec::new());
                 builder.append_dir_all(".", local)?;
-                client.put_archive(&id, &path, builder.into_inner()?).await?;
+                client
+                    .put_archive(&id, &path, builder.into_inner()?)
+                    .await?;
             } else {
                 let bytes = tokio::fs::read(local).await?;
                 client.write_file(&id, &path, bytes).await?;
@@ -37,8 +50,12 @@ pub async fn copy(remote: RemoteOpts, source: String, destination: String) -> an
             }
             Err(e) => return Err(e.into()),
         },
-        (Some(_), Some(_)) => anyhow::bail!("copying between two sandboxes is not supported; copy through this machine"),
-        (None, None) => anyhow::bail!("one side must be a sandbox path like sb-0123456789abcdef:src/main.py"),
+        (Some(_), Some(_)) => anyhow::bail!(
+            "copying between two sandboxes is not supported; copy through this machine"
+        ),
+        (None, None) => {
+            anyhow::bail!("one side must be a sandbox path like sb-0123456789abcdef:src/main.py")
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

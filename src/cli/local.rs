@@ -21,7 +21,10 @@ fn load_config(local: &LocalOpts) -> anyhow::Result<Config> {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 pub async fn serve(local: LocalOpts, listen: Option<String>) -> anyhow::Result<ExitCode> {
@@ -33,7 +36,10 @@ pub async fn serve(local: LocalOpts, listen: Option<String>) -> anyhow::Result<E
     let data_dir = config.data_dir.clone();
     let app = Application::build(config).await?;
     let addr = app.local_addr()?;
-    eprintln!("berth is listening on http://{addr} (data in {})", data_dir.display());
+    eprintln!(
+        "berth is listening on http://{addr} (data in {})",
+        data_dir.display()
+    );
     match &app.new_key_file {
         Some(path) => eprintln!(
             "created tenant \"default\"; its API key is in {}\n  export BERTH_API_KEY=$(cat {})",
@@ -45,7 +51,9 @@ pub async fn serve(local: LocalOpts, listen: Option<String>) -> anyhow::Result<E
     eprintln!("images are built on first use; `berth images build` builds them ahead of time. Ctrl-C stops.");
     app.run_until(async {
         let _ = tokio::signal::ctrl_c().await;
-        eprintln!("berth: shutting down (sandboxes keep running and are adopted on the next start)");
+        eprintln!(
+            "berth: shutting down (sandboxes keep running and are adopted on the next start)"
+        );
     })
     .await?;
     Ok(ExitCode::SUCCESS)
@@ -58,25 +66,45 @@ async fn image_service(local: &LocalOpts) -> anyhow::Result<std::sync::Arc<Image
         .context("cannot reach Docker; is the daemon running?")?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
-    Ok(ImageService::new(docker, config.data_dir.clone(), config.images.clone()))
+    Ok(ImageService::new(
+        docker,
+        config.data_dir.clone(),
+        config.images.clone(),
+    ))
 }
 
-pub async fn images_build(local: LocalOpts, names: Vec<String>, force: bool) -> anyhow::Result<ExitCode> {
+pub async fn images_build(
+    local: LocalOpts,
+    names: Vec<String>,
+    force: bool,
+) -> anyhow::Result<ExitCode> {
     init_logging();
     let templates = if names.is_empty() {
         images::TEMPLATES.to_vec()
     } else {
         names
             .iter()
-            .map(|n| images::template(n).ok_or_else(|| anyhow::anyhow!("no template {n:?}; templates: base, python, node")))
+            .map(|n| {
+                images::template(n).ok_or_else(|| {
+                    anyhow::anyhow!("no template {n:?}; templates: base, python, node")
+                })
+            })
             .collect::<anyhow::Result<_>>()?
     };
     let service = image_service(&local).await?;
     for t in templates {
         let progress = BuildProgress::for_server(t.name);
         let started = std::time::Instant::now();
-        let tag = if force { service.rebuild(t, &progress).await? } else { service.ensure(t, &progress).await? };
-        eprintln!("{}: {tag} ready ({:.0}s)", t.name, started.elapsed().as_secs_f64());
+        let tag = if force {
+            service.rebuild(t, &progress).await?
+        } else {
+            service.ensure(t, &progress).await?
+        };
+        eprintln!(
+            "{}: {tag} ready ({:.0}s)",
+            t.name,
+            started.elapsed().as_secs_f64()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -84,7 +112,12 @@ pub async fn images_build(local: LocalOpts, names: Vec<String>, force: bool) -> 
 pub async fn images_list(local: LocalOpts) -> anyhow::Result<ExitCode> {
     let service = image_service(&local).await?;
     for (t, tag, present) in service.status().await? {
-        println!("{:<8} {:<28} {}", t.name, tag, if present { "built" } else { "not built" });
+        println!(
+            "{:<8} {:<28} {}",
+            t.name,
+            tag,
+            if present { "built" } else { "not built" }
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

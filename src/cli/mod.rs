@@ -38,7 +38,12 @@ pub struct LocalOpts {
 #[derive(Args, Clone)]
 pub struct RemoteOpts {
     /// Server URL.
-    #[arg(long, env = "BERTH_URL", default_value = "http://127.0.0.1:8080", global = true)]
+    #[arg(
+        long,
+        env = "BERTH_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
     url: String,
     /// API key; defaults to the default tenant's key file in the data dir when readable.
     #[arg(long, env = "BERTH_API_KEY", hide_env_values = true, global = true)]
@@ -196,19 +201,40 @@ pub fn main() -> ExitCode {
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve { local, listen } => local::serve(local, listen).await,
-        Command::Images { command: ImagesCommand::Build { names, force }, local } => {
-            local::images_build(local, names, force).await
-        }
-        Command::Images { command: ImagesCommand::List, local } => local::images_list(local).await,
-        Command::Keys { command: KeysCommand::Create { tenant }, local } => local::keys_create(local, tenant).await,
+        Command::Images {
+            command: ImagesCommand::Build { names, force },
+            local,
+        } => local::images_build(local, names, force).await,
+        Command::Images {
+            command: ImagesCommand::List,
+            local,
+        } => local::images_list(local).await,
+        Command::Keys {
+            command: KeysCommand::Create { tenant },
+            local,
+        } => local::keys_create(local, tenant).await,
         Command::Sandbox { command, remote } => remote::sandbox(remote, command).await,
-        Command::Exec { id, timeout, cwd, env, cmd, remote } => remote::exec(remote, id, timeout, cwd, env, cmd).await,
-        Command::Cp { source, destination, remote } => cp::copy(remote, source, destination).await,
+        Command::Exec {
+            id,
+            timeout,
+            cwd,
+            env,
+            cmd,
+            remote,
+        } => remote::exec(remote, id, timeout, cwd, env, cmd).await,
+        Command::Cp {
+            source,
+            destination,
+            remote,
+        } => cp::copy(remote, source, destination).await,
     }
 }
 
 /// Splits `KEY=VALUE` arguments.
-fn key_values(items: &[String], what: &str) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+fn key_values(
+    items: &[String],
+    what: &str,
+) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
     items
         .iter()
         .map(|item| {

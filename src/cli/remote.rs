@@ -12,7 +12,8 @@ use std::process::ExitCode;
 pub fn client(remote: &RemoteOpts) -> Client {
     let key = remote.api_key.clone().or_else(|| {
         let config = crate::config::Config::load(None).ok()?;
-        let text = std::fs::read_to_string(config.data_dir.join(crate::startup::DEFAULT_KEY_FILE)).ok()?;
+        let text =
+            std::fs::read_to_string(config.data_dir.join(crate::startup::DEFAULT_KEY_FILE)).ok()?;
         Some(text.trim().to_string())
     });
     Client::new(remote.url.clone(), key)
@@ -27,7 +28,17 @@ pub async fn sandbox(remote: RemoteOpts, command: SandboxCommand) -> anyhow::Res
     let client = client(&remote);
     let get = |id: &str| format!("/v1/sandboxes/{id}");
     let value: serde_json::Value = match command {
-        SandboxCommand::Create { image, cpu, memory_mb, timeout_s, idle_timeout_s, network, workdir, labels, env } => {
+        SandboxCommand::Create {
+            image,
+            cpu,
+            memory_mb,
+            timeout_s,
+            idle_timeout_s,
+            network,
+            workdir,
+            labels,
+            env,
+        } => {
             let mut body = json!({
                 "image": image,
                 "labels": key_values(&labels, "label")?,
@@ -48,19 +59,42 @@ pub async fn sandbox(remote: RemoteOpts, command: SandboxCommand) -> anyhow::Res
             send(&client, reqwest::Method::POST, "/v1/sandboxes", Some(body)).await?
         }
         SandboxCommand::List { state, labels } => {
-            let mut pairs: Vec<(String, String)> = state.into_iter().map(|s| ("state".to_string(), s)).collect();
+            let mut pairs: Vec<(String, String)> = state
+                .into_iter()
+                .map(|s| ("state".to_string(), s))
+                .collect();
             pairs.extend(labels.into_iter().map(|l| ("label".to_string(), l)));
             let query = serde_urlencoded::to_string(&pairs)?;
             let list = client.list_sandboxes(&query).await?;
             for s in &list {
-                println!("{}  {:<10} {:<8} {}", s.id, s.state, s.image, s.created_at.as_deref().unwrap_or(""));
+                println!(
+                    "{}  {:<10} {:<8} {}",
+                    s.id,
+                    s.state,
+                    s.image,
+                    s.created_at.as_deref().unwrap_or("")
+                );
             }
             return Ok(ExitCode::SUCCESS);
         }
         SandboxCommand::Get { id } => send(&client, reqwest::Method::GET, &get(&id), None).await?,
-        SandboxCommand::Stop { id } => send(&client, reqwest::Method::POST, &format!("{}/stop", get(&id)), None).await?,
+        SandboxCommand::Stop { id } => {
+            send(
+                &client,
+                reqwest::Method::POST,
+                &format!("{}/stop", get(&id)),
+                None,
+            )
+            .await?
+        }
         SandboxCommand::Resume { id } => {
-            send(&client, reqwest::Method::POST, &format!("{}/resume", get(&id)), None).await?
+            send(
+                &client,
+                reqwest::Method::POST,
+                &format!("{}/resume", get(&id)),
+                None,
+            )
+            .await?
         }
         SandboxCommand::Rm { id, keep_volume } => {
             let path = format!("{}?keep_volume={keep_volume}", get(&id));
@@ -81,11 +115,16 @@ async fn send(
     if let Some(body) = body {
         builder = builder.json(&body);
     }
-    let response = builder.send().await.map_err(crate::client::ClientError::from)?;
+    let response = builder
+        .send()
+        .await
+        .map_err(crate::client::ClientError::from)?;
     let status = response.status();
     let value: serde_json::Value = response.json().await.unwrap_or(serde_json::Value::Null);
     if !status.is_success() {
-        let message = value["error"]["message"].as_str().unwrap_or("request failed");
+        let message = value["error"]["message"]
+            .as_str()
+            .unwrap_or("request failed");
         anyhow::bail!("{status}: {message}");
     }
     Ok(value)
@@ -100,7 +139,13 @@ pub async fn exec(
     cmd: Vec<String>,
 ) -> anyhow::Result<ExitCode> {
     let client = client(&remote);
-    let request = ExecRequest { cmd: Some(cmd), timeout_s: timeout, cwd, env: key_values(&env, "env")?, ..Default::default() };
+    let request = ExecRequest {
+        cmd: Some(cmd),
+        timeout_s: timeout,
+        cwd,
+        env: key_values(&env, "env")?,
+        ..Default::default()
+    };
     let mut events = Box::pin(client.exec_stream(&id, &request).await?);
     let mut code = 1u8;
     while let Some(event) = events.next().await {
@@ -115,8 +160,15 @@ pub async fn exec(
                 err.write_all(data.as_bytes())?;
                 err.flush()?;
             }
-            ExecEvent::Truncated { stream } => eprintln!("berth: {stream} output was truncated at the cap"),
-            ExecEvent::Exit { exit_code, timed_out, oom_killed, .. } => {
+            ExecEvent::Truncated { stream } => {
+                eprintln!("berth: {stream} output was truncated at the cap")
+            }
+            ExecEvent::Exit {
+                exit_code,
+                timed_out,
+                oom_killed,
+                ..
+            } => {
                 if timed_out {
                     eprintln!("berth: timed out; the command's process tree was killed");
                 }

@@ -53,7 +53,11 @@ fn padding(size: u64) -> Bytes {
 }
 
 /// Loads `layer_tar` (an uncompressed tar of a root filesystem) as image `meta.tag`.
-pub async fn load_rootfs_layer(engine: &DockerEngine, layer_tar: &Path, meta: &ImageMeta) -> Result<(), DockerError> {
+pub async fn load_rootfs_layer(
+    engine: &DockerEngine,
+    layer_tar: &Path,
+    meta: &ImageMeta,
+) -> Result<(), DockerError> {
     let path = layer_tar.to_path_buf();
     let (layer_hex, layer_size) = tokio::task::spawn_blocking(move || sha256_file(&path))
         .await
@@ -71,7 +75,8 @@ pub async fn load_rootfs_layer(engine: &DockerEngine, layer_tar: &Path, meta: &I
         "rootfs": { "type": "layers", "diff_ids": [format!("sha256:{layer_hex}")] },
         "history": [{ "created": chrono::Utc::now().to_rfc3339(), "created_by": "berth images build" }],
     });
-    let config_bytes = serde_json::to_vec(&config).map_err(|e| DockerError::Io(std::io::Error::other(e)))?;
+    let config_bytes =
+        serde_json::to_vec(&config).map_err(|e| DockerError::Io(std::io::Error::other(e)))?;
     let config_name = format!("{}.json", hex::encode(Sha256::digest(&config_bytes)));
     let layer_name = format!("{layer_hex}/layer.tar");
     let manifest = serde_json::to_vec(&serde_json::json!([{
@@ -82,22 +87,37 @@ pub async fn load_rootfs_layer(engine: &DockerEngine, layer_tar: &Path, meta: &I
     .map_err(|e| DockerError::Io(std::io::Error::other(e)))?;
 
     let mut head = Vec::new();
-    for (name, data) in [(&config_name, &config_bytes), (&"manifest.json".to_string(), &manifest)] {
+    for (name, data) in [
+        (&config_name, &config_bytes),
+        (&"manifest.json".to_string(), &manifest),
+    ] {
         head.push(header_block(name, data.len() as u64)?);
         head.push(Bytes::copy_from_slice(data));
         head.push(padding(data.len() as u64));
     }
     head.push(header_block(&layer_name, layer_size)?);
     let layer = tokio::fs::File::open(layer_tar).await?;
-    let layer_stream = tokio_util::io::ReaderStream::with_capacity(layer, 1024 * 1024).map(|r| r.unwrap_or_default());
+    let layer_stream = tokio_util::io::ReaderStream::with_capacity(layer, 1024 * 1024)
+        .map(|r| r.unwrap_or_default());
     let tail = vec![padding(layer_size), Bytes::from(vec![0u8; 1024])];
-    let body = futures_util::stream::iter(head).chain(layer_stream).chain(futures_util::stream::iter(tail));
+    let body = futures_util::stream::iter(head)
+        .chain(layer_stream)
+        .chain(futures_util::stream::iter(tail));
 
-    let mut progress = engine.client().import_image_stream(ImportImageOptions { quiet: true }, body, None);
+    let mut progress =
+        engine
+            .client()
+            .import_image_stream(ImportImageOptions { quiet: true }, body, None);
     while let Some(item) = progress.next().await {
-        let info = item.map_err(|e| DockerError::Failed { operation: "image load", message: e.to_string() })?;
+        let info = item.map_err(|e| DockerError::Failed {
+            operation: "image load",
+            message: e.to_string(),
+        })?;
         if let Some(error) = info.error {
-            return Err(DockerError::Failed { operation: "image load", message: error });
+            return Err(DockerError::Failed {
+                operation: "image load",
+                message: error,
+            });
         }
     }
     if !engine.image_exists(&meta.tag).await? {

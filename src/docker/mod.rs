@@ -6,8 +6,8 @@ mod image_archive;
 pub use image_archive::{load_rootfs_layer, ImageMeta};
 
 use bollard::container::{
-    Config, CreateContainerOptions, InspectContainerOptions, ListContainersOptions, RemoveContainerOptions,
-    StatsOptions, StopContainerOptions,
+    Config, CreateContainerOptions, InspectContainerOptions, ListContainersOptions,
+    RemoveContainerOptions, StatsOptions, StopContainerOptions,
 };
 use bollard::models::{HostConfig, Mount, MountTypeEnum};
 use bollard::volume::{CreateVolumeOptions, RemoveVolumeOptions};
@@ -33,13 +33,22 @@ pub enum DockerError {
     #[error("Docker is unreachable: {0}")]
     Unreachable(String),
     #[error("Docker did not answer {operation} within {seconds}s")]
-    Timeout { operation: &'static str, seconds: u64 },
+    Timeout {
+        operation: &'static str,
+        seconds: u64,
+    },
     #[error("{what} not found in Docker")]
     NotFound { what: String },
     #[error("Docker refused {operation}: {message}")]
-    Conflict { operation: &'static str, message: String },
+    Conflict {
+        operation: &'static str,
+        message: String,
+    },
     #[error("Docker failed {operation}: {message}")]
-    Failed { operation: &'static str, message: String },
+    Failed {
+        operation: &'static str,
+        message: String,
+    },
     #[error("I/O while talking to Docker: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -48,13 +57,23 @@ impl DockerError {
     fn from_bollard(operation: &'static str, what: &str, err: bollard::errors::Error) -> Self {
         use bollard::errors::Error as B;
         match err {
-            B::DockerResponseServerError { status_code: 404, .. } => DockerError::NotFound { what: what.into() },
-            B::DockerResponseServerError { status_code: 409, message } => DockerError::Conflict { operation, message },
-            B::DockerResponseServerError { message, .. } => DockerError::Failed { operation, message },
+            B::DockerResponseServerError {
+                status_code: 404, ..
+            } => DockerError::NotFound { what: what.into() },
+            B::DockerResponseServerError {
+                status_code: 409,
+                message,
+            } => DockerError::Conflict { operation, message },
+            B::DockerResponseServerError { message, .. } => {
+                DockerError::Failed { operation, message }
+            }
             B::HyperResponseError { .. } | B::IOError { .. } | B::RequestTimeoutError => {
                 DockerError::Unreachable(err.to_string())
             }
-            other => DockerError::Failed { operation, message: other.to_string() },
+            other => DockerError::Failed {
+                operation,
+                message: other.to_string(),
+            },
         }
     }
 
@@ -109,8 +128,17 @@ pub struct ContainerUsage {
 
 /// Capabilities a sandbox keeps: enough for pip/npm/apt as root, file ownership and
 /// signals; the agent drops SETUID/SETGID/SETPCAP again for user processes.
-pub const SANDBOX_CAPABILITIES: [&str; 9] =
-    ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "SETPCAP", "NET_BIND_SERVICE"];
+pub const SANDBOX_CAPABILITIES: [&str; 9] = [
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "NET_BIND_SERVICE",
+];
 
 #[derive(Clone)]
 pub struct DockerEngine {
@@ -122,10 +150,14 @@ impl DockerEngine {
     /// Connects to the local engine (`DOCKER_HOST` or the default socket) and negotiates
     /// the API version, so older engines work too.
     pub async fn connect(deadline: Duration) -> Result<Self, DockerError> {
-        let client = Docker::connect_with_local_defaults().map_err(|e| DockerError::Unreachable(e.to_string()))?;
+        let client = Docker::connect_with_local_defaults()
+            .map_err(|e| DockerError::Unreachable(e.to_string()))?;
         let client = tokio::time::timeout(deadline, client.negotiate_version())
             .await
-            .map_err(|_| DockerError::Timeout { operation: "version negotiation", seconds: deadline.as_secs() })?
+            .map_err(|_| DockerError::Timeout {
+                operation: "version negotiation",
+                seconds: deadline.as_secs(),
+            })?
             .map_err(|e| DockerError::Unreachable(e.to_string()))?;
         Ok(DockerEngine { client, deadline })
     }
@@ -142,16 +174,28 @@ impl DockerEngine {
     ) -> Result<T, DockerError> {
         match tokio::time::timeout(self.deadline, fut).await {
             Ok(result) => result.map_err(|e| DockerError::from_bollard(operation, what, e)),
-            Err(_) => Err(DockerError::Timeout { operation, seconds: self.deadline.as_secs() }),
+            Err(_) => Err(DockerError::Timeout {
+                operation,
+                seconds: self.deadline.as_secs(),
+            }),
         }
     }
 
     pub async fn ping(&self) -> Result<(), DockerError> {
-        self.bounded("ping", "engine", self.client.ping()).await.map(|_| ())
+        self.bounded("ping", "engine", self.client.ping())
+            .await
+            .map(|_| ())
     }
 
     pub async fn image_exists(&self, reference: &str) -> Result<bool, DockerError> {
-        match self.bounded("image inspect", reference, self.client.inspect_image(reference)).await {
+        match self
+            .bounded(
+                "image inspect",
+                reference,
+                self.client.inspect_image(reference),
+            )
+            .await
+        {
             Ok(_) => Ok(true),
             Err(e) if e.is_not_found() => Ok(false),
             Err(e) => Err(e),
@@ -159,18 +203,40 @@ impl DockerEngine {
     }
 
     /// Labels of a local image.
-    pub async fn image_labels(&self, reference: &str) -> Result<HashMap<String, String>, DockerError> {
-        let image = self.bounded("image inspect", reference, self.client.inspect_image(reference)).await?;
+    pub async fn image_labels(
+        &self,
+        reference: &str,
+    ) -> Result<HashMap<String, String>, DockerError> {
+        let image = self
+            .bounded(
+                "image inspect",
+                reference,
+                self.client.inspect_image(reference),
+            )
+            .await?;
         Ok(image.config.and_then(|c| c.labels).unwrap_or_default())
     }
 
-    pub async fn create_volume(&self, name: &str, labels: HashMap<String, String>) -> Result<(), DockerError> {
-        let options = CreateVolumeOptions { name: name.to_string(), labels, ..Default::default() };
-        self.bounded("volume create", name, self.client.create_volume(options)).await.map(|_| ())
+    pub async fn create_volume(
+        &self,
+        name: &str,
+        labels: HashMap<String, String>,
+    ) -> Result<(), DockerError> {
+        let options = CreateVolumeOptions {
+            name: name.to_string(),
+            labels,
+            ..Default::default()
+        };
+        self.bounded("volume create", name, self.client.create_volume(options))
+            .await
+            .map(|_| ())
     }
 
     pub async fn volume_exists(&self, name: &str) -> Result<bool, DockerError> {
-        match self.bounded("volume inspect", name, self.client.inspect_volume(name)).await {
+        match self
+            .bounded("volume inspect", name, self.client.inspect_volume(name))
+            .await
+        {
             Ok(_) => Ok(true),
             Err(e) if e.is_not_found() => Ok(false),
             Err(e) => Err(e),
@@ -180,7 +246,14 @@ impl DockerEngine {
     /// Removes a volume; a missing one counts as removed. `Conflict` while in use.
     pub async fn remove_volume(&self, name: &str) -> Result<(), DockerError> {
         let options = Some(RemoveVolumeOptions { force: false });
-        match self.bounded("volume remove", name, self.client.remove_volume(name, options)).await {
+        match self
+            .bounded(
+                "volume remove",
+                name,
+                self.client.remove_volume(name, options),
+            )
+            .await
+        {
             Err(e) if e.is_not_found() => Ok(()),
             other => other,
         }
@@ -237,18 +310,34 @@ impl DockerEngine {
             tty: Some(false),
             ..Default::default()
         };
-        let options = Some(CreateContainerOptions { name: spec.name.clone(), platform: None });
-        self.bounded("container create", &spec.name, self.client.create_container(options, config)).await.map(|_| ())
+        let options = Some(CreateContainerOptions {
+            name: spec.name.clone(),
+            platform: None,
+        });
+        self.bounded(
+            "container create",
+            &spec.name,
+            self.client.create_container(options, config),
+        )
+        .await
+        .map(|_| ())
     }
 
     pub async fn start_container(&self, name: &str) -> Result<(), DockerError> {
-        self.bounded("container start", name, self.client.start_container::<String>(name, None)).await
+        self.bounded(
+            "container start",
+            name,
+            self.client.start_container::<String>(name, None),
+        )
+        .await
     }
 
     /// Stops (SIGTERM, then SIGKILL after `grace_s`) and removes a container; a missing
     /// one counts as removed.
     pub async fn stop_and_remove(&self, name: &str, grace_s: i64) -> Result<(), DockerError> {
-        let stop = self.client.stop_container(name, Some(StopContainerOptions { t: grace_s }));
+        let stop = self
+            .client
+            .stop_container(name, Some(StopContainerOptions { t: grace_s }));
         match self.bounded("container stop", name, stop).await {
             Ok(()) => {}
             Err(e) if e.is_not_found() => return Ok(()),
@@ -260,8 +349,19 @@ impl DockerEngine {
     }
 
     pub async fn remove_container(&self, name: &str) -> Result<(), DockerError> {
-        let options = Some(RemoveContainerOptions { force: true, v: false, link: false });
-        match self.bounded("container remove", name, self.client.remove_container(name, options)).await {
+        let options = Some(RemoveContainerOptions {
+            force: true,
+            v: false,
+            link: false,
+        });
+        match self
+            .bounded(
+                "container remove",
+                name,
+                self.client.remove_container(name, options),
+            )
+            .await
+        {
             Err(e) if e.is_not_found() => Ok(()),
             // Removal already in progress (e.g. a concurrent stop): fine.
             Err(DockerError::Conflict { .. }) => Ok(()),
@@ -270,8 +370,13 @@ impl DockerEngine {
     }
 
     /// `None` when the container does not exist.
-    pub async fn container_status(&self, name: &str) -> Result<Option<ContainerStatus>, DockerError> {
-        let inspect = self.client.inspect_container(name, Some(InspectContainerOptions { size: false }));
+    pub async fn container_status(
+        &self,
+        name: &str,
+    ) -> Result<Option<ContainerStatus>, DockerError> {
+        let inspect = self
+            .client
+            .inspect_container(name, Some(InspectContainerOptions { size: false }));
         match self.bounded("container inspect", name, inspect).await {
             Ok(info) => {
                 let state = info.state.unwrap_or_default();
@@ -288,10 +393,23 @@ impl DockerEngine {
 
     /// Every container (running or not) of berth instance `instance`.
     pub async fn list_managed(&self, instance: &str) -> Result<Vec<ManagedContainer>, DockerError> {
-        let labels = vec![format!("{LABEL_MANAGED}=true"), format!("{LABEL_INSTANCE}={instance}")];
+        let labels = vec![
+            format!("{LABEL_MANAGED}=true"),
+            format!("{LABEL_INSTANCE}={instance}"),
+        ];
         let filters = HashMap::from([("label".to_string(), labels)]);
-        let options = Some(ListContainersOptions { all: true, filters, ..Default::default() });
-        let list = self.bounded("container list", "containers", self.client.list_containers(options)).await?;
+        let options = Some(ListContainersOptions {
+            all: true,
+            filters,
+            ..Default::default()
+        });
+        let list = self
+            .bounded(
+                "container list",
+                "containers",
+                self.client.list_containers(options),
+            )
+            .await?;
         Ok(list
             .into_iter()
             .filter_map(|c| {
@@ -307,12 +425,23 @@ impl DockerEngine {
     }
 
     pub async fn usage(&self, name: &str) -> Result<ContainerUsage, DockerError> {
-        let mut stream = self.client.stats(name, Some(StatsOptions { stream: false, one_shot: true }));
+        let mut stream = self.client.stats(
+            name,
+            Some(StatsOptions {
+                stream: false,
+                one_shot: true,
+            }),
+        );
         let stats = match tokio::time::timeout(self.deadline, stream.next()).await {
             Ok(Some(Ok(stats))) => stats,
             Ok(Some(Err(e))) => return Err(DockerError::from_bollard("container stats", name, e)),
             Ok(None) => return Ok(ContainerUsage::default()),
-            Err(_) => return Err(DockerError::Timeout { operation: "container stats", seconds: self.deadline.as_secs() }),
+            Err(_) => {
+                return Err(DockerError::Timeout {
+                    operation: "container stats",
+                    seconds: self.deadline.as_secs(),
+                })
+            }
         };
         Ok(ContainerUsage {
             cpu_s: Some(stats.cpu_stats.cpu_usage.total_usage as f64 / 1e9),

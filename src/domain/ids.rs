@@ -9,7 +9,9 @@ const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
 
 fn random_token(len: usize) -> String {
     let mut rng = rand::thread_rng();
-    (0..len).map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char).collect()
+    (0..len)
+        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+        .collect()
 }
 
 /// `sb-` and 16 lowercase alphanumerics; also the Docker container name's stem.
@@ -26,7 +28,8 @@ impl SandboxId {
     /// Docker name of something else.
     pub fn parse(raw: &str) -> Option<Self> {
         let rest = raw.strip_prefix("sb-")?;
-        (rest.len() == 16 && rest.bytes().all(|b| ALPHABET.contains(&b))).then(|| SandboxId(raw.to_string()))
+        (rest.len() == 16 && rest.bytes().all(|b| ALPHABET.contains(&b)))
+            .then(|| SandboxId(raw.to_string()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -59,11 +62,15 @@ impl TenantId {
     pub fn parse(raw: &str) -> Result<Self, String> {
         let ok = !raw.is_empty()
             && raw.len() <= 64
-            && raw.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
         if ok {
             Ok(TenantId(raw.to_string()))
         } else {
-            Err(format!("tenant name {raw:?} must be 1-64 characters of a-z, 0-9, '-' and '_'"))
+            Err(format!(
+                "tenant name {raw:?} must be 1-64 characters of a-z, 0-9, '-' and '_'"
+            ))
         }
     }
 
@@ -87,11 +94,14 @@ impl VolumeName {
     pub fn parse(raw: &str) -> Result<Self, String> {
         let mut bytes = raw.bytes();
         let first_ok = bytes.next().is_some_and(|b| b.is_ascii_alphanumeric());
-        let rest_ok = raw.len() <= 128 && bytes.all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+        let rest_ok =
+            raw.len() <= 128 && bytes.all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
         if first_ok && rest_ok {
             Ok(VolumeName(raw.to_string()))
         } else {
-            Err(format!("volume name {raw:?} is not a valid Docker volume name"))
+            Err(format!(
+                "volume name {raw:?} is not a valid Docker volume name"
+            ))
         }
     }
 

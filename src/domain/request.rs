@@ -70,7 +70,10 @@ impl CreateSandboxRequest {
         }
         let memory_mb = self.memory_mb.unwrap_or(d.memory_mb);
         if !(16..=c.max_memory_mb).contains(&memory_mb) {
-            return fail(format!("`memory_mb` must be between 16 and {}", c.max_memory_mb));
+            return fail(format!(
+                "`memory_mb` must be between 16 and {}",
+                c.max_memory_mb
+            ));
         }
         let pids = self.pids.unwrap_or(d.pids);
         if !(8..=c.max_pids).contains(&pids) {
@@ -78,11 +81,17 @@ impl CreateSandboxRequest {
         }
         let timeout_s = self.timeout_s.unwrap_or(d.timeout_s);
         if !(1..=c.max_timeout_s).contains(&timeout_s) {
-            return fail(format!("`timeout_s` must be between 1 and {}", c.max_timeout_s));
+            return fail(format!(
+                "`timeout_s` must be between 1 and {}",
+                c.max_timeout_s
+            ));
         }
         let idle_timeout_s = self.idle_timeout_s.unwrap_or(d.idle_timeout_s);
         if !(1..=c.max_timeout_s).contains(&idle_timeout_s) {
-            return fail(format!("`idle_timeout_s` must be between 1 and {}", c.max_timeout_s));
+            return fail(format!(
+                "`idle_timeout_s` must be between 1 and {}",
+                c.max_timeout_s
+            ));
         }
         let disk_mb = self.disk_mb.unwrap_or(d.disk_mb);
         if disk_mb == 0 {
@@ -100,15 +109,31 @@ impl CreateSandboxRequest {
         let network = match self.network.as_deref() {
             None | Some("none") => Network::None,
             Some("bridge") => Network::Bridge,
-            Some(other) => return fail(format!("`network` must be \"none\" or \"bridge\", not {other:?}")),
+            Some(other) => {
+                return fail(format!(
+                    "`network` must be \"none\" or \"bridge\", not {other:?}"
+                ))
+            }
         };
-        let volume = self.volume.as_deref().map(VolumeName::parse).transpose().map_err(RequestError)?;
+        let volume = self
+            .volume
+            .as_deref()
+            .map(VolumeName::parse)
+            .transpose()
+            .map_err(RequestError)?;
         if self.from_snapshot.is_some() {
             return fail("`from_snapshot` is not supported by this server yet");
         }
         Ok(CreateSandbox {
             image,
-            limits: Limits { cpu, memory_mb, disk_mb, pids, timeout_s, idle_timeout_s },
+            limits: Limits {
+                cpu,
+                memory_mb,
+                disk_mb,
+                pids,
+                timeout_s,
+                idle_timeout_s,
+            },
             env: self.env,
             workdir,
             files: self.files,
@@ -126,7 +151,9 @@ fn check_workdir(workdir: &str) -> Result<(), RequestError> {
         && !workdir.contains('\0')
         && !workdir.split('/').any(|c| c == ".." || c == ".")
         && workdir != "/"
-        && !["/proc", "/sys", "/dev", "/run/berth", "/.berth"].iter().any(|p| workdir == *p || workdir.starts_with(&format!("{p}/")));
+        && !["/proc", "/sys", "/dev", "/run/berth", "/.berth"]
+            .iter()
+            .any(|p| workdir == *p || workdir.starts_with(&format!("{p}/")));
     if ok {
         Ok(())
     } else {
@@ -144,7 +171,9 @@ fn check_env(env: &BTreeMap<String, String>) -> Result<(), RequestError> {
             return fail(format!("env var {k:?} has an invalid name or value"));
         }
         if k.starts_with("BERTH_") {
-            return fail(format!("env var {k:?}: names starting with BERTH_ are reserved"));
+            return fail(format!(
+                "env var {k:?}: names starting with BERTH_ are reserved"
+            ));
         }
     }
     Ok(())
@@ -155,7 +184,12 @@ pub(crate) fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), Requ
         return fail(format!("at most {MAX_LABELS} labels"));
     }
     for (k, v) in labels {
-        if k.is_empty() || k.len() > 128 || k.contains(['=', ',', '\0']) || v.len() > 512 || v.contains('\0') {
+        if k.is_empty()
+            || k.len() > 128
+            || k.contains(['=', ',', '\0'])
+            || v.len() > 512
+            || v.contains('\0')
+        {
             return fail(format!("label {k:?} has an invalid key or value"));
         }
     }
@@ -174,7 +208,10 @@ pub struct PatchSandbox {
 impl PatchSandbox {
     pub fn check(&self, config: &Config) -> Result<(), RequestError> {
         let max = config.limits.max_timeout_s;
-        for (name, value) in [("timeout_s", self.timeout_s), ("idle_timeout_s", self.idle_timeout_s)] {
+        for (name, value) in [
+            ("timeout_s", self.timeout_s),
+            ("idle_timeout_s", self.idle_timeout_s),
+        ] {
             if let Some(v) = value {
                 if !(1..=max).contains(&v) {
                     return fail(format!("`{name}` must be between 1 and {max}"));
@@ -198,8 +235,14 @@ pub struct LabelFilter {
 impl LabelFilter {
     pub fn parse(raw: &str) -> Self {
         match raw.split_once('=') {
-            Some((k, v)) => LabelFilter { key: k.into(), value: Some(v.into()) },
-            None => LabelFilter { key: raw.into(), value: None },
+            Some((k, v)) => LabelFilter {
+                key: k.into(),
+                value: Some(v.into()),
+            },
+            None => LabelFilter {
+                key: raw.into(),
+                value: None,
+            },
         }
     }
 
@@ -217,7 +260,9 @@ mod tests {
     use super::*;
 
     fn parse(json: &str) -> Result<CreateSandbox, RequestError> {
-        serde_json::from_str::<CreateSandboxRequest>(json).unwrap().parse(&Config::default())
+        serde_json::from_str::<CreateSandboxRequest>(json)
+            .unwrap()
+            .parse(&Config::default())
     }
 
     #[test]

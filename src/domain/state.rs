@@ -104,7 +104,10 @@ mod tests {
     #[test]
     fn terminated_is_final() {
         for to in SandboxState::ALL {
-            assert!(Terminated.check_transition(to).is_err(), "terminated -> {to}");
+            assert!(
+                Terminated.check_transition(to).is_err(),
+                "terminated -> {to}"
+            );
         }
     }
 

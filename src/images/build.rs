@@ -18,8 +18,14 @@ pub async fn build_template(
     tag: &str,
     progress: &BuildProgress,
 ) -> Result<(), ImageError> {
-    let unavailable = |reason: String| ImageError::BuilderUnavailable { template: t.name.into(), reason };
-    let failed = |reason: String| ImageError::BuildFailed { template: t.name.into(), reason };
+    let unavailable = |reason: String| ImageError::BuilderUnavailable {
+        template: t.name.into(),
+        reason,
+    };
+    let failed = |reason: String| ImageError::BuildFailed {
+        template: t.name.into(),
+        reason,
+    };
     if !nix::unistd::geteuid().is_root() {
         return Err(unavailable(
             "debootstrap needs root: run `sudo berth images build` once, or build images/NAME/Dockerfile \
@@ -27,19 +33,28 @@ pub async fn build_template(
                 .into(),
         ));
     }
-    let debootstrap = find_program("debootstrap").ok_or_else(|| {
-        unavailable("`debootstrap` is not installed: `apt-get install debootstrap` (Debian/Ubuntu)".into())
-    })?;
-    let work = data_dir.join("build").join(format!("{}-{}", t.name, t.definition_hash(config)));
+    let debootstrap = match find_program("debootstrap") {
+        Some(path) => path,
+        None => install_debootstrap(progress).await.map_err(unavailable)?,
+    };
+    let work = data_dir
+        .join("build")
+        .join(format!("{}-{}", t.name, t.definition_hash(config)));
     let cache = data_dir.join("cache").join("debs");
     let rootfs = work.join("rootfs");
     let layer = work.join("layer.tar");
     let _ = tokio::fs::remove_dir_all(&work).await;
-    tokio::fs::create_dir_all(&rootfs).await.map_err(|e| failed(format!("create {}: {e}", rootfs.display())))?;
-    tokio::fs::create_dir_all(&cache).await.map_err(|e| failed(format!("create {}: {e}", cache.display())))?;
+    tokio::fs::create_dir_all(&rootfs)
+        .await
+        .map_err(|e| failed(format!("create {}: {e}", rootfs.display())))?;
+    tokio::fs::create_dir_all(&cache)
+        .await
+        .map_err(|e| failed(format!("create {}: {e}", cache.display())))?;
 
     let result = async {
-        run_debootstrap(&debootstrap, config, t, &rootfs, &cache, progress).await.map_err(failed)?;
+        run_debootstrap(&debootstrap, config, t, &rootfs, &cache, progress)
+            .await
+            .map_err(failed)?;
         tidy_rootfs(&rootfs, config).map_err(|e| failed(format!("tidy rootfs: {e}")))?;
         progress.step("packing", 0, 1, "root filesystem");
         tar_rootfs(&rootfs, &layer).await.map_err(failed)?;
@@ -55,7 +70,10 @@ pub async fn build_template(
             labels: HashMap::from([
                 (LABEL_MANAGED.to_string(), "true".to_string()),
                 ("dev.berth.template".to_string(), t.name.to_string()),
-                ("dev.berth.definition".to_string(), t.definition_hash(config)),
+                (
+                    "dev.berth.definition".to_string(),
+                    t.definition_hash(config),
+                ),
             ]),
         };
         load_rootfs_layer(engine, &layer, &meta).await?;
@@ -69,6 +87,44 @@ pub async fn build_template(
         Err(e) => progress.finish(&format!("failed: {e}")),
     }
     result
+}
+
+/// On a Debian-family host, installs `debootstrap` once (berth needs it to build images
+/// without a registry); elsewhere says what to do.
+async fn install_debootstrap(progress: &BuildProgress) -> Result<PathBuf, String> {
+    let missing = "`debootstrap` is not installed: `apt-get install debootstrap` (Debian/Ubuntu), \
+                   or build images/NAME/Dockerfile on a host with a registry";
+    if find_program("apt-get").is_none() {
+        return Err(missing.into());
+    }
+    progress.step(
+        "installing debootstrap (once)",
+        0,
+        1,
+        "apt-get install debootstrap",
+    );
+    tracing::warn!(
+        "debootstrap is missing; installing it with apt-get (needed once to build sandbox images)"
+    );
+    for args in [
+        &["update", "-qq"][..],
+        &["install", "-y", "-qq", "debootstrap"][..],
+    ] {
+        let status = Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdout(Stdio::null())
+            .status()
+            .await
+            .map_err(|e| format!("{missing} (apt-get failed to run: {e})"))?;
+        if !status.success() {
+            return Err(format!(
+                "{missing} (apt-get {} exited with {status})",
+                args.join(" ")
+            ));
+        }
+    }
+    find_program("debootstrap").ok_or_else(|| missing.to_string())
 }
 
 fn find_program(name: &str) -> Option<PathBuf> {
@@ -125,7 +181,10 @@ async fn run_debootstrap(
             last_lines.remove(0);
         }
     }
-    let status = child.wait().await.map_err(|e| format!("debootstrap: {e}"))?;
+    let status = child
+        .wait()
+        .await
+        .map_err(|e| format!("debootstrap: {e}"))?;
     let err_tail = tail.await.unwrap_or_default();
     if !status.success() {
         let mut all = last_lines;
@@ -153,7 +212,9 @@ impl DebootstrapProgress {
         let (phase, detail) = rest.split_once(' ').unwrap_or((rest, ""));
         let detail = detail.trim_end_matches("...");
         let phase = match phase {
-            "Retrieving" if detail != "InRelease" && detail != "Packages" && detail != "Release" => {
+            "Retrieving"
+                if detail != "InRelease" && detail != "Packages" && detail != "Release" =>
+            {
                 self.retrieved += 1;
                 "retrieving"
             }
@@ -213,12 +274,18 @@ async fn tar_rootfs(rootfs: &Path, layer: &Path) -> Result<(), String> {
 
 async fn tag_latest(engine: &DockerEngine, tag: &str, name: &str) -> Result<(), ImageError> {
     use bollard::image::TagImageOptions;
-    let options = Some(TagImageOptions { repo: format!("berth/{name}"), tag: "latest".to_string() });
+    let options = Some(TagImageOptions {
+        repo: format!("berth/{name}"),
+        tag: "latest".to_string(),
+    });
     engine
         .client()
         .tag_image(tag, options)
         .await
-        .map_err(|e| ImageError::BuildFailed { template: name.into(), reason: format!("tag latest: {e}") })
+        .map_err(|e| ImageError::BuildFailed {
+            template: name.into(),
+            reason: format!("tag latest: {e}"),
+        })
 }
 
 #[cfg(test)]
@@ -229,10 +296,23 @@ mod tests {
     fn debootstrap_lines_become_steps() {
         let mut p = DebootstrapProgress::default();
         assert!(p.observe("I: Retrieving InRelease ").is_none());
-        assert_eq!(p.observe("I: Retrieving libc6 2.36").map(|s| (s.0, s.1, s.2)), Some(("retrieving", 1, 3)));
-        assert_eq!(p.observe("I: Retrieving bash 5.2").map(|s| (s.1, s.2)), Some((2, 6)));
-        assert_eq!(p.observe("I: Unpacking bash...").map(|s| (s.0, s.1)), Some(("unpacking", 3)));
-        assert_eq!(p.observe("I: Configuring bash...").map(|s| s.0), Some("configuring"));
+        assert_eq!(
+            p.observe("I: Retrieving libc6 2.36")
+                .map(|s| (s.0, s.1, s.2)),
+            Some(("retrieving", 1, 3))
+        );
+        assert_eq!(
+            p.observe("I: Retrieving bash 5.2").map(|s| (s.1, s.2)),
+            Some((2, 6))
+        );
+        assert_eq!(
+            p.observe("I: Unpacking bash...").map(|s| (s.0, s.1)),
+            Some(("unpacking", 3))
+        );
+        assert_eq!(
+            p.observe("I: Configuring bash...").map(|s| s.0),
+            Some("configuring")
+        );
         assert!(p.observe("W: something").is_none());
     }
 }

@@ -48,7 +48,11 @@ pub fn template(name: &str) -> Option<Template> {
 
 impl Template {
     pub fn package_list(&self) -> Vec<&'static str> {
-        self.packages.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect()
+        self.packages
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .collect()
     }
 
     /// Hash of everything that decides the image's content.
@@ -91,7 +95,12 @@ pub struct ImageService {
 
 impl ImageService {
     pub fn new(engine: DockerEngine, data_dir: PathBuf, config: ImagesConfig) -> Arc<Self> {
-        Arc::new(ImageService { engine, data_dir, config, build_lock: Mutex::new(()) })
+        Arc::new(ImageService {
+            engine,
+            data_dir,
+            config,
+            build_lock: Mutex::new(()),
+        })
     }
 
     /// The Docker reference to run for `image`: a template (built first if missing) or an
@@ -105,7 +114,11 @@ impl ImageService {
     }
 
     /// Builds `t` unless an image of its current definition already exists.
-    pub async fn ensure(&self, t: Template, progress: &BuildProgress) -> Result<String, ImageError> {
+    pub async fn ensure(
+        &self,
+        t: Template,
+        progress: &BuildProgress,
+    ) -> Result<String, ImageError> {
         let tag = t.tag(&self.config);
         if self.engine.image_exists(&tag).await? {
             return Ok(tag);
@@ -114,15 +127,35 @@ impl ImageService {
         if self.engine.image_exists(&tag).await? {
             return Ok(tag);
         }
-        build::build_template(&self.engine, &self.data_dir, &self.config, t, &tag, progress).await?;
+        build::build_template(
+            &self.engine,
+            &self.data_dir,
+            &self.config,
+            t,
+            &tag,
+            progress,
+        )
+        .await?;
         Ok(tag)
     }
 
     /// Builds `t` even if it exists.
-    pub async fn rebuild(&self, t: Template, progress: &BuildProgress) -> Result<String, ImageError> {
+    pub async fn rebuild(
+        &self,
+        t: Template,
+        progress: &BuildProgress,
+    ) -> Result<String, ImageError> {
         let tag = t.tag(&self.config);
         let _one_build_at_a_time = self.build_lock.lock().await;
-        build::build_template(&self.engine, &self.data_dir, &self.config, t, &tag, progress).await?;
+        build::build_template(
+            &self.engine,
+            &self.data_dir,
+            &self.config,
+            t,
+            &tag,
+            progress,
+        )
+        .await?;
         Ok(tag)
     }
 
@@ -150,15 +183,26 @@ mod tests {
             assert_eq!(t.tag(&config), t.tag(&config));
             assert!(t.tag(&config).starts_with(&format!("berth/{}:", t.name)));
         }
-        assert!(template("python").unwrap().package_list().contains(&"python3-pytest"));
-        assert!(template("node").unwrap().package_list().contains(&"node-typescript"));
+        assert!(template("python")
+            .unwrap()
+            .package_list()
+            .contains(&"python3-pytest"));
+        assert!(template("node")
+            .unwrap()
+            .package_list()
+            .contains(&"node-typescript"));
     }
 
     #[test]
     fn the_definition_hash_changes_with_the_suite() {
         let t = template("base").unwrap();
-        let mut other = ImagesConfig::default();
-        other.suite = "trixie".into();
-        assert_ne!(t.definition_hash(&ImagesConfig::default()), t.definition_hash(&other));
+        let other = ImagesConfig {
+            suite: "trixie".into(),
+            ..Default::default()
+        };
+        assert_ne!(
+            t.definition_hash(&ImagesConfig::default()),
+            t.definition_hash(&other)
+        );
     }
 }

@@ -18,19 +18,29 @@ impl BuildProgress {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::new(1);
             bar.set_style(
-                ProgressStyle::with_template("{spinner} [{elapsed_precise}] {prefix}: {bar:30} {pos}/{len} {msg}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {prefix}: {bar:30} {pos}/{len} {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
             bar.set_prefix(format!("building image {name}"));
             bar.enable_steady_tick(Duration::from_millis(120));
             bar
         });
-        BuildProgress { name: name.to_string(), bar, last_phase: Mutex::new(String::new()) }
+        BuildProgress {
+            name: name.to_string(),
+            bar,
+            last_phase: Mutex::new(String::new()),
+        }
     }
 
     /// Nothing shown (tests).
     pub fn hidden(name: &str) -> Self {
-        BuildProgress { name: name.to_string(), bar: None, last_phase: Mutex::new(String::new()) }
+        BuildProgress {
+            name: name.to_string(),
+            bar: None,
+            last_phase: Mutex::new(String::new()),
+        }
     }
 
     /// Reports a step: `phase` (e.g. "retrieving"), steps done and the expected total.

@@ -13,11 +13,18 @@ pub struct ActivityLog {
 
 impl ActivityLog {
     pub fn touch(&self, id: &SandboxId) {
-        self.latest.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), Utc::now());
+        self.latest
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.clone(), Utc::now());
     }
 
     pub fn latest(&self, id: &SandboxId) -> Option<DateTime<Utc>> {
-        self.latest.lock().unwrap_or_else(|p| p.into_inner()).get(id).copied()
+        self.latest
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .copied()
     }
 
     /// Puts the newest known activity time on a record read from the store.
@@ -30,10 +37,18 @@ impl ActivityLog {
     }
 
     pub fn forget(&self, id: &SandboxId) {
-        self.latest.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        self.latest
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
     }
 
     pub fn snapshot(&self) -> Vec<(SandboxId, DateTime<Utc>)> {
-        self.latest.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(k, v)| (k.clone(), *v)).collect()
+        self.latest
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
     }
 }

@@ -4,7 +4,10 @@
 use super::{SandboxError, SandboxService};
 use crate::docker::{ContainerSpec, LABEL_INSTANCE, LABEL_MANAGED, LABEL_SANDBOX, LABEL_TENANT};
 use crate::domain::Sandbox;
-use berth_runtime::wire::{AGENT_BINARY_PATH, AGENT_SOCKET_DIR, ENV_DEFAULT_EXEC_TIMEOUT, ENV_DEFAULT_OUTPUT_CAP, ENV_WORKDIR};
+use berth_runtime::wire::{
+    AGENT_BINARY_PATH, AGENT_SOCKET_DIR, ENV_DEFAULT_EXEC_TIMEOUT, ENV_DEFAULT_OUTPUT_CAP,
+    ENV_WORKDIR,
+};
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
@@ -56,18 +59,25 @@ impl SandboxService {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)
             .and_then(|_| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)))
-            .map_err(|e| SandboxError::StartFailed(format!("cannot create {}: {e}", dir.display())))?;
+            .map_err(|e| {
+                SandboxError::StartFailed(format!("cannot create {}: {e}", dir.display()))
+            })?;
         // A leftover container of the same name (a crash mid-operation) goes first.
         self.docker.remove_container(&name).await?;
         let result = async {
-            self.docker.create_container(&self.container_spec(sandbox)).await?;
+            self.docker
+                .create_container(&self.container_spec(sandbox))
+                .await?;
             self.docker.start_container(&name).await?;
-            self.agent_client(&sandbox.id).wait_ready(AGENT_READY_DEADLINE).await.map_err(|e| {
-                SandboxError::StartFailed(format!(
-                    "the sandbox agent did not come up ({e}); is {} a Linux x86_64 image?",
-                    sandbox.image
-                ))
-            })
+            self.agent_client(&sandbox.id)
+                .wait_ready(AGENT_READY_DEADLINE)
+                .await
+                .map_err(|e| {
+                    SandboxError::StartFailed(format!(
+                        "the sandbox agent did not come up ({e}); is {} a Linux x86_64 image?",
+                        sandbox.image
+                    ))
+                })
         }
         .await;
         if result.is_err() {
@@ -78,7 +88,9 @@ impl SandboxService {
 
     /// Stops and removes the container; the volume stays.
     pub(super) async fn bring_down(&self, sandbox: &Sandbox) -> Result<(), SandboxError> {
-        self.docker.stop_and_remove(&sandbox.id.container_name(), STOP_GRACE_S).await?;
+        self.docker
+            .stop_and_remove(&sandbox.id.container_name(), STOP_GRACE_S)
+            .await?;
         let _ = std::fs::remove_dir_all(self.socket_dir(&sandbox.id));
         Ok(())
     }

@@ -11,9 +11,16 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 impl SandboxService {
-    pub async fn create(&self, tenant: &TenantId, request: CreateSandbox) -> Result<Sandbox, SandboxError> {
+    pub async fn create(
+        &self,
+        tenant: &TenantId,
+        request: CreateSandbox,
+    ) -> Result<Sandbox, SandboxError> {
         let live = self.store.list_sandboxes(Some(tenant), None).await?;
-        let live = live.iter().filter(|s| s.state != SandboxState::Terminated).count();
+        let live = live
+            .iter()
+            .filter(|s| s.state != SandboxState::Terminated)
+            .count();
         if live >= self.config.limits.max_sandboxes_per_tenant {
             return Err(SandboxError::Quota(format!(
                 "tenant {tenant} already has {live} sandboxes (limit {}); delete some first",
@@ -110,7 +117,9 @@ impl SandboxService {
                     Duration::from_secs(30),
                 )
                 .await
-                .map_err(|e| SandboxError::Invalid(format!("cannot write starter file {path:?}: {e}")))?;
+                .map_err(|e| {
+                    SandboxError::Invalid(format!("cannot write starter file {path:?}: {e}"))
+                })?;
         }
         Ok(())
     }

@@ -6,7 +6,12 @@ use crate::domain::{Sandbox, SandboxId, SandboxState, TenantId};
 use chrono::Utc;
 
 impl SandboxService {
-    pub async fn delete(&self, tenant: &TenantId, id: &SandboxId, keep_volume: bool) -> Result<Sandbox, SandboxError> {
+    pub async fn delete(
+        &self,
+        tenant: &TenantId,
+        id: &SandboxId,
+        keep_volume: bool,
+    ) -> Result<Sandbox, SandboxError> {
         self.get(tenant, id).await?;
         let lock = self.lock_for(id);
         let _held = lock.lock().await;
@@ -23,7 +28,9 @@ impl SandboxService {
         if !keep_volume && sandbox.owns_volume {
             let others = self.store.list_sandboxes(Some(tenant), None).await?;
             let still_used = others.iter().any(|s| {
-                s.id != sandbox.id && s.volume == sandbox.volume && s.state != SandboxState::Terminated
+                s.id != sandbox.id
+                    && s.volume == sandbox.volume
+                    && s.state != SandboxState::Terminated
             });
             if !still_used {
                 self.docker.remove_volume(sandbox.volume.as_str()).await?;

@@ -55,6 +55,12 @@ pub struct Event {
 
 impl Event {
     pub fn new(kind: EventKind, sandbox: &Sandbox) -> Self {
-        Event { kind, sandbox_id: sandbox.id.clone(), tenant: sandbox.tenant.clone(), state: sandbox.state, at: Utc::now() }
+        Event {
+            kind,
+            sandbox_id: sandbox.id.clone(),
+            tenant: sandbox.tenant.clone(),
+            state: sandbox.state,
+            at: Utc::now(),
+        }
     }
 }

@@ -18,7 +18,9 @@ pub use events::{Event, EventKind};
 use crate::agent::AgentClient;
 use crate::config::Config;
 use crate::docker::DockerEngine;
-use crate::domain::{LabelFilter, PatchSandbox, Sandbox, SandboxId, SandboxState, TenantId, Usage, VolumeName};
+use crate::domain::{
+    LabelFilter, PatchSandbox, Sandbox, SandboxId, SandboxState, TenantId, Usage, VolumeName,
+};
 use crate::images::ImageService;
 use crate::store::Store;
 use activity::ActivityLog;
@@ -124,7 +126,12 @@ impl SandboxService {
             return None;
         }
         let u = self.docker.usage(&sandbox.id.container_name()).await.ok()?;
-        Some(Usage { cpu_s: u.cpu_s, memory_bytes: u.memory_bytes, memory_peak_bytes: u.memory_peak_bytes, disk_bytes: None })
+        Some(Usage {
+            cpu_s: u.cpu_s,
+            memory_bytes: u.memory_bytes,
+            memory_peak_bytes: u.memory_peak_bytes,
+            disk_bytes: None,
+        })
     }
 
     pub async fn list(
@@ -141,17 +148,28 @@ impl SandboxService {
         Ok(all)
     }
 
-    pub async fn patch(&self, tenant: &TenantId, id: &SandboxId, patch: PatchSandbox) -> Result<Sandbox, SandboxError> {
-        patch.check(&self.config).map_err(|e| SandboxError::Invalid(e.0))?;
+    pub async fn patch(
+        &self,
+        tenant: &TenantId,
+        id: &SandboxId,
+        patch: PatchSandbox,
+    ) -> Result<Sandbox, SandboxError> {
+        patch
+            .check(&self.config)
+            .map_err(|e| SandboxError::Invalid(e.0))?;
         let lock = self.lock_for(id);
         let _held = lock.lock().await;
         let mut sandbox = self.get(tenant, id).await?;
         if sandbox.state == SandboxState::Terminated {
-            return Err(SandboxError::Conflict(format!("sandbox {id} is terminated")));
+            return Err(SandboxError::Conflict(format!(
+                "sandbox {id} is terminated"
+            )));
         }
         if let Some(timeout_s) = patch.timeout_s {
             sandbox.limits.timeout_s = timeout_s;
-            sandbox.expires_at = sandbox.started_at.map(|t| t + chrono::Duration::seconds(timeout_s as i64));
+            sandbox.expires_at = sandbox
+                .started_at
+                .map(|t| t + chrono::Duration::seconds(timeout_s as i64));
         }
         if let Some(idle) = patch.idle_timeout_s {
             sandbox.limits.idle_timeout_s = idle;
@@ -173,7 +191,8 @@ impl SandboxService {
     ) -> Result<(Sandbox, AgentClient), SandboxError> {
         let mut sandbox = self.get(tenant, id).await?;
         if sandbox.state != SandboxState::Running {
-            let resumable = sandbox.state.is_resumable() && sandbox.auto_resume && access == Access::Mutating;
+            let resumable =
+                sandbox.state.is_resumable() && sandbox.auto_resume && access == Access::Mutating;
             if !sandbox.state.is_resumable() {
                 return Err(SandboxError::Conflict(format!(
                     "sandbox {id} is {}; it cannot run anything again (create a new sandbox)",
@@ -194,11 +213,18 @@ impl SandboxService {
 
     /// Called when a running sandbox's agent cannot be reached: if its container is gone
     /// or exited, the sandbox is marked stopped and the caller gets a conflict.
-    pub async fn on_agent_failure(&self, sandbox: &Sandbox, err: crate::agent::AgentError) -> SandboxError {
+    pub async fn on_agent_failure(
+        &self,
+        sandbox: &Sandbox,
+        err: crate::agent::AgentError,
+    ) -> SandboxError {
         if !matches!(err, crate::agent::AgentError::Unreachable(_)) {
             return SandboxError::Agent(err);
         }
-        let status = self.docker.container_status(&sandbox.id.container_name()).await;
+        let status = self
+            .docker
+            .container_status(&sandbox.id.container_name())
+            .await;
         let (running, oom) = match &status {
             Ok(Some(s)) => (s.running, s.oom_killed),
             Ok(None) => (false, false),
@@ -212,7 +238,11 @@ impl SandboxService {
         SandboxError::Conflict(format!(
             "sandbox {} stopped unexpectedly (its container {}); resume it to continue",
             sandbox.id,
-            if oom { "was killed for exceeding its memory limit" } else { "exited" }
+            if oom {
+                "was killed for exceeding its memory limit"
+            } else {
+                "exited"
+            }
         ))
     }
 
@@ -220,10 +250,17 @@ impl SandboxService {
     pub async fn volumes(&self, tenant: &TenantId) -> Result<Vec<serde_json::Value>, SandboxError> {
         let volumes = self.store.list_volumes(tenant).await?;
         let sandboxes = self.store.list_sandboxes(Some(tenant), None).await?;
-        Ok(volumes.into_iter().map(|(name, created_at)| volume_view(&name, created_at, &sandboxes)).collect())
+        Ok(volumes
+            .into_iter()
+            .map(|(name, created_at)| volume_view(&name, created_at, &sandboxes))
+            .collect())
     }
 
-    pub async fn volume(&self, tenant: &TenantId, name: &VolumeName) -> Result<serde_json::Value, SandboxError> {
+    pub async fn volume(
+        &self,
+        tenant: &TenantId,
+        name: &VolumeName,
+    ) -> Result<serde_json::Value, SandboxError> {
         if self.store.volume_tenant(name).await?.as_ref() != Some(tenant) {
             return Err(SandboxError::NotFound(format!("volume {name}")));
         }
@@ -237,13 +274,22 @@ impl SandboxService {
     }
 
     /// Removes a volume of the tenant; `Conflict` while a live sandbox mounts it.
-    pub async fn delete_volume(&self, tenant: &TenantId, name: &VolumeName) -> Result<(), SandboxError> {
+    pub async fn delete_volume(
+        &self,
+        tenant: &TenantId,
+        name: &VolumeName,
+    ) -> Result<(), SandboxError> {
         if self.store.volume_tenant(name).await?.as_ref() != Some(tenant) {
             return Err(SandboxError::NotFound(format!("volume {name}")));
         }
         let users = self.store.list_sandboxes(Some(tenant), None).await?;
-        if let Some(user) = users.iter().find(|s| &s.volume == name && matches!(s.state, SandboxState::Running | SandboxState::Creating)) {
-            return Err(SandboxError::Conflict(format!("volume {name} is mounted by sandbox {}; stop it first", user.id)));
+        if let Some(user) = users.iter().find(|s| {
+            &s.volume == name && matches!(s.state, SandboxState::Running | SandboxState::Creating)
+        }) {
+            return Err(SandboxError::Conflict(format!(
+                "volume {name} is mounted by sandbox {}; stop it first",
+                user.id
+            )));
         }
         self.docker.remove_volume(name.as_str()).await?;
         self.store.delete_volume(name).await?;
@@ -251,12 +297,18 @@ impl SandboxService {
     }
 }
 
-fn volume_view(name: &VolumeName, created_at: chrono::DateTime<Utc>, sandboxes: &[Sandbox]) -> serde_json::Value {
+fn volume_view(
+    name: &VolumeName,
+    created_at: chrono::DateTime<Utc>,
+    sandboxes: &[Sandbox],
+) -> serde_json::Value {
     let users: Vec<&str> = sandboxes
         .iter()
         .filter(|s| &s.volume == name && s.state != SandboxState::Terminated)
         .map(|s| s.id.as_str())
         .collect();
-    let mounted = sandboxes.iter().any(|s| &s.volume == name && s.state == SandboxState::Running);
+    let mounted = sandboxes
+        .iter()
+        .any(|s| &s.volume == name && s.state == SandboxState::Running);
     serde_json::json!({ "name": name, "created_at": created_at, "sandboxes": users, "mounted": mounted })
 }

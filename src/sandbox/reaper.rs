@@ -17,7 +17,11 @@ impl SandboxService {
                 tracing::warn!(error = %e, "could not record sandbox activity");
             }
         }
-        let running = match self.store.list_sandboxes(None, Some(SandboxState::Running)).await {
+        let running = match self
+            .store
+            .list_sandboxes(None, Some(SandboxState::Running))
+            .await
+        {
             Ok(list) => list,
             Err(e) => {
                 tracing::warn!(error = %e, "reaper cannot list sandboxes");
@@ -40,7 +44,9 @@ impl SandboxService {
                     stopped += 1;
                     tracing::info!(sandbox = %sandbox.id, ?reason, "stopped sandbox past its deadline");
                 }
-                Err(e) => tracing::warn!(sandbox = %sandbox.id, error = %e, "could not stop expired sandbox"),
+                Err(e) => {
+                    tracing::warn!(sandbox = %sandbox.id, error = %e, "could not stop expired sandbox")
+                }
             }
         }
         stopped

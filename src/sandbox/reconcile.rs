@@ -33,11 +33,16 @@ impl SandboxService {
             seen.insert(sandbox.id.clone());
             let healthy = sandbox.state == SandboxState::Running
                 && container.running
-                && self.agent_client(&sandbox.id).wait_ready(Duration::from_secs(5)).await.is_ok();
+                && self
+                    .agent_client(&sandbox.id)
+                    .wait_ready(Duration::from_secs(5))
+                    .await
+                    .is_ok();
             if healthy {
                 report.adopted += 1;
             } else if sandbox.state == SandboxState::Running {
-                self.mark_stopped_externally(&sandbox.id, "exited while berth was down").await?;
+                self.mark_stopped_externally(&sandbox.id, "exited while berth was down")
+                    .await?;
                 report.marked_stopped += 1;
             } else {
                 // A container for a sandbox that is not running (a crash mid-stop): remove it.
@@ -51,12 +56,17 @@ impl SandboxService {
             }
             match sandbox.state {
                 SandboxState::Running => {
-                    self.mark_stopped_externally(&sandbox.id, "container vanished while berth was down").await?;
+                    self.mark_stopped_externally(
+                        &sandbox.id,
+                        "container vanished while berth was down",
+                    )
+                    .await?;
                     report.marked_stopped += 1;
                 }
                 SandboxState::Creating => {
                     sandbox.state = SandboxState::Failed;
-                    sandbox.reason = Some("berth stopped while the sandbox was being created".into());
+                    sandbox.reason =
+                        Some("berth stopped while the sandbox was being created".into());
                     self.store.update_sandbox(&sandbox).await?;
                     report.marked_failed += 1;
                 }

@@ -15,9 +15,14 @@ impl SandboxService {
         if sandbox.state == SandboxState::Running {
             return Ok(sandbox);
         }
-        sandbox.state.check_transition(SandboxState::Running).map_err(|e| {
-            SandboxError::Conflict(format!("{e}: sandbox {id} cannot be resumed (create a new one)"))
-        })?;
+        sandbox
+            .state
+            .check_transition(SandboxState::Running)
+            .map_err(|e| {
+                SandboxError::Conflict(format!(
+                    "{e}: sandbox {id} cannot be resumed (create a new one)"
+                ))
+            })?;
         if !self.docker.volume_exists(sandbox.volume.as_str()).await? {
             return Err(SandboxError::Conflict(format!(
                 "the volume {} of sandbox {id} no longer exists; it cannot be resumed",

@@ -29,15 +29,24 @@ impl SandboxService {
         self.stop_for(id, StopReason::Requested).await
     }
 
-    pub(super) async fn stop_for(&self, id: &SandboxId, reason: StopReason) -> Result<Sandbox, SandboxError> {
+    pub(super) async fn stop_for(
+        &self,
+        id: &SandboxId,
+        reason: StopReason,
+    ) -> Result<Sandbox, SandboxError> {
         let lock = self.lock_for(id);
         let _held = lock.lock().await;
-        let mut sandbox =
-            self.store.get_sandbox(id).await?.ok_or_else(|| SandboxError::NotFound(id.to_string()))?;
+        let mut sandbox = self
+            .store
+            .get_sandbox(id)
+            .await?
+            .ok_or_else(|| SandboxError::NotFound(id.to_string()))?;
         match sandbox.state {
             SandboxState::Running => {}
             SandboxState::Creating => {
-                return Err(SandboxError::Conflict(format!("sandbox {id} is still being created")));
+                return Err(SandboxError::Conflict(format!(
+                    "sandbox {id} is still being created"
+                )));
             }
             // Already not running: nothing to do (idempotent).
             _ => return Ok(sandbox),
@@ -59,10 +68,16 @@ impl SandboxService {
     }
 
     /// Records that a running sandbox's container went away on its own.
-    pub(super) async fn mark_stopped_externally(&self, id: &SandboxId, reason: &str) -> Result<(), SandboxError> {
+    pub(super) async fn mark_stopped_externally(
+        &self,
+        id: &SandboxId,
+        reason: &str,
+    ) -> Result<(), SandboxError> {
         let lock = self.lock_for(id);
         let _held = lock.lock().await;
-        let Some(mut sandbox) = self.store.get_sandbox(id).await? else { return Ok(()) };
+        let Some(mut sandbox) = self.store.get_sandbox(id).await? else {
+            return Ok(());
+        };
         if sandbox.state != SandboxState::Running {
             return Ok(());
         }

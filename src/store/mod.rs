@@ -29,8 +29,12 @@ pub enum StoreError {
 impl StoreError {
     pub(crate) fn from_sqlx(err: sqlx::Error) -> Self {
         match &err {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => StoreError::Unavailable(err),
-            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Duplicate(db.message().to_string()),
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                StoreError::Unavailable(err)
+            }
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                StoreError::Duplicate(db.message().to_string())
+            }
             _ => StoreError::Query(err),
         }
     }
@@ -55,7 +59,12 @@ pub trait Store: Send + Sync + 'static {
 
     async fn ensure_tenant(&self, tenant: &TenantId) -> Result<(), StoreError>;
     async fn tenant_count(&self) -> Result<u64, StoreError>;
-    async fn add_api_key(&self, tenant: &TenantId, key_hash: &str, prefix: &str) -> Result<(), StoreError>;
+    async fn add_api_key(
+        &self,
+        tenant: &TenantId,
+        key_hash: &str,
+        prefix: &str,
+    ) -> Result<(), StoreError>;
     async fn tenant_for_key(&self, key_hash: &str) -> Result<Option<TenantId>, StoreError>;
 
     async fn insert_sandbox(&self, sandbox: &Sandbox) -> Result<(), StoreError>;
@@ -70,14 +79,27 @@ pub trait Store: Send + Sync + 'static {
     /// Records activity times (kept in memory on the hot path, flushed in batches).
     async fn record_activity(&self, seen: &[(SandboxId, DateTime<Utc>)]) -> Result<(), StoreError>;
 
-    async fn insert_volume(&self, tenant: &TenantId, volume: &VolumeName) -> Result<(), StoreError>;
+    async fn insert_volume(&self, tenant: &TenantId, volume: &VolumeName)
+        -> Result<(), StoreError>;
     async fn volume_tenant(&self, volume: &VolumeName) -> Result<Option<TenantId>, StoreError>;
-    async fn list_volumes(&self, tenant: &TenantId) -> Result<Vec<(VolumeName, DateTime<Utc>)>, StoreError>;
+    async fn list_volumes(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Vec<(VolumeName, DateTime<Utc>)>, StoreError>;
     async fn delete_volume(&self, volume: &VolumeName) -> Result<(), StoreError>;
 
-    async fn idempotency_start(&self, tenant: &TenantId, key: &str, body_hash: &str)
-        -> Result<IdempotencyStart, StoreError>;
-    async fn idempotency_finish(&self, tenant: &TenantId, key: &str, sandbox: &SandboxId) -> Result<(), StoreError>;
+    async fn idempotency_start(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+        body_hash: &str,
+    ) -> Result<IdempotencyStart, StoreError>;
+    async fn idempotency_finish(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+        sandbox: &SandboxId,
+    ) -> Result<(), StoreError>;
     async fn idempotency_abandon(&self, tenant: &TenantId, key: &str) -> Result<(), StoreError>;
 }
 

@@ -31,7 +31,10 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(StoreError::Unavailable)?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await.map_err(StoreError::Migrate)?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&pool)
+            .await
+            .map_err(StoreError::Migrate)?;
         Ok(SqliteStore { pool })
     }
 }
@@ -51,17 +54,22 @@ fn encode(sandbox: &Sandbox) -> Result<String, StoreError> {
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(StoreError::Unavailable)?;
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::Unavailable)?;
         Ok(())
     }
 
     async fn ensure_tenant(&self, tenant: &TenantId) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO tenants (id, created_at) VALUES (?, ?) ON CONFLICT(id) DO NOTHING")
-            .bind(tenant.as_str())
-            .bind(now())
-            .execute(&self.pool)
-            .await
-            .map_err(StoreError::from_sqlx)?;
+        sqlx::query(
+            "INSERT INTO tenants (id, created_at) VALUES (?, ?) ON CONFLICT(id) DO NOTHING",
+        )
+        .bind(tenant.as_str())
+        .bind(now())
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
         Ok(())
     }
 
@@ -73,15 +81,22 @@ impl Store for SqliteStore {
         Ok(row.get::<i64, _>("n") as u64)
     }
 
-    async fn add_api_key(&self, tenant: &TenantId, key_hash: &str, prefix: &str) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO api_keys (hash, tenant_id, prefix, created_at) VALUES (?, ?, ?, ?)")
-            .bind(key_hash)
-            .bind(tenant.as_str())
-            .bind(prefix)
-            .bind(now())
-            .execute(&self.pool)
-            .await
-            .map_err(StoreError::from_sqlx)?;
+    async fn add_api_key(
+        &self,
+        tenant: &TenantId,
+        key_hash: &str,
+        prefix: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO api_keys (hash, tenant_id, prefix, created_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(key_hash)
+        .bind(tenant.as_str())
+        .bind(prefix)
+        .bind(now())
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
         Ok(())
     }
 
@@ -91,7 +106,8 @@ impl Store for SqliteStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(StoreError::from_sqlx)?;
-        row.map(|r| TenantId::parse(r.get("tenant_id")).map_err(StoreError::Corrupt)).transpose()
+        row.map(|r| TenantId::parse(r.get("tenant_id")).map_err(StoreError::Corrupt))
+            .transpose()
     }
 
     async fn insert_sandbox(&self, sandbox: &Sandbox) -> Result<(), StoreError> {
@@ -164,7 +180,11 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn insert_volume(&self, tenant: &TenantId, volume: &VolumeName) -> Result<(), StoreError> {
+    async fn insert_volume(
+        &self,
+        tenant: &TenantId,
+        volume: &VolumeName,
+    ) -> Result<(), StoreError> {
         sqlx::query("INSERT INTO volumes (name, tenant_id, created_at) VALUES (?, ?, ?) ON CONFLICT(name) DO NOTHING")
             .bind(volume.as_str())
             .bind(tenant.as_str())
@@ -181,15 +201,21 @@ impl Store for SqliteStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(StoreError::from_sqlx)?;
-        row.map(|r| TenantId::parse(r.get("tenant_id")).map_err(StoreError::Corrupt)).transpose()
+        row.map(|r| TenantId::parse(r.get("tenant_id")).map_err(StoreError::Corrupt))
+            .transpose()
     }
 
-    async fn list_volumes(&self, tenant: &TenantId) -> Result<Vec<(VolumeName, DateTime<Utc>)>, StoreError> {
-        let rows = sqlx::query("SELECT name, created_at FROM volumes WHERE tenant_id = ? ORDER BY created_at DESC")
-            .bind(tenant.as_str())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(StoreError::from_sqlx)?;
+    async fn list_volumes(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Vec<(VolumeName, DateTime<Utc>)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT name, created_at FROM volumes WHERE tenant_id = ? ORDER BY created_at DESC",
+        )
+        .bind(tenant.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
         rows.iter()
             .map(|r| {
                 let name = VolumeName::parse(r.get("name")).map_err(StoreError::Corrupt)?;
@@ -236,12 +262,14 @@ impl Store for SqliteStore {
         if inserted.rows_affected() == 1 {
             return Ok(IdempotencyStart::Fresh);
         }
-        let row = sqlx::query("SELECT body_hash, sandbox_id FROM idempotency_keys WHERE tenant_id = ? AND key = ?")
-            .bind(tenant.as_str())
-            .bind(key)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(StoreError::from_sqlx)?;
+        let row = sqlx::query(
+            "SELECT body_hash, sandbox_id FROM idempotency_keys WHERE tenant_id = ? AND key = ?",
+        )
+        .bind(tenant.as_str())
+        .bind(key)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
         let stored_hash: String = row.get("body_hash");
         let sandbox: Option<String> = row.get("sandbox_id");
         Ok(if stored_hash != body_hash {
@@ -254,7 +282,12 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn idempotency_finish(&self, tenant: &TenantId, key: &str, sandbox: &SandboxId) -> Result<(), StoreError> {
+    async fn idempotency_finish(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+        sandbox: &SandboxId,
+    ) -> Result<(), StoreError> {
         sqlx::query("UPDATE idempotency_keys SET sandbox_id = ? WHERE tenant_id = ? AND key = ?")
             .bind(sandbox.as_str())
             .bind(tenant.as_str())
@@ -266,12 +299,14 @@ impl Store for SqliteStore {
     }
 
     async fn idempotency_abandon(&self, tenant: &TenantId, key: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM idempotency_keys WHERE tenant_id = ? AND key = ? AND sandbox_id IS NULL")
-            .bind(tenant.as_str())
-            .bind(key)
-            .execute(&self.pool)
-            .await
-            .map_err(StoreError::from_sqlx)?;
+        sqlx::query(
+            "DELETE FROM idempotency_keys WHERE tenant_id = ? AND key = ? AND sandbox_id IS NULL",
+        )
+        .bind(tenant.as_str())
+        .bind(key)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
         Ok(())
     }
 }

@@ -24,15 +24,19 @@ pub struct TestApp {
 }
 
 pub fn test_config(data_dir: &Path) -> Config {
-    let mut config = Config::default();
-    config.listen = "127.0.0.1:0".into();
-    config.data_dir = data_dir.to_path_buf();
-    config.reaper_interval_ms = 200;
-    config
+    Config {
+        listen: "127.0.0.1:0".into(),
+        data_dir: data_dir.to_path_buf(),
+        reaper_interval_ms: 200,
+        ..Default::default()
+    }
 }
 
 pub async fn spawn_app() -> TestApp {
-    let temp = tempfile::Builder::new().prefix("berth-test-").tempdir().expect("temp dir");
+    let temp = tempfile::Builder::new()
+        .prefix("berth-test-")
+        .tempdir()
+        .expect("temp dir");
     let config = test_config(temp.path());
     let mut app = spawn_with(config).await;
     app._temp = Some(temp);
@@ -42,7 +46,9 @@ pub async fn spawn_app() -> TestApp {
 /// Starts a server on `config` (its data dir is kept by the caller).
 pub async fn spawn_with(config: Config) -> TestApp {
     let data_dir = config.data_dir.clone();
-    let app = Application::build(config).await.expect("berth starts (is Docker running?)");
+    let app = Application::build(config)
+        .await
+        .expect("berth starts (is Docker running?)");
     let addr = app.local_addr().unwrap();
     let service = app.service();
     let key = key_for(service.store().as_ref(), "tenant-a").await;
@@ -69,7 +75,11 @@ pub async fn spawn_with(config: Config) -> TestApp {
 
 pub async fn key_for(store: &dyn Store, tenant: &str) -> String {
     let tenant = berth::domain::TenantId::parse(tenant).unwrap();
-    create_api_key(store, &tenant).await.unwrap().expose().to_string()
+    create_api_key(store, &tenant)
+        .await
+        .unwrap()
+        .expose()
+        .to_string()
 }
 
 impl TestApp {
@@ -87,7 +97,10 @@ impl TestApp {
                 b.insert(k.clone(), v.clone());
             }
         }
-        self.client.create_sandbox(&body).await.expect("sandbox created")
+        self.client
+            .create_sandbox(&body)
+            .await
+            .expect("sandbox created")
     }
 
     /// Stops serving; the data dir and sandboxes stay.
@@ -102,7 +115,12 @@ impl TestApp {
 
     /// Deletes every sandbox of every tenant (volumes too) and stops the server.
     pub async fn cleanup(mut self) {
-        let all = self.service.store().list_sandboxes(None, None).await.unwrap_or_default();
+        let all = self
+            .service
+            .store()
+            .list_sandboxes(None, None)
+            .await
+            .unwrap_or_default();
         for s in all {
             let _ = self.service.delete(&s.tenant, &s.id, false).await;
         }
@@ -131,5 +149,9 @@ where
 
 /// Runs `docker` CLI-free inspection through bollard.
 pub async fn docker() -> bollard::Docker {
-    bollard::Docker::connect_with_local_defaults().unwrap().negotiate_version().await.unwrap()
+    bollard::Docker::connect_with_local_defaults()
+        .unwrap()
+        .negotiate_version()
+        .await
+        .unwrap()
 }

@@ -20,7 +20,9 @@ impl ChannelWriter {
             return Ok(());
         }
         let chunk = Bytes::from(std::mem::take(&mut self.buf));
-        self.tx.blocking_send(Ok(chunk)).map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "client went away"))
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "client went away"))
     }
 }
 
@@ -43,16 +45,24 @@ pub fn create(root: PathBuf) -> Result<mpsc::Receiver<Result<Bytes, io::Error>>,
     let meta = std::fs::symlink_metadata(&root).map_err(|e| AgentError::from_io(&root, e))?;
     let (tx, rx) = mpsc::channel(8);
     tokio::task::spawn_blocking(move || {
-        let writer = ChannelWriter { tx: tx.clone(), buf: Vec::with_capacity(64 * 1024) };
+        let writer = ChannelWriter {
+            tx: tx.clone(),
+            buf: Vec::with_capacity(64 * 1024),
+        };
         let mut builder = tar::Builder::new(writer);
         builder.follow_symlinks(false);
         let result = if meta.is_dir() {
             builder.append_dir_all(".", &root)
         } else {
-            let name = root.file_name().map(PathBuf::from).unwrap_or_else(|| PathBuf::from("file"));
+            let name = root
+                .file_name()
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("file"));
             builder.append_path_with_name(&root, name)
         };
-        let result = result.and_then(|_| builder.into_inner()).and_then(|mut w| w.flush());
+        let result = result
+            .and_then(|_| builder.into_inner())
+            .and_then(|mut w| w.flush());
         if let Err(e) = result {
             let _ = tx.blocking_send(Err(e));
         }
@@ -65,7 +75,10 @@ pub fn create(root: PathBuf) -> Result<mpsc::Receiver<Result<Bytes, io::Error>>,
 /// the tar crate's `unpack_in`.
 pub fn extract(reader: impl io::Read, dest: &Path) -> Result<u64, AgentError> {
     std::fs::create_dir_all(dest).map_err(|e| AgentError::from_io(dest, e))?;
-    let mut counted = CountingReader { inner: reader, read: 0 };
+    let mut counted = CountingReader {
+        inner: reader,
+        read: 0,
+    };
     let count = unpack_all(&mut counted, dest)?;
     // An archive with no entries is two zero blocks; anything shorter is not a tar.
     if count == 0 && counted.read > 0 && counted.read < 1024 {
@@ -92,7 +105,9 @@ fn unpack_all(reader: impl io::Read, dest: &Path) -> Result<u64, AgentError> {
     archive.set_preserve_permissions(true);
     archive.set_overwrite(true);
     let mut count = 0;
-    let entries = archive.entries().map_err(|e| AgentError::BadRequest(format!("not a tar archive: {e}")))?;
+    let entries = archive
+        .entries()
+        .map_err(|e| AgentError::BadRequest(format!("not a tar archive: {e}")))?;
     for entry in entries {
         let mut entry = entry.map_err(|e| AgentError::BadRequest(format!("bad tar entry: {e}")))?;
         let unpacked = entry.unpack_in(dest).map_err(|e| match e.kind() {

@@ -15,7 +15,10 @@ pub enum AgentError {
     Unprocessable(String),
     RangeNotSatisfiable(String),
     /// The program could not be started; reported like a shell would (126/127).
-    Spawn { exit_code: i32, message: String },
+    Spawn {
+        exit_code: i32,
+        message: String,
+    },
     Io(String),
 }
 
@@ -29,7 +32,9 @@ impl AgentError {
             PermissionDenied => AgentError::Conflict(format!("{shown}: permission denied")),
             AlreadyExists => AgentError::Conflict(format!("{shown}: already exists")),
             IsADirectory => AgentError::BadRequest(format!("{shown}: is a directory")),
-            NotADirectory => AgentError::BadRequest(format!("{shown}: a parent is not a directory")),
+            NotADirectory => {
+                AgentError::BadRequest(format!("{shown}: a parent is not a directory"))
+            }
             DirectoryNotEmpty => {
                 AgentError::Conflict(format!("{shown}: directory not empty (use recursive=true)"))
             }
@@ -39,8 +44,12 @@ impl AgentError {
             }
             ReadOnlyFilesystem => AgentError::Conflict(format!("{shown}: read-only file system")),
             _ => match err.raw_os_error() {
-                Some(libc::ELOOP) => AgentError::BadRequest(format!("{shown}: too many levels of symbolic links")),
-                Some(libc::ENAMETOOLONG) => AgentError::BadRequest(format!("{shown}: name too long")),
+                Some(libc::ELOOP) => {
+                    AgentError::BadRequest(format!("{shown}: too many levels of symbolic links"))
+                }
+                Some(libc::ENAMETOOLONG) => {
+                    AgentError::BadRequest(format!("{shown}: name too long"))
+                }
                 _ => AgentError::Io(format!("{shown}: {err}")),
             },
         }
@@ -55,8 +64,12 @@ impl IntoResponse for AgentError {
             AgentError::Conflict(m) => (StatusCode::CONFLICT, "conflict", m),
             AgentError::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", m),
             AgentError::Unprocessable(m) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable", m),
-            AgentError::RangeNotSatisfiable(m) => (StatusCode::RANGE_NOT_SATISFIABLE, "invalid_range", m),
-            AgentError::Spawn { message, .. } => (StatusCode::BAD_REQUEST, "invalid_request", message),
+            AgentError::RangeNotSatisfiable(m) => {
+                (StatusCode::RANGE_NOT_SATISFIABLE, "invalid_range", m)
+            }
+            AgentError::Spawn { message, .. } => {
+                (StatusCode::BAD_REQUEST, "invalid_request", message)
+            }
             AgentError::Io(m) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", m),
         };
         (status, Json(ErrorBody::new(code, message))).into_response()

@@ -30,36 +30,65 @@ pub fn prepare(state: &AgentState, req: &ExecRequest) -> Result<Prepared, AgentE
     let argv = req.argv().map_err(AgentError::BadRequest)?;
     // A background process lives until it ends or is killed, unless a timeout is given;
     // its output goes to a ring buffer, so the per-stream cap does not apply.
-    let default_timeout = if req.background { MAX_TIMEOUT_S } else { state.default_timeout_s };
+    let default_timeout = if req.background {
+        MAX_TIMEOUT_S
+    } else {
+        state.default_timeout_s
+    };
     let timeout_s = req.timeout_s.unwrap_or(default_timeout);
     if !(timeout_s.is_finite() && timeout_s > 0.0) {
-        return Err(AgentError::BadRequest("`timeout_s` must be a positive number".into()));
+        return Err(AgentError::BadRequest(
+            "`timeout_s` must be a positive number".into(),
+        ));
     }
-    let cap = if req.background { u64::MAX } else { req.max_output_bytes.unwrap_or(state.default_output_cap) };
+    let cap = if req.background {
+        u64::MAX
+    } else {
+        req.max_output_bytes.unwrap_or(state.default_output_cap)
+    };
     let stdin = match (&req.stdin, &req.stdin_b64) {
-        (Some(_), Some(_)) => return Err(AgentError::BadRequest("give `stdin` or `stdin_b64`, not both".into())),
+        (Some(_), Some(_)) => {
+            return Err(AgentError::BadRequest(
+                "give `stdin` or `stdin_b64`, not both".into(),
+            ))
+        }
         (Some(text), None) => text.clone().into_bytes(),
         (None, Some(b64)) => base64::engine::general_purpose::STANDARD
             .decode(b64)
             .map_err(|e| AgentError::BadRequest(format!("`stdin_b64` is not base64: {e}")))?,
         (None, None) => Vec::new(),
     };
-    let user = req.user.as_deref().map(resolve_user).transpose().map_err(AgentError::BadRequest)?;
+    let user = req
+        .user
+        .as_deref()
+        .map(resolve_user)
+        .transpose()
+        .map_err(AgentError::BadRequest)?;
     let cwd = state.resolve(req.cwd.as_deref().unwrap_or("."))?;
     if !cwd.is_dir() {
-        return Err(AgentError::BadRequest(format!("cwd {} is not a directory in the sandbox", cwd.display())));
+        return Err(AgentError::BadRequest(format!(
+            "cwd {} is not a directory in the sandbox",
+            cwd.display()
+        )));
     }
     let mut env: Vec<(String, String)> = state.base_env.clone();
     for (k, v) in &req.env {
         if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
-            return Err(AgentError::BadRequest(format!("invalid env var name or value: {k:?}")));
+            return Err(AgentError::BadRequest(format!(
+                "invalid env var name or value: {k:?}"
+            )));
         }
         env.retain(|(name, _)| name != k);
         env.push((k.clone(), v.clone()));
     }
     Ok(Prepared {
         argv: argv.clone(),
-        spec: SpawnSpec { argv, env, cwd, user },
+        spec: SpawnSpec {
+            argv,
+            env,
+            cwd,
+            user,
+        },
         stdin,
         timeout: Duration::from_secs_f64(timeout_s.min(MAX_TIMEOUT_S)),
         cap,
@@ -109,7 +138,10 @@ impl Running {
     /// Waits for the pumps after exit, but no longer than the grace: leftovers of the
     /// tree may hold the pipes open forever.
     async fn next_after_exit(&mut self) -> Option<Chunk> {
-        tokio::time::timeout(DRAIN_GRACE, self.chunks.recv()).await.ok().flatten()
+        tokio::time::timeout(DRAIN_GRACE, self.chunks.recv())
+            .await
+            .ok()
+            .flatten()
     }
 
     fn stop_pumps(&self) {
@@ -120,14 +152,30 @@ impl Running {
 }
 
 pub fn start(state: &AgentState, prepared: Prepared) -> Result<Running, AgentError> {
-    let Prepared { argv, spec, stdin, timeout, cap } = prepared;
+    let Prepared {
+        argv,
+        spec,
+        stdin,
+        timeout,
+        cap,
+    } = prepared;
     let oom_before = oom_kill_count();
     let started = Instant::now();
-    let Spawned { pid, tag, stdin: mut stdin_pipe, stdout, stderr, exit } = spawn(&state.reaper, spec)
-        .map_err(|e| AgentError::Spawn {
-            exit_code: if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 },
-            message: format!("berth: cannot start {:?}: {e}\n", argv[0]),
-        })?;
+    let Spawned {
+        pid,
+        tag,
+        stdin: mut stdin_pipe,
+        stdout,
+        stderr,
+        exit,
+    } = spawn(&state.reaper, spec).map_err(|e| AgentError::Spawn {
+        exit_code: if e.kind() == std::io::ErrorKind::NotFound {
+            127
+        } else {
+            126
+        },
+        message: format!("berth: cannot start {:?}: {e}\n", argv[0]),
+    })?;
     tokio::spawn(async move {
         let _ = stdin_pipe.write_all(&stdin).await;
         // Dropping the sender closes the child's stdin.
@@ -149,14 +197,32 @@ pub fn start(state: &AgentState, prepared: Prepared) -> Result<Running, AgentErr
         // parent then exits 137), so any OOM kill in the container during this exec counts.
         let oom_killed = oom_kill_count() > oom_before;
         Finish {
-            exit_code: if timed_out { None } else { status.and_then(|s| s.code()) },
-            signal: if timed_out { Some(libc::SIGKILL) } else { status.and_then(|s| s.signal()) },
+            exit_code: if timed_out {
+                None
+            } else {
+                status.and_then(|s| s.code())
+            },
+            signal: if timed_out {
+                Some(libc::SIGKILL)
+            } else {
+                status.and_then(|s| s.signal())
+            },
             timed_out,
             oom_killed,
             duration_ms: started.elapsed().as_millis() as u64,
         }
     });
-    Ok(Running { pid, chunks, finish, guard: KillOnDrop { pid, tag, armed: true }, pumps })
+    Ok(Running {
+        pid,
+        chunks,
+        finish,
+        guard: KillOnDrop {
+            pid,
+            tag,
+            armed: true,
+        },
+        pumps,
+    })
 }
 
 /// Runs to the end and returns the whole (capped) result.
@@ -178,7 +244,7 @@ pub async fn run_buffered(mut running: Running, base64_out: bool) -> ExecResult 
     }
     running.stop_pumps();
     running.guard.disarm();
-    let finish = finish.unwrap_or_else(|_| Finish {
+    let finish = finish.unwrap_or(Finish {
         exit_code: None,
         signal: None,
         timed_out: false,
@@ -214,7 +280,9 @@ pub async fn run_streaming(mut running: Running, tx: mpsc::Sender<ExecEvent>) {
             let data = text[s as usize].push(&bytes);
             (!data.is_empty()).then(|| event(s, data))
         }
-        Chunk::Capped(s) => Some(ExecEvent::Truncated { stream: stream_name(s).into() }),
+        Chunk::Capped(s) => Some(ExecEvent::Truncated {
+            stream: stream_name(s).into(),
+        }),
     };
     let finish = loop {
         tokio::select! {
@@ -250,7 +318,9 @@ pub async fn run_streaming(mut running: Running, tx: mpsc::Sender<ExecEvent>) {
             duration_ms: f.duration_ms,
             signal: f.signal,
         },
-        Err(e) => ExecEvent::Error { message: format!("exec supervisor failed: {e}") },
+        Err(e) => ExecEvent::Error {
+            message: format!("exec supervisor failed: {e}"),
+        },
     };
     let _ = tx.send(exit).await;
 }
@@ -267,7 +337,8 @@ pub fn stream_name(s: Stream) -> &'static str {
 fn oom_kill_count() -> u64 {
     let read_counter = |path: &str| -> Option<u64> {
         let text = std::fs::read_to_string(path).ok()?;
-        text.lines().find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse().ok())
+        text.lines()
+            .find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse().ok())
     };
     read_counter("/sys/fs/cgroup/memory/memory.oom_control")
         .or_else(|| read_counter("/sys/fs/cgroup/memory.events"))

@@ -22,10 +22,16 @@ pub struct ByteRange {
 
 /// Parses `bytes=a-b`, `bytes=a-` or `bytes=-n` against a file of `size` bytes.
 pub fn parse_range(header: &str, size: u64) -> Result<ByteRange, AgentError> {
-    let bad = || AgentError::RangeNotSatisfiable(format!("range {header:?} does not fit a file of {size} bytes"));
+    let bad = || {
+        AgentError::RangeNotSatisfiable(format!(
+            "range {header:?} does not fit a file of {size} bytes"
+        ))
+    };
     let spec = header.trim().strip_prefix("bytes=").ok_or_else(bad)?;
     if spec.contains(',') {
-        return Err(AgentError::RangeNotSatisfiable("multiple ranges are not supported".into()));
+        return Err(AgentError::RangeNotSatisfiable(
+            "multiple ranges are not supported".into(),
+        ));
     }
     let (a, b) = spec.split_once('-').ok_or_else(bad)?;
     let (start, end) = match (a.trim(), b.trim()) {
@@ -39,30 +45,43 @@ pub fn parse_range(header: &str, size: u64) -> Result<ByteRange, AgentError> {
         (start, "") => (start.parse().map_err(|_| bad())?, size.saturating_sub(1)),
         (start, end) => {
             let end: u64 = end.parse().map_err(|_| bad())?;
-            (start.parse().map_err(|_| bad())?, end.min(size.saturating_sub(1)))
+            (
+                start.parse().map_err(|_| bad())?,
+                end.min(size.saturating_sub(1)),
+            )
         }
     };
     if start >= size || start > end {
         return Err(bad());
     }
-    Ok(ByteRange { start, end_inclusive: end })
+    Ok(ByteRange {
+        start,
+        end_inclusive: end,
+    })
 }
 
 /// Opens a regular file for reading, positioned at the start of `range`.
 pub fn open_for_read(path: &Path) -> Result<(std::fs::File, u64), AgentError> {
     let meta = std::fs::metadata(path).map_err(|e| AgentError::from_io(path, e))?;
     if meta.is_dir() {
-        return Err(AgentError::BadRequest(format!("{} is a directory; use /files/list", path.display())));
+        return Err(AgentError::BadRequest(format!(
+            "{} is a directory; use /files/list",
+            path.display()
+        )));
     }
     if !meta.is_file() {
-        return Err(AgentError::BadRequest(format!("{} is not a regular file", path.display())));
+        return Err(AgentError::BadRequest(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
     }
     let file = std::fs::File::open(path).map_err(|e| AgentError::from_io(path, e))?;
     Ok((file, meta.len()))
 }
 
 pub fn seek(file: &mut std::fs::File, to: u64) -> Result<(), AgentError> {
-    file.seek(SeekFrom::Start(to)).map_err(|e| AgentError::Io(format!("seek: {e}")))?;
+    file.seek(SeekFrom::Start(to))
+        .map_err(|e| AgentError::Io(format!("seek: {e}")))?;
     Ok(())
 }
 
@@ -71,7 +90,11 @@ pub fn parse_mode(mode: &str) -> Result<u32, AgentError> {
     u32::from_str_radix(mode.trim_start_matches("0o"), 8)
         .ok()
         .filter(|m| *m <= 0o7777)
-        .ok_or_else(|| AgentError::BadRequest(format!("mode {mode:?} is not an octal permission like 0644")))
+        .ok_or_else(|| {
+            AgentError::BadRequest(format!(
+                "mode {mode:?} is not an octal permission like 0644"
+            ))
+        })
 }
 
 /// A temp file beside `target`, renamed over it when complete.
@@ -84,10 +107,16 @@ impl AtomicWrite {
     /// Creates parent directories and the temp file.
     pub fn begin(target: PathBuf) -> Result<(Self, std::fs::File), AgentError> {
         if target.file_name().is_none() {
-            return Err(AgentError::BadRequest(format!("{} names no file", target.display())));
+            return Err(AgentError::BadRequest(format!(
+                "{} names no file",
+                target.display()
+            )));
         }
         if target.is_dir() {
-            return Err(AgentError::BadRequest(format!("{} is a directory", target.display())));
+            return Err(AgentError::BadRequest(format!(
+                "{} is a directory",
+                target.display()
+            )));
         }
         let parent = target.parent().unwrap_or(Path::new("/")).to_path_buf();
         std::fs::create_dir_all(&parent).map_err(|e| AgentError::from_io(&parent, e))?;
@@ -105,7 +134,11 @@ impl AtomicWrite {
     }
 
     pub fn commit(self, mode: Option<u32>) -> Result<(), AgentError> {
-        let mode = mode.or_else(|| std::fs::metadata(&self.target).ok().map(|m| m.permissions().mode() & 0o7777));
+        let mode = mode.or_else(|| {
+            std::fs::metadata(&self.target)
+                .ok()
+                .map(|m| m.permissions().mode() & 0o7777)
+        });
         let mode = mode.unwrap_or(0o644);
         let result = std::fs::set_permissions(&self.temp, std::fs::Permissions::from_mode(mode))
             .and_then(|_| std::fs::rename(&self.temp, &self.target));
@@ -148,12 +181,21 @@ pub fn delete(path: &Path, recursive: bool) -> Result<(), AgentError> {
 pub fn list(root: &Path, shown: &str, depth: usize) -> Result<FileList, AgentError> {
     let meta = std::fs::metadata(root).map_err(|e| AgentError::from_io(root, e))?;
     if !meta.is_dir() {
-        let entry = entry_for(display_join(shown, ""), &std::fs::symlink_metadata(root).unwrap_or(meta));
-        return Ok(FileList { entries: vec![entry], truncated: false });
+        let entry = entry_for(
+            display_join(shown, ""),
+            &std::fs::symlink_metadata(root).unwrap_or(meta),
+        );
+        return Ok(FileList {
+            entries: vec![entry],
+            truncated: false,
+        });
     }
     let mut entries = Vec::new();
     let mut truncated = false;
-    let walker = walkdir::WalkDir::new(root).min_depth(1).max_depth(depth.max(1)).sort_by_file_name();
+    let walker = walkdir::WalkDir::new(root)
+        .min_depth(1)
+        .max_depth(depth.max(1))
+        .sort_by_file_name();
     for item in walker {
         let Ok(item) = item else { continue };
         if entries.len() >= MAX_LIST_ENTRIES {
@@ -161,8 +203,13 @@ pub fn list(root: &Path, shown: &str, depth: usize) -> Result<FileList, AgentErr
             break;
         }
         let rel = item.path().strip_prefix(root).unwrap_or(item.path());
-        let Ok(meta) = item.path().symlink_metadata() else { continue };
-        entries.push(entry_for(display_join(shown, &rel.to_string_lossy()), &meta));
+        let Ok(meta) = item.path().symlink_metadata() else {
+            continue;
+        };
+        entries.push(entry_for(
+            display_join(shown, &rel.to_string_lossy()),
+            &meta,
+        ));
     }
     Ok(FileList { entries, truncated })
 }
@@ -173,7 +220,11 @@ pub fn display_join(shown: &str, rel: &str) -> String {
         return format!("/{rel}");
     }
     let base = shown.trim_end_matches('/');
-    let base = if base == "." { "" } else { base.strip_prefix("./").unwrap_or(base) };
+    let base = if base == "." {
+        ""
+    } else {
+        base.strip_prefix("./").unwrap_or(base)
+    };
     match (base.is_empty(), rel.is_empty()) {
         (true, true) => ".".into(),
         (true, false) => rel.into(),
@@ -209,15 +260,22 @@ pub fn edit(state: &AgentState, req: &EditRequest) -> Result<EditResult, AgentEr
     let path = state.resolve(&req.path)?;
     let (mut file, size) = open_for_read(&path)?;
     if size > MAX_EDIT_BYTES {
-        return Err(AgentError::TooLarge(format!("{} is larger than {MAX_EDIT_BYTES} bytes", path.display())));
+        return Err(AgentError::TooLarge(format!(
+            "{} is larger than {MAX_EDIT_BYTES} bytes",
+            path.display()
+        )));
     }
     let mut bytes = Vec::with_capacity(size as usize);
-    file.read_to_end(&mut bytes).map_err(|e| AgentError::from_io(&path, e))?;
+    file.read_to_end(&mut bytes)
+        .map_err(|e| AgentError::from_io(&path, e))?;
     let text = String::from_utf8(bytes)
         .map_err(|_| AgentError::Unprocessable(format!("{} is not UTF-8 text", path.display())))?;
     let count = text.matches(req.old.as_str()).count() as u64;
     if count == 0 {
-        return Err(AgentError::Unprocessable(format!("`old` text not found in {}", req.path)));
+        return Err(AgentError::Unprocessable(format!(
+            "`old` text not found in {}",
+            req.path
+        )));
     }
     if count > 1 && !req.replace_all {
         return Err(AgentError::Unprocessable(format!(
@@ -225,7 +283,11 @@ pub fn edit(state: &AgentState, req: &EditRequest) -> Result<EditResult, AgentEr
             req.path
         )));
     }
-    let updated = if req.replace_all { text.replace(&req.old, &req.new) } else { text.replacen(&req.old, &req.new, 1) };
+    let updated = if req.replace_all {
+        text.replace(&req.old, &req.new)
+    } else {
+        text.replacen(&req.old, &req.new, 1)
+    };
     let (writer, mut file) = AtomicWrite::begin(path)?;
     if let Err(e) = std::io::Write::write_all(&mut file, updated.as_bytes()) {
         let target = writer.target.clone();
@@ -233,7 +295,9 @@ pub fn edit(state: &AgentState, req: &EditRequest) -> Result<EditResult, AgentEr
         return Err(AgentError::from_io(&target, e));
     }
     writer.commit(None)?;
-    Ok(EditResult { replacements: if req.replace_all { count } else { 1 } })
+    Ok(EditResult {
+        replacements: if req.replace_all { count } else { 1 },
+    })
 }
 
 /// Seconds since the epoch as an RFC 3339 UTC string.
@@ -264,10 +328,34 @@ mod tests {
 
     #[test]
     fn ranges_parse_like_http_says() {
-        assert_eq!(parse_range("bytes=0-9", 100).unwrap(), ByteRange { start: 0, end_inclusive: 9 });
-        assert_eq!(parse_range("bytes=90-", 100).unwrap(), ByteRange { start: 90, end_inclusive: 99 });
-        assert_eq!(parse_range("bytes=-10", 100).unwrap(), ByteRange { start: 90, end_inclusive: 99 });
-        assert_eq!(parse_range("bytes=95-200", 100).unwrap(), ByteRange { start: 95, end_inclusive: 99 });
+        assert_eq!(
+            parse_range("bytes=0-9", 100).unwrap(),
+            ByteRange {
+                start: 0,
+                end_inclusive: 9
+            }
+        );
+        assert_eq!(
+            parse_range("bytes=90-", 100).unwrap(),
+            ByteRange {
+                start: 90,
+                end_inclusive: 99
+            }
+        );
+        assert_eq!(
+            parse_range("bytes=-10", 100).unwrap(),
+            ByteRange {
+                start: 90,
+                end_inclusive: 99
+            }
+        );
+        assert_eq!(
+            parse_range("bytes=95-200", 100).unwrap(),
+            ByteRange {
+                start: 95,
+                end_inclusive: 99
+            }
+        );
         assert!(parse_range("bytes=100-", 100).is_err());
         assert!(parse_range("bytes=5-1", 100).is_err());
         assert!(parse_range("lines=1-2", 100).is_err());

@@ -4,7 +4,8 @@
 use super::error::AgentError;
 use super::{archive, exec, files, process, search, AgentState};
 use crate::wire::{
-    AgentHealth, EditRequest, ExecEvent, ExecRequest, ExecResult, GlobRequest, GrepRequest, KillRequest, ProcessList,
+    AgentHealth, EditRequest, ExecEvent, ExecRequest, ExecResult, GlobRequest, GrepRequest,
+    KillRequest, ProcessList,
 };
 use axum::body::Body;
 use axum::extract::{Path as UrlPath, Query, State};
@@ -39,27 +40,39 @@ pub fn router(state: Shared) -> Router {
 }
 
 async fn health(State(state): State<Shared>) -> Json<AgentHealth> {
-    Json(AgentHealth { version: env!("CARGO_PKG_VERSION").into(), workdir: state.workdir.display().to_string() })
+    Json(AgentHealth {
+        version: env!("CARGO_PKG_VERSION").into(),
+        workdir: state.workdir.display().to_string(),
+    })
 }
 
 /// Runs blocking filesystem work off the async workers.
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, AgentError> + Send + 'static,
 ) -> Result<T, AgentError> {
-    tokio::task::spawn_blocking(work).await.map_err(|e| AgentError::Io(format!("worker failed: {e}")))?
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| AgentError::Io(format!("worker failed: {e}")))?
 }
 
-async fn exec_buffered(State(state): State<Shared>, Json(req): Json<ExecRequest>) -> Result<Response, AgentError> {
+async fn exec_buffered(
+    State(state): State<Shared>,
+    Json(req): Json<ExecRequest>,
+) -> Result<Response, AgentError> {
     let prepared = exec::prepare(&state, &req)?;
     if req.background {
         let pid = process::start_background(&state, prepared)?;
         return Ok(Json(crate::wire::BackgroundStarted { pid }).into_response());
     }
     match exec::start(&state, prepared) {
-        Ok(running) => Ok(Json(exec::run_buffered(running, req.wants_base64()).await).into_response()),
+        Ok(running) => {
+            Ok(Json(exec::run_buffered(running, req.wants_base64()).await).into_response())
+        }
         Err(AgentError::Spawn { exit_code, message }) => Ok(Json(ExecResult {
             exit_code: Some(exit_code),
-            stderr_b64: req.wants_base64().then(|| base64_encode(message.as_bytes())),
+            stderr_b64: req
+                .wants_base64()
+                .then(|| base64_encode(message.as_bytes())),
             stdout_b64: req.wants_base64().then(String::new),
             stderr: message,
             ..Default::default()
@@ -81,12 +94,21 @@ fn ndjson(mut rx: mpsc::Receiver<ExecEvent>) -> Response {
         line.push(b'\n');
         Ok::<_, std::convert::Infallible>(Bytes::from(line))
     });
-    ([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(stream)).into_response()
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(stream),
+    )
+        .into_response()
 }
 
-async fn exec_stream(State(state): State<Shared>, Json(req): Json<ExecRequest>) -> Result<Response, AgentError> {
+async fn exec_stream(
+    State(state): State<Shared>,
+    Json(req): Json<ExecRequest>,
+) -> Result<Response, AgentError> {
     if req.background {
-        return Err(AgentError::BadRequest("`background` is not supported on /exec/stream".into()));
+        return Err(AgentError::BadRequest(
+            "`background` is not supported on /exec/stream".into(),
+        ));
     }
     let prepared = exec::prepare(&state, &req)?;
     let (tx, rx) = mpsc::channel(32);
@@ -110,7 +132,9 @@ async fn exec_stream(State(state): State<Shared>, Json(req): Json<ExecRequest>) 
 }
 
 async fn list_processes(State(state): State<Shared>) -> Json<ProcessList> {
-    Json(ProcessList { processes: process::list(&state) })
+    Json(ProcessList {
+        processes: process::list(&state),
+    })
 }
 
 #[derive(Deserialize)]
@@ -157,7 +181,10 @@ async fn read_file(
     headers: HeaderMap,
 ) -> Result<Response, AgentError> {
     let path = state.resolve(&q.path)?;
-    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let (file, size, range) = blocking(move || {
         let (mut file, size) = files::open_for_read(&path)?;
         let range = range.map(|r| files::parse_range(&r, size)).transpose()?;
@@ -169,21 +196,33 @@ async fn read_file(
     .await?;
     let length = range.map_or(size, |r| r.end_inclusive - r.start + 1);
     let reader = tokio::fs::File::from_std(file).take(length);
-    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(reader, 64 * 1024));
+    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
+        reader,
+        64 * 1024,
+    ));
     let mut response = Response::new(body);
     let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, "application/octet-stream".parse().expect("static"));
+    h.insert(
+        header::CONTENT_TYPE,
+        "application/octet-stream".parse().expect("static"),
+    );
     h.insert(header::CONTENT_LENGTH, length.into());
     h.insert(header::ACCEPT_RANGES, "bytes".parse().expect("static"));
     if let Some(r) = range {
         *response.status_mut() = StatusCode::PARTIAL_CONTENT;
         let value = format!("bytes {}-{}/{size}", r.start, r.end_inclusive);
-        response.headers_mut().insert(header::CONTENT_RANGE, value.parse().expect("ascii"));
+        response
+            .headers_mut()
+            .insert(header::CONTENT_RANGE, value.parse().expect("ascii"));
     }
     Ok(response)
 }
 
-async fn write_file(State(state): State<Shared>, Query(q): Query<PathQuery>, body: Body) -> Result<StatusCode, AgentError> {
+async fn write_file(
+    State(state): State<Shared>,
+    Query(q): Query<PathQuery>,
+    body: Body,
+) -> Result<StatusCode, AgentError> {
     let target = state.resolve(&q.path)?;
     let mode = q.mode.as_deref().map(files::parse_mode).transpose()?;
     let (writer, file) = blocking(move || files::AtomicWrite::begin(target)).await?;
@@ -192,7 +231,10 @@ async fn write_file(State(state): State<Shared>, Query(q): Query<PathQuery>, bod
     let mut failure = None;
     while let Some(chunk) = stream.next().await {
         let result = match chunk {
-            Ok(bytes) => file.write_all(&bytes).await.map_err(|e| AgentError::from_io(&writer.target, e)),
+            Ok(bytes) => file
+                .write_all(&bytes)
+                .await
+                .map_err(|e| AgentError::from_io(&writer.target, e)),
             Err(e) => Err(AgentError::BadRequest(format!("upload interrupted: {e}"))),
         };
         if let Err(e) = result {
@@ -218,29 +260,44 @@ async fn write_file(State(state): State<Shared>, Query(q): Query<PathQuery>, bod
     }
 }
 
-async fn delete_file(State(state): State<Shared>, Query(q): Query<PathQuery>) -> Result<StatusCode, AgentError> {
+async fn delete_file(
+    State(state): State<Shared>,
+    Query(q): Query<PathQuery>,
+) -> Result<StatusCode, AgentError> {
     let path = state.resolve(&q.path)?;
     blocking(move || files::delete(&path, q.recursive)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn list_files(State(state): State<Shared>, Query(q): Query<PathQuery>) -> Result<Response, AgentError> {
+async fn list_files(
+    State(state): State<Shared>,
+    Query(q): Query<PathQuery>,
+) -> Result<Response, AgentError> {
     let path = state.resolve(&q.path)?;
     let depth = q.depth.unwrap_or(1).min(64);
     let list = blocking(move || files::list(&path, &q.path, depth)).await?;
     Ok(Json(list).into_response())
 }
 
-async fn edit_file(State(state): State<Shared>, Json(req): Json<EditRequest>) -> Result<Response, AgentError> {
+async fn edit_file(
+    State(state): State<Shared>,
+    Json(req): Json<EditRequest>,
+) -> Result<Response, AgentError> {
     let result = blocking(move || files::edit(&state, &req)).await?;
     Ok(Json(result).into_response())
 }
 
-async fn glob(State(state): State<Shared>, Json(req): Json<GlobRequest>) -> Result<Response, AgentError> {
+async fn glob(
+    State(state): State<Shared>,
+    Json(req): Json<GlobRequest>,
+) -> Result<Response, AgentError> {
     Ok(Json(blocking(move || search::glob(&state, &req)).await?).into_response())
 }
 
-async fn grep(State(state): State<Shared>, Json(req): Json<GrepRequest>) -> Result<Response, AgentError> {
+async fn grep(
+    State(state): State<Shared>,
+    Json(req): Json<GrepRequest>,
+) -> Result<Response, AgentError> {
     Ok(Json(blocking(move || search::grep(&state, &req)).await?).into_response())
 }
 
@@ -254,11 +311,18 @@ fn dot() -> String {
     ".".into()
 }
 
-async fn get_archive(State(state): State<Shared>, Query(q): Query<ArchiveQuery>) -> Result<Response, AgentError> {
+async fn get_archive(
+    State(state): State<Shared>,
+    Query(q): Query<ArchiveQuery>,
+) -> Result<Response, AgentError> {
     let root = state.resolve(&q.path)?;
     let mut rx = archive::create(root)?;
     let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
-    Ok(([(header::CONTENT_TYPE, "application/x-tar")], Body::from_stream(stream)).into_response())
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-tar")],
+        Body::from_stream(stream),
+    )
+        .into_response())
 }
 
 async fn put_archive(
@@ -267,7 +331,9 @@ async fn put_archive(
     body: Body,
 ) -> Result<StatusCode, AgentError> {
     let dest = state.resolve(&q.path)?;
-    let stream = body.into_data_stream().map(|r| r.map_err(std::io::Error::other));
+    let stream = body
+        .into_data_stream()
+        .map(|r| r.map_err(std::io::Error::other));
     let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
     blocking(move || archive::extract(reader, &dest)).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -13,7 +13,10 @@ mod reaper;
 mod search;
 mod spawn;
 
-use crate::wire::{AGENT_SOCKET_DIR, AGENT_SOCKET_NAME, ENV_DEFAULT_EXEC_TIMEOUT, ENV_DEFAULT_OUTPUT_CAP, ENV_WORKDIR};
+use crate::wire::{
+    AGENT_SOCKET_DIR, AGENT_SOCKET_NAME, ENV_DEFAULT_EXEC_TIMEOUT, ENV_DEFAULT_OUTPUT_CAP,
+    ENV_WORKDIR,
+};
 use error::AgentError;
 use process::BackgroundProcess;
 use reaper::Reaper;
@@ -40,16 +43,26 @@ impl AgentState {
             return Err(AgentError::BadRequest("`path` must not be empty".into()));
         }
         if path.contains('\0') {
-            return Err(AgentError::BadRequest("`path` must not contain NUL bytes".into()));
+            return Err(AgentError::BadRequest(
+                "`path` must not contain NUL bytes".into(),
+            ));
         }
         let p = PathBuf::from(path);
-        Ok(if p.is_absolute() { p } else { self.workdir.join(p) })
+        Ok(if p.is_absolute() {
+            p
+        } else {
+            self.workdir.join(p)
+        })
     }
 }
 
 /// Entry point of the binary; returns the process exit code.
 pub fn run() -> i32 {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("berth-agent: cannot start runtime: {e}");
@@ -70,13 +83,17 @@ async fn serve() -> std::io::Result<()> {
     let env_number = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<f64>().ok());
     let workdir = PathBuf::from(std::env::var(ENV_WORKDIR).unwrap_or_else(|_| "/workspace".into()));
     let _ = std::fs::create_dir_all(&workdir);
-    let base_env = std::env::vars().filter(|(k, _)| !k.starts_with("BERTH_")).collect();
+    let base_env = std::env::vars()
+        .filter(|(k, _)| !k.starts_with("BERTH_"))
+        .collect();
     let state = Arc::new(AgentState {
         workdir,
         reaper,
         base_env,
         default_timeout_s: env_number(ENV_DEFAULT_EXEC_TIMEOUT).unwrap_or(30.0),
-        default_output_cap: env_number(ENV_DEFAULT_OUTPUT_CAP).map(|v| v as u64).unwrap_or(1024 * 1024),
+        default_output_cap: env_number(ENV_DEFAULT_OUTPUT_CAP)
+            .map(|v| v as u64)
+            .unwrap_or(1024 * 1024),
         processes: Mutex::new(HashMap::new()),
     });
     let dir = std::env::var("BERTH_AGENT_SOCKET_DIR").unwrap_or_else(|_| AGENT_SOCKET_DIR.into());
@@ -93,7 +110,9 @@ async fn serve() -> std::io::Result<()> {
             _ = int.recv() => {}
         }
     };
-    axum::serve(listener, http::router(state)).with_graceful_shutdown(shutdown).await?;
+    axum::serve(listener, http::router(state))
+        .with_graceful_shutdown(shutdown)
+        .await?;
     if std::process::id() == 1 {
         // As PID 1, take every remaining process down with us.
         // SAFETY: kill(2).

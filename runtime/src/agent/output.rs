@@ -24,7 +24,12 @@ pub enum Chunk {
 
 /// Reads `pipe` to EOF. Keeps at most `cap` bytes, sending them as chunks; drains the
 /// rest. Returns the number of bytes dropped.
-pub async fn pump(mut pipe: pipe::Receiver, stream: Stream, cap: u64, tx: mpsc::Sender<Chunk>) -> u64 {
+pub async fn pump(
+    mut pipe: pipe::Receiver,
+    stream: Stream,
+    cap: u64,
+    tx: mpsc::Sender<Chunk>,
+) -> u64 {
     let mut buf = vec![0u8; CHUNK];
     let mut kept: u64 = 0;
     let mut dropped: u64 = 0;
@@ -38,7 +43,10 @@ pub async fn pump(mut pipe: pipe::Receiver, stream: Stream, cap: u64, tx: mpsc::
         let keep = n.min(room);
         if keep > 0 && receiver_alive {
             kept += keep as u64;
-            receiver_alive = tx.send(Chunk::Data(stream, buf[..keep].to_vec())).await.is_ok();
+            receiver_alive = tx
+                .send(Chunk::Data(stream, buf[..keep].to_vec()))
+                .await
+                .is_ok();
         }
         if keep < n {
             if dropped == 0 && receiver_alive {
@@ -63,7 +71,10 @@ impl Utf8Carry {
         let cut = match std::str::from_utf8(&self.pending) {
             Ok(_) => self.pending.len(),
             Err(e) if e.error_len().is_none() => e.valid_up_to(),
-            Err(_) => self.pending.len().saturating_sub(incomplete_tail(&self.pending)),
+            Err(_) => self
+                .pending
+                .len()
+                .saturating_sub(incomplete_tail(&self.pending)),
         };
         let rest = self.pending.split_off(cut);
         let text = String::from_utf8_lossy(&self.pending).into_owned();
@@ -83,7 +94,13 @@ fn incomplete_tail(bytes: &[u8]) -> usize {
     for back in 1..=3.min(bytes.len()) {
         let b = bytes[bytes.len() - back];
         if b & 0b1100_0000 == 0b1100_0000 {
-            let need = if b >= 0xF0 { 4 } else if b >= 0xE0 { 3 } else { 2 };
+            let need = if b >= 0xF0 {
+                4
+            } else if b >= 0xE0 {
+                3
+            } else {
+                2
+            };
             return if need > back { back } else { 0 };
         }
         if b & 0b1100_0000 != 0b1000_0000 {

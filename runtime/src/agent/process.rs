@@ -41,7 +41,12 @@ impl BackgroundProcess {
             Some(ExecEvent::Exit { exit_code, .. }) => *exit_code,
             _ => None,
         };
-        ProcessInfo { pid: self.pid, cmd: self.cmd.clone(), running: log.exit.is_none(), exit_code }
+        ProcessInfo {
+            pid: self.pid,
+            cmd: self.cmd.clone(),
+            running: log.exit.is_none(),
+            exit_code,
+        }
     }
 
     fn push(&self, event: ExecEvent) {
@@ -55,7 +60,9 @@ impl BackgroundProcess {
         log.bytes += size;
         log.events.push_back((seq, event));
         while log.bytes > BUFFER_BYTES {
-            let Some((_, old)) = log.events.pop_front() else { break };
+            let Some((_, old)) = log.events.pop_front() else {
+                break;
+            };
             if let ExecEvent::Stdout { data } | ExecEvent::Stderr { data } = old {
                 log.bytes -= data.len();
             }
@@ -78,12 +85,23 @@ impl BackgroundProcess {
             changes.borrow_and_update();
             let (batch, exit) = {
                 let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
-                let batch: Vec<(u64, ExecEvent)> =
-                    log.events.iter().filter(|(seq, _)| *seq >= next).cloned().collect();
+                let batch: Vec<(u64, ExecEvent)> = log
+                    .events
+                    .iter()
+                    .filter(|(seq, _)| *seq >= next)
+                    .cloned()
+                    .collect();
                 (batch, log.exit.clone())
             };
             for (seq, event) in batch {
-                if seq > next && tx.send(ExecEvent::Truncated { stream: "buffer".into() }).await.is_err() {
+                if seq > next
+                    && tx
+                        .send(ExecEvent::Truncated {
+                            stream: "buffer".into(),
+                        })
+                        .await
+                        .is_err()
+                {
                     return;
                 }
                 next = seq + 1;
@@ -112,7 +130,12 @@ pub fn start_background(state: &Arc<AgentState>, prepared: Prepared) -> Result<u
     let mut running = start(state, prepared)?;
     running.guard.disarm();
     let (changed, _) = watch::channel(0);
-    let proc = Arc::new(BackgroundProcess { pid: running.pid, cmd, log: Mutex::new(Log::default()), changed });
+    let proc = Arc::new(BackgroundProcess {
+        pid: running.pid,
+        cmd,
+        log: Mutex::new(Log::default()),
+        changed,
+    });
     {
         let mut procs = state.processes.lock().unwrap_or_else(|p| p.into_inner());
         if procs.len() >= MAX_PROCESSES {
@@ -132,7 +155,9 @@ pub fn start_background(state: &Arc<AgentState>, prepared: Prepared) -> Result<u
                     });
                 }
             }
-            Chunk::Capped(s) => proc.push(ExecEvent::Truncated { stream: stream_name(s).into() }),
+            Chunk::Capped(s) => proc.push(ExecEvent::Truncated {
+                stream: stream_name(s).into(),
+            }),
         };
         // Background output is not capped by a client; leftovers hold pipes, so read
         // until both pipes close.
@@ -147,7 +172,9 @@ pub fn start_background(state: &Arc<AgentState>, prepared: Prepared) -> Result<u
                 duration_ms: f.duration_ms,
                 signal: f.signal,
             },
-            Err(e) => ExecEvent::Error { message: format!("process supervisor failed: {e}") },
+            Err(e) => ExecEvent::Error {
+                message: format!("process supervisor failed: {e}"),
+            },
         };
         proc.end(exit);
     });
@@ -174,10 +201,13 @@ pub fn list(state: &AgentState) -> Vec<ProcessInfo> {
 pub fn kill(state: &AgentState, pid: u32, signal: Option<&str>) -> Result<(), AgentError> {
     let proc = get(state, pid)?;
     if !proc.info().running {
-        return Err(AgentError::Conflict(format!("process {pid} has already exited")));
+        return Err(AgentError::Conflict(format!(
+            "process {pid} has already exited"
+        )));
     }
     let signal = parse_signal(signal.unwrap_or("TERM"))?;
-    signal_group(pid, signal).map_err(|e| AgentError::Conflict(format!("cannot signal process {pid}: {e}")))
+    signal_group(pid, signal)
+        .map_err(|e| AgentError::Conflict(format!("cannot signal process {pid}: {e}")))
 }
 
 fn parse_signal(name: &str) -> Result<i32, AgentError> {

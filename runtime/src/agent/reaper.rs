@@ -39,7 +39,9 @@ pub struct Reaper {
 impl Reaper {
     /// Installs the SIGCHLD handler and starts the reaping loop; call before any spawn.
     pub fn start() -> io::Result<Arc<Self>> {
-        let reaper = Arc::new(Reaper { waiting: Mutex::new(HashMap::new()) });
+        let reaper = Arc::new(Reaper {
+            waiting: Mutex::new(HashMap::new()),
+        });
         let mut sigchld = signal(SignalKind::child())?;
         let this = reaper.clone();
         tokio::spawn(async move {

@@ -40,10 +40,16 @@ fn walk(root: &Path) -> impl Iterator<Item = walkdir::DirEntry> {
 pub fn glob(state: &AgentState, req: &GlobRequest) -> Result<GlobResult, AgentError> {
     let root = state.resolve(&req.path)?;
     if !root.is_dir() {
-        return Err(AgentError::BadRequest(format!("{} is not a directory", req.path)));
+        return Err(AgentError::BadRequest(format!(
+            "{} is not a directory",
+            req.path
+        )));
     }
     let matcher = matcher(&req.pattern)?;
-    let max = req.max_results.unwrap_or(DEFAULT_MAX_PATHS).min(HARD_MAX_RESULTS);
+    let max = req
+        .max_results
+        .unwrap_or(DEFAULT_MAX_PATHS)
+        .min(HARD_MAX_RESULTS);
     let mut paths = Vec::new();
     let mut truncated = false;
     for entry in walk(&root) {
@@ -66,7 +72,10 @@ pub fn grep(state: &AgentState, req: &GrepRequest) -> Result<GrepResult, AgentEr
         .build()
         .map_err(|e| AgentError::BadRequest(format!("bad regex: {e}")))?;
     let file_glob = req.glob.as_deref().map(matcher).transpose()?;
-    let max = req.max_results.unwrap_or(DEFAULT_MAX_MATCHES).min(HARD_MAX_RESULTS);
+    let max = req
+        .max_results
+        .unwrap_or(DEFAULT_MAX_MATCHES)
+        .min(HARD_MAX_RESULTS);
     let root = state.resolve(&req.path)?;
     let meta = std::fs::metadata(&root).map_err(|e| AgentError::from_io(&root, e))?;
     let mut matches = Vec::new();
@@ -76,19 +85,32 @@ pub fn grep(state: &AgentState, req: &GrepRequest) -> Result<GrepResult, AgentEr
     } else {
         let root = root.clone();
         let shown = req.path.clone();
-        Box::new(walk(&root.clone()).filter(|e| e.file_type().is_file()).filter_map(move |e| {
-            let rel = e.path().strip_prefix(&root).ok()?.to_path_buf();
-            if let Some(g) = &file_glob {
-                if !g.is_match(&rel) && !g.is_match(e.file_name()) {
-                    return None;
-                }
-            }
-            Some((e.path().to_path_buf(), display_join(&shown, &rel.to_string_lossy())))
-        }))
+        Box::new(
+            walk(&root.clone())
+                .filter(|e| e.file_type().is_file())
+                .filter_map(move |e| {
+                    let rel = e.path().strip_prefix(&root).ok()?.to_path_buf();
+                    if let Some(g) = &file_glob {
+                        if !g.is_match(&rel) && !g.is_match(e.file_name()) {
+                            return None;
+                        }
+                    }
+                    Some((
+                        e.path().to_path_buf(),
+                        display_join(&shown, &rel.to_string_lossy()),
+                    ))
+                }),
+        )
     };
     'files: for (path, shown) in files {
-        let Ok(file) = std::fs::File::open(&path) else { continue };
-        if file.metadata().map(|m| m.len() > MAX_GREP_FILE_BYTES).unwrap_or(true) {
+        let Ok(file) = std::fs::File::open(&path) else {
+            continue;
+        };
+        if file
+            .metadata()
+            .map(|m| m.len() > MAX_GREP_FILE_BYTES)
+            .unwrap_or(true)
+        {
             continue;
         }
         let mut reader = BufReader::new(file);
@@ -111,7 +133,11 @@ pub fn grep(state: &AgentState, req: &GrepRequest) -> Result<GrepResult, AgentEr
                     truncated = true;
                     break 'files;
                 }
-                matches.push(GrepMatch { path: shown.clone(), line: number, text: text.chars().take(MAX_LINE_CHARS).collect() });
+                matches.push(GrepMatch {
+                    path: shown.clone(),
+                    line: number,
+                    text: text.chars().take(MAX_LINE_CHARS).collect(),
+                });
             }
         }
     }

@@ -69,7 +69,14 @@ pub fn spawn(reaper: &Reaper, spec: SpawnSpec) -> io::Result<Spawned> {
     let stdin = pipe::Sender::from_owned_fd(OwnedFd::from(child.stdin.take().expect("piped")))?;
     let stdout = pipe::Receiver::from_owned_fd(OwnedFd::from(child.stdout.take().expect("piped")))?;
     let stderr = pipe::Receiver::from_owned_fd(OwnedFd::from(child.stderr.take().expect("piped")))?;
-    Ok(Spawned { pid: child.id(), tag, stdin, stdout, stderr, exit })
+    Ok(Spawned {
+        pid: child.id(),
+        tag,
+        stdin,
+        stdout,
+        stderr,
+        exit,
+    })
 }
 
 /// Runs in the forked child: tag group, user switch, capability bounding, OOM preference.
@@ -139,7 +146,9 @@ pub fn signal_group(pgid: u32, signal: i32) -> io::Result<()> {
 
 /// Live (not zombie) processes whose supplementary groups include `gid`.
 pub fn processes_with_group(gid: u32) -> Vec<i32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     let needle = gid.to_string();
     dir.filter_map(|e| e.ok())
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
@@ -147,7 +156,9 @@ pub fn processes_with_group(gid: u32) -> Vec<i32> {
             let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
                 return false;
             };
-            let zombie = status.lines().any(|l| l.starts_with("State:") && l.contains('Z'));
+            let zombie = status
+                .lines()
+                .any(|l| l.starts_with("State:") && l.contains('Z'));
             let tagged = status
                 .lines()
                 .find(|l| l.starts_with("Groups:"))
@@ -171,8 +182,12 @@ pub fn resolve_user(user: &str) -> Result<Credentials, String> {
             continue;
         }
         if fields[0] == user || fields[2] == user {
-            let uid = fields[2].parse().map_err(|_| format!("bad /etc/passwd entry for {user:?}"))?;
-            let gid = fields[3].parse().map_err(|_| format!("bad /etc/passwd entry for {user:?}"))?;
+            let uid = fields[2]
+                .parse()
+                .map_err(|_| format!("bad /etc/passwd entry for {user:?}"))?;
+            let gid = fields[3]
+                .parse()
+                .map_err(|_| format!("bad /etc/passwd entry for {user:?}"))?;
             return Ok(Credentials { uid, gid });
         }
     }
