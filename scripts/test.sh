@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs berth's whole test suite: unit tests and the integration suites that drive a real
 # server against the real Docker engine and SQLite. Builds the `base` image template
-# first (once; it is cached by its definition hash).
+# templates first (once each; they are cached by their definition hash).
 #
 # Needs: Docker, and as root on Debian/Ubuntu it installs what else it needs
 # (debootstrap to build images, busybox-static for the no-libc image test).
@@ -28,8 +28,8 @@ fi
 
 echo "==> building"
 cargo build --locked --bins
-echo "==> building the base image template (skipped when already built)"
-BERTH_DATA_DIR="${BERTH_TEST_DATA_DIR:-$PWD/target/test-data}" ./target/debug/berth images build base
+echo "==> building the image templates (each skipped when already built)"
+BERTH_DATA_DIR="${BERTH_TEST_DATA_DIR:-$PWD/target/test-data}" ./target/debug/berth images build base python node
 
 echo "==> running the test suite"
 status=0

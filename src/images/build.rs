@@ -10,6 +10,9 @@ use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
+/// Loading a few hundred MB into Docker takes seconds; this bounds a stuck engine.
+const IMAGE_LOAD_DEADLINE: std::time::Duration = std::time::Duration::from_secs(600);
+
 pub async fn build_template(
     engine: &DockerEngine,
     data_dir: &Path,
@@ -52,9 +55,24 @@ pub async fn build_template(
         .map_err(|e| failed(format!("create {}: {e}", cache.display())))?;
 
     let result = async {
-        run_debootstrap(&debootstrap, config, t, &rootfs, &cache, progress)
+        // Stage 1: debootstrap the packages every template shares; its resolver is simple.
+        let shared = super::template("base")
+            .map(|b| b.package_list())
+            .unwrap_or_default();
+        run_debootstrap(&debootstrap, config, &shared, &rootfs, &cache, progress)
             .await
             .map_err(failed)?;
+        // Stage 2: the template's own packages through apt in a chroot (a real resolver).
+        let extra: Vec<&str> = t
+            .package_list()
+            .into_iter()
+            .filter(|p| !shared.contains(p))
+            .collect();
+        if !extra.is_empty() {
+            apt_install_in_chroot(&rootfs, &extra, progress)
+                .await
+                .map_err(failed)?;
+        }
         tidy_rootfs(&rootfs, config).map_err(|e| failed(format!("tidy rootfs: {e}")))?;
         progress.step("packing", 0, 1, "root filesystem");
         tar_rootfs(&rootfs, &layer).await.map_err(failed)?;
@@ -76,8 +94,17 @@ pub async fn build_template(
                 ),
             ]),
         };
-        load_rootfs_layer(engine, &layer, &meta).await?;
-        tag_latest(engine, tag, t.name).await?;
+        let loading = async {
+            load_rootfs_layer(engine, &layer, &meta).await?;
+            tag_latest(engine, tag, t.name).await
+        };
+        tokio::time::timeout(IMAGE_LOAD_DEADLINE, loading)
+            .await
+            .map_err(|_| {
+                failed(format!(
+                    "Docker did not load the image within {IMAGE_LOAD_DEADLINE:?}"
+                ))
+            })??;
         Ok::<(), ImageError>(())
     }
     .await;
@@ -139,7 +166,7 @@ fn find_program(name: &str) -> Option<PathBuf> {
 async fn run_debootstrap(
     debootstrap: &Path,
     config: &ImagesConfig,
-    t: Template,
+    packages: &[&str],
     rootfs: &Path,
     cache: &Path,
     progress: &BuildProgress,
@@ -147,7 +174,7 @@ async fn run_debootstrap(
     let mut child = Command::new(debootstrap)
         .arg("--variant=minbase")
         .arg(format!("--cache-dir={}", cache.display()))
-        .arg(format!("--include={}", t.package_list().join(",")))
+        .arg(format!("--include={}", packages.join(",")))
         .arg(&config.suite)
         .arg(rootfs)
         .arg(&config.mirror)
@@ -158,28 +185,15 @@ async fn run_debootstrap(
         .map_err(|e| format!("cannot run debootstrap: {e}"))?;
     let stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");
-    let tail = tokio::spawn(async move {
-        let mut lines = BufReader::new(stderr).lines();
-        let mut tail = Vec::new();
-        while let Ok(Some(line)) = lines.next_line().await {
-            tail.push(line);
-            if tail.len() > 20 {
-                tail.remove(0);
-            }
-        }
-        tail
-    });
+    let tail = tokio::spawn(last_lines(stderr));
     let mut lines = BufReader::new(stdout).lines();
     let mut counter = DebootstrapProgress::default();
-    let mut last_lines = Vec::new();
+    let mut recent = Vec::new();
     while let Ok(Some(line)) = lines.next_line().await {
         if let Some((phase, done, total, detail)) = counter.observe(&line) {
             progress.step(phase, done, total, detail);
         }
-        last_lines.push(line);
-        if last_lines.len() > 20 {
-            last_lines.remove(0);
-        }
+        keep_last(&mut recent, line);
     }
     let status = child
         .wait()
@@ -187,7 +201,7 @@ async fn run_debootstrap(
         .map_err(|e| format!("debootstrap: {e}"))?;
     let err_tail = tail.await.unwrap_or_default();
     if !status.success() {
-        let mut all = last_lines;
+        let mut all = recent;
         all.extend(err_tail);
         return Err(format!(
             "debootstrap exited with {status} (is {} reachable?); last output:\n{}",
@@ -196,6 +210,154 @@ async fn run_debootstrap(
         ));
     }
     Ok(())
+}
+
+/// Mounts that exist only while apt runs in the chroot; unmounted on drop, whatever happens.
+struct ChrootMounts {
+    mounted: Vec<PathBuf>,
+}
+
+impl ChrootMounts {
+    async fn mount(rootfs: &Path) -> Result<Self, String> {
+        let mut mounts = ChrootMounts {
+            mounted: Vec::new(),
+        };
+        for (args, target) in [
+            (vec!["-t", "proc", "proc"], rootfs.join("proc")),
+            (vec!["--bind", "/dev"], rootfs.join("dev")),
+        ] {
+            std::fs::create_dir_all(&target)
+                .map_err(|e| format!("create {}: {e}", target.display()))?;
+            let status = Command::new("mount")
+                .args(&args)
+                .arg(&target)
+                .status()
+                .await
+                .map_err(|e| format!("cannot run mount: {e}"))?;
+            if !status.success() {
+                return Err(format!(
+                    "mount {} {} failed ({status})",
+                    args.join(" "),
+                    target.display()
+                ));
+            }
+            mounts.mounted.push(target);
+        }
+        Ok(mounts)
+    }
+}
+
+impl Drop for ChrootMounts {
+    fn drop(&mut self) {
+        for target in self.mounted.iter().rev() {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(target)
+                .status();
+        }
+    }
+}
+
+/// Installs `packages` with apt inside the bootstrapped root filesystem. The host does the
+/// downloading; no container, and so no network inside a container, is involved.
+async fn apt_install_in_chroot(
+    rootfs: &Path,
+    packages: &[&str],
+    progress: &BuildProgress,
+) -> Result<(), String> {
+    let policy = rootfs.join("usr/sbin/policy-rc.d");
+    std::fs::write(&policy, "#!/bin/sh\nexit 101\n")
+        .map_err(|e| format!("write policy-rc.d: {e}"))?;
+    let _ = std::fs::set_permissions(&policy, std::os::unix::fs::PermissionsExt::from_mode(0o755));
+    let _ = std::fs::copy("/etc/resolv.conf", rootfs.join("etc/resolv.conf"));
+    let mounts = ChrootMounts::mount(rootfs).await?;
+    let total = packages.len() as u64 * 2;
+    let mut install = vec!["apt-get", "install", "-y", "-q", "--no-install-recommends"];
+    install.extend_from_slice(packages);
+    let mut result = Ok(());
+    for argv in [
+        &["apt-get", "update", "-q"][..],
+        &install[..],
+        &["apt-get", "clean"][..],
+    ] {
+        result = run_in_chroot(rootfs, argv, progress, total).await;
+        if result.is_err() {
+            break;
+        }
+    }
+    drop(mounts);
+    let _ = std::fs::remove_file(&policy);
+    let _ = std::fs::write(rootfs.join("etc/resolv.conf"), "");
+    result
+}
+
+async fn run_in_chroot(
+    rootfs: &Path,
+    argv: &[&str],
+    progress: &BuildProgress,
+    total: u64,
+) -> Result<(), String> {
+    let mut child = Command::new("chroot")
+        .arg(rootfs)
+        .args(argv)
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .env("LANG", "C.UTF-8")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot run chroot: {e}"))?;
+    let stdout = child.stdout.take().expect("piped");
+    let errors = tokio::spawn(last_lines(child.stderr.take().expect("piped")));
+    let mut lines = BufReader::new(stdout).lines();
+    let mut done = 0u64;
+    let mut last = Vec::new();
+    while let Ok(Some(line)) = lines.next_line().await {
+        for (prefix, phase) in [("Unpacking ", "unpacking"), ("Setting up ", "configuring")] {
+            if let Some(rest) = line.strip_prefix(prefix) {
+                done += 1;
+                progress.step(
+                    phase,
+                    done,
+                    total.max(done),
+                    rest.split_whitespace().next().unwrap_or(""),
+                );
+            }
+        }
+        keep_last(&mut last, line);
+    }
+    let status = child
+        .wait()
+        .await
+        .map_err(|e| format!("{}: {e}", argv.join(" ")))?;
+    if !status.success() {
+        last.extend(errors.await.unwrap_or_default());
+        return Err(format!(
+            "`{}` in the image root failed ({status}); last output:\n{}",
+            argv.join(" "),
+            last.join("\n")
+        ));
+    }
+    Ok(())
+}
+
+/// Keeps the last 20 lines of some output, for error messages.
+fn keep_last(lines: &mut Vec<String>, line: String) {
+    lines.push(line);
+    if lines.len() > 20 {
+        lines.remove(0);
+    }
+}
+
+async fn last_lines(stream: impl tokio::io::AsyncRead + Unpin) -> Vec<String> {
+    let mut lines = BufReader::new(stream).lines();
+    let mut tail = Vec::new();
+    while let Ok(Some(line)) = lines.next_line().await {
+        keep_last(&mut tail, line);
+    }
+    tail
 }
 
 /// Counts debootstrap's steps: every package is retrieved, extracted or unpacked, and
@@ -210,7 +372,7 @@ impl DebootstrapProgress {
     fn observe<'a>(&mut self, line: &'a str) -> Option<(&'static str, u64, u64, &'a str)> {
         let rest = line.strip_prefix("I: ")?;
         let (phase, detail) = rest.split_once(' ').unwrap_or((rest, ""));
-        let detail = detail.trim_end_matches("...");
+        let detail = detail.trim().trim_end_matches("...");
         let phase = match phase {
             "Retrieving"
                 if detail != "InRelease" && detail != "Packages" && detail != "Release" =>

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use tokio::sync::Mutex;
 
 /// Bumped whenever the build procedure changes what it produces.
-const BUILDER_VERSION: &str = "1";
+const BUILDER_VERSION: &str = "2";
 
 /// A template from `images/NAME/`.
 #[derive(Debug, Clone, Copy)]

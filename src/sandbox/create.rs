@@ -3,7 +3,7 @@
 
 use super::{EventKind, SandboxError, SandboxService};
 use crate::agent::bytes_body;
-use crate::docker::{LABEL_MANAGED, LABEL_SANDBOX, LABEL_TENANT};
+use crate::docker::{LABEL_INSTANCE, LABEL_MANAGED, LABEL_SANDBOX, LABEL_TENANT};
 use crate::domain::{CreateSandbox, Sandbox, SandboxId, SandboxState, TenantId};
 use chrono::Utc;
 use hyper::Method;
@@ -44,6 +44,7 @@ impl SandboxService {
                     (LABEL_MANAGED.to_string(), "true".to_string()),
                     (LABEL_SANDBOX.to_string(), id.to_string()),
                     (LABEL_TENANT.to_string(), tenant.to_string()),
+                    (LABEL_INSTANCE.to_string(), self.instance.clone()),
                 ]);
                 self.docker.create_volume(volume.as_str(), labels).await?;
                 self.store.insert_volume(tenant, &volume).await?;
