@@ -460,29 +460,69 @@ async fn archives_round_trip_a_tree_and_refuse_entries_that_escape() {
 }
 
 #[tokio::test]
-async fn file_routes_on_a_stopped_sandbox_without_auto_resume_are_conflicts() {
+async fn a_stopped_sandbox_is_readable_through_every_read_route_but_not_writable() {
     let app = spawn_app().await;
     let sb = app
-        .sandbox(json!({"auto_resume": false, "files": {"a": "1"}}))
+        .sandbox(
+            json!({"auto_resume": false, "files": {"a.py": "def f(): pass\n", "dir/b.txt": "b"}}),
+        )
         .await;
     app.client.stop(&sb.id).await.unwrap();
+    let c = &app.client;
     assert_eq!(
-        app.client
-            .write_file(&sb.id, "a", "2")
+        c.write_file(&sb.id, "a.py", "2")
             .await
             .unwrap_err()
             .status(),
         Some(StatusCode::CONFLICT)
     );
     assert_eq!(
-        app.client
-            .list_files(&sb.id, ".", 1)
-            .await
-            .unwrap_err()
-            .status(),
-        Some(StatusCode::CONFLICT)
+        c.read_file(&sb.id, "a.py").await.unwrap(),
+        "def f(): pass\n"
     );
-    app.client.resume(&sb.id).await.unwrap();
-    assert_eq!(app.client.read_file(&sb.id, "a").await.unwrap(), "1");
+    let list = c.list_files(&sb.id, ".", 2).await.unwrap();
+    assert_eq!(
+        list.entries
+            .iter()
+            .map(|e| e.path.as_str())
+            .collect::<Vec<_>>(),
+        ["a.py", "dir", "dir/b.txt"]
+    );
+    let glob = c
+        .glob(
+            &sb.id,
+            &GlobRequest {
+                pattern: "**/*.txt".into(),
+                path: ".".into(),
+                max_results: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(glob.paths, ["dir/b.txt"]);
+    let grep = GrepRequest {
+        pattern: "def".into(),
+        path: ".".into(),
+        glob: None,
+        max_results: None,
+        case_insensitive: false,
+    };
+    assert_eq!(c.grep(&sb.id, &grep).await.unwrap().matches.len(), 1);
+    assert!(!c.get_archive(&sb.id, ".").await.unwrap().is_empty());
+    assert_eq!(
+        c.get_sandbox(&sb.id).await.unwrap().state,
+        "stopped",
+        "reading did not resume it"
+    );
+    let main = common::docker()
+        .await
+        .inspect_container(&format!("berth-{}", sb.id), None)
+        .await;
+    assert!(
+        main.is_err(),
+        "only a read-only helper runs, not the sandbox"
+    );
+    c.resume(&sb.id).await.unwrap();
+    assert_eq!(c.sh(&sb.id, "cat dir/b.txt").await.unwrap().stdout, "b");
     app.cleanup().await;
 }

@@ -142,16 +142,24 @@ async fn exec_on_a_stopped_sandbox_resumes_it_unless_auto_resume_is_off() {
         "running"
     );
 
-    let manual = app.sandbox(json!({"auto_resume": false})).await;
+    let manual = app
+        .sandbox(json!({"auto_resume": false, "files": {"f": "y"}}))
+        .await;
     app.client.stop(&manual.id).await.unwrap();
     let err = app.client.sh(&manual.id, "true").await.unwrap_err();
     assert_eq!(err.status(), Some(StatusCode::CONFLICT));
-    let err = app.client.read_file(&manual.id, "f").await.unwrap_err();
+    app.client.stop(&auto.id).await.unwrap();
     assert_eq!(
-        err.status(),
-        Some(StatusCode::CONFLICT),
+        app.client.read_file(&auto.id, "f").await.unwrap(),
+        "x",
+        "a stopped sandbox can be read"
+    );
+    assert_eq!(
+        app.client.get_sandbox(&auto.id).await.unwrap().state,
+        "stopped",
         "reads never resume"
     );
+    assert_eq!(app.client.read_file(&manual.id, "f").await.unwrap(), "y");
     assert_eq!(
         app.client.get_sandbox(&manual.id).await.unwrap().state,
         "stopped"
@@ -179,6 +187,11 @@ async fn delete_removes_the_volume_unless_kept_and_a_terminated_sandbox_stays_te
         .inspect_volume(&kept.volume)
         .await
         .expect("volume kept");
+    assert_eq!(
+        app.client.read_file(&kept.id, "keep.txt").await.unwrap(),
+        "still here",
+        "a kept volume stays readable"
+    );
     let err = app.client.resume(&kept.id).await.unwrap_err();
     assert_eq!(err.status(), Some(StatusCode::CONFLICT));
     let err = app.client.sh(&kept.id, "true").await.unwrap_err();
@@ -215,6 +228,26 @@ async fn delete_removes_the_volume_unless_kept_and_a_terminated_sandbox_stays_te
         .unwrap();
     assert_eq!(freed.status(), StatusCode::NO_CONTENT);
     assert!(docker.inspect_volume(&kept.volume).await.is_err());
+    let deleted = app
+        .client
+        .read_file(&kept.id, "keep.txt")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        deleted.status(),
+        Some(StatusCode::CONFLICT),
+        "its volume is gone now"
+    );
+    let gone = app
+        .client
+        .read_file(&removed.id, "anything")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        gone.status(),
+        Some(StatusCode::CONFLICT),
+        "no volume, nothing to read"
+    );
     app.cleanup().await;
 }
 

@@ -108,6 +108,9 @@ impl From<DockerError> for ApiError {
                 ApiError::unavailable("the Docker engine is unavailable; retry shortly", e)
             }
             DockerError::NotFound { what } => ApiError::not_found(format!("{what} not found")),
+            DockerError::Conflict { message, .. } => {
+                ApiError::conflict(format!("Docker refused: {message}"))
+            }
             other => ApiError::internal(other),
         }
     }

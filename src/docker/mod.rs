@@ -24,6 +24,8 @@ pub const LABEL_MANAGED: &str = "dev.berth.managed";
 pub const LABEL_SANDBOX: &str = "dev.berth.sandbox";
 /// Label carrying the tenant.
 pub const LABEL_TENANT: &str = "dev.berth.tenant";
+/// Label marking a short-lived read-only helper container (see `sandbox::reader`).
+pub const LABEL_ROLE: &str = "dev.berth.role";
 /// Label naming the berth instance (data dir) that owns the container, so several
 /// servers can share one engine without reconciling away each other's sandboxes.
 pub const LABEL_INSTANCE: &str = "dev.berth.instance";
@@ -100,6 +102,10 @@ pub struct ContainerSpec {
     pub pids: i64,
     pub network_mode: String,
     pub hostname: String,
+    /// Mount the volume read-only and make the root filesystem read-only (readers).
+    pub read_only: bool,
+    /// Capabilities kept (everything else is dropped).
+    pub capabilities: Vec<String>,
 }
 
 /// The state of one container, as much as berth needs.
@@ -116,6 +122,8 @@ pub struct ManagedContainer {
     pub name: String,
     pub sandbox_id: String,
     pub running: bool,
+    /// `reader` for read-only helpers, empty for sandbox containers.
+    pub role: String,
 }
 
 /// One-shot resource usage.
@@ -279,7 +287,7 @@ impl DockerEngine {
                 target: Some(spec.workdir.clone()),
                 source: Some(spec.volume.clone()),
                 typ: Some(MountTypeEnum::VOLUME),
-                read_only: Some(false),
+                read_only: Some(spec.read_only),
                 ..Default::default()
             },
         ];
@@ -290,7 +298,8 @@ impl DockerEngine {
             memory_swap: Some(spec.memory_bytes),
             pids_limit: Some(spec.pids),
             cap_drop: Some(vec!["ALL".into()]),
-            cap_add: Some(SANDBOX_CAPABILITIES.iter().map(|c| c.to_string()).collect()),
+            cap_add: Some(spec.capabilities.clone()),
+            readonly_rootfs: Some(spec.read_only),
             security_opt: Some(vec!["no-new-privileges".into()]),
             network_mode: Some(spec.network_mode.clone()),
             privileged: Some(false),
@@ -419,6 +428,7 @@ impl DockerEngine {
                     name,
                     sandbox_id: labels.get(LABEL_SANDBOX).cloned().unwrap_or_default(),
                     running: c.state.as_deref() == Some("running"),
+                    role: labels.get(LABEL_ROLE).cloned().unwrap_or_default(),
                 })
             })
             .collect())

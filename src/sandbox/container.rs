@@ -2,7 +2,9 @@
 //! agent answering) and down.
 
 use super::{SandboxError, SandboxService};
-use crate::docker::{ContainerSpec, LABEL_INSTANCE, LABEL_MANAGED, LABEL_SANDBOX, LABEL_TENANT};
+use crate::docker::{
+    ContainerSpec, LABEL_INSTANCE, LABEL_MANAGED, LABEL_SANDBOX, LABEL_TENANT, SANDBOX_CAPABILITIES,
+};
 use crate::domain::Sandbox;
 use berth_runtime::wire::{
     AGENT_BINARY_PATH, AGENT_SOCKET_DIR, ENV_DEFAULT_EXEC_TIMEOUT, ENV_DEFAULT_OUTPUT_CAP,
@@ -18,7 +20,7 @@ const AGENT_READY_DEADLINE: Duration = Duration::from_secs(30);
 pub const STOP_GRACE_S: i64 = 2;
 
 impl SandboxService {
-    fn container_spec(&self, sandbox: &Sandbox) -> ContainerSpec {
+    pub(super) fn container_spec(&self, sandbox: &Sandbox) -> ContainerSpec {
         let d = &self.config.defaults;
         let mut env = vec![
             format!("{ENV_WORKDIR}={}", sandbox.workdir),
@@ -48,6 +50,8 @@ impl SandboxService {
             pids: sandbox.limits.pids,
             network_mode: sandbox.network.docker_mode().to_string(),
             hostname: "sandbox".to_string(),
+            read_only: false,
+            capabilities: SANDBOX_CAPABILITIES.iter().map(|c| c.to_string()).collect(),
         }
     }
 

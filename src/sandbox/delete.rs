@@ -25,6 +25,7 @@ impl SandboxService {
             self.store.update_sandbox(&sandbox).await?;
             self.emit(EventKind::Terminated, &sandbox);
         }
+        self.remove_reader(id).await?;
         if !keep_volume && sandbox.owns_volume {
             let others = self.store.list_sandboxes(Some(tenant), None).await?;
             let still_used = others.iter().any(|s| {

@@ -7,6 +7,7 @@ mod create;
 mod delete;
 mod error;
 mod events;
+mod reader;
 mod reaper;
 mod reconcile;
 mod resume;
@@ -48,6 +49,8 @@ pub struct SandboxService {
     /// This server's instance id (labels its containers).
     instance: String,
     locks: Mutex<HashMap<SandboxId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Read-only helpers of sandboxes that are not running, with their last use.
+    readers: Mutex<HashMap<SandboxId, std::time::Instant>>,
     activity: ActivityLog,
     events: broadcast::Sender<Event>,
 }
@@ -70,6 +73,7 @@ impl SandboxService {
             agent_binary,
             instance,
             locks: Mutex::new(HashMap::new()),
+            readers: Mutex::new(HashMap::new()),
             activity: ActivityLog::default(),
             events,
         })
@@ -182,7 +186,8 @@ impl SandboxService {
     }
 
     /// The agent of a sandbox the caller may use now: running, or resumed first when it is
-    /// stopped with `auto_resume` and the access is mutating. Counts as activity.
+    /// stopped with `auto_resume` and the access is mutating (counts as activity); for
+    /// reads of a stopped or terminated sandbox, a read-only helper on its volume.
     pub async fn agent_for(
         &self,
         tenant: &TenantId,
@@ -190,6 +195,15 @@ impl SandboxService {
         access: Access,
     ) -> Result<(Sandbox, AgentClient), SandboxError> {
         let mut sandbox = self.get(tenant, id).await?;
+        let readable = matches!(
+            sandbox.state,
+            SandboxState::Stopped | SandboxState::Terminated
+        );
+        if access == Access::ReadOnly && readable {
+            // Reads never resume a sandbox and are not activity.
+            let reader = self.reader_agent(&sandbox).await?;
+            return Ok((sandbox, reader));
+        }
         if sandbox.state != SandboxState::Running {
             let resumable =
                 sandbox.state.is_resumable() && sandbox.auto_resume && access == Access::Mutating;
@@ -290,6 +304,11 @@ impl SandboxService {
                 "volume {name} is mounted by sandbox {}; stop it first",
                 user.id
             )));
+        }
+        for user in users.iter().filter(|s| &s.volume == name) {
+            let lock = self.lock_for(&user.id);
+            let _held = lock.lock().await;
+            self.remove_reader(&user.id).await?;
         }
         self.docker.remove_volume(name.as_str()).await?;
         self.store.delete_volume(name).await?;

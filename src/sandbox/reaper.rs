@@ -11,6 +11,7 @@ use std::time::Duration;
 impl SandboxService {
     /// One pass; returns how many sandboxes it stopped.
     pub async fn reap_once(&self) -> usize {
+        self.reap_readers().await;
         let seen = self.activity.snapshot();
         if !seen.is_empty() {
             if let Err(e) = self.store.record_activity(&seen).await {

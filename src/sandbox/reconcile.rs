@@ -21,6 +21,11 @@ impl SandboxService {
         let containers = self.docker.list_managed(&self.instance).await?;
         let mut seen = HashSet::new();
         for container in containers {
+            if container.role == "reader" {
+                // Read-only helpers are started on demand; none survives a restart.
+                self.docker.remove_container(&container.name).await?;
+                continue;
+            }
             let known = match SandboxId::parse(&container.sandbox_id) {
                 Some(id) => self.store.get_sandbox(&id).await?,
                 None => None,

@@ -29,6 +29,7 @@ impl SandboxService {
                 sandbox.volume
             )));
         }
+        self.remove_reader(id).await?;
         // The image may have been rebuilt or removed since; resolve it again.
         sandbox.image_ref = self.images.resolve(&sandbox.image).await?;
         self.bring_up(&sandbox).await?;
