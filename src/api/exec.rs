@@ -2,7 +2,7 @@
 //! here against the configured ceilings, then handed to the sandbox's agent.
 
 use super::json::ApiJson;
-use super::{parse_id, ApiError, AppState, Tenant};
+use super::{agent_failure, parse_id, ApiError, AppState, Tenant};
 use crate::agent::{bytes_body, AgentError, BoundedBody};
 use crate::sandbox::Access;
 use axum::body::Body;
@@ -83,7 +83,7 @@ pub async fn exec(
             .await;
         let started = match started {
             Ok(s) => s,
-            Err(e) => return Err(state.service.on_agent_failure(&sandbox, e).await.into()),
+            Err(e) => return Err(agent_failure(&state, &sandbox, e).await),
         };
         return Ok(Json(started).into_response());
     }
@@ -103,7 +103,7 @@ pub async fn exec(
                 .observe_exec(result.duration_ms, result.timed_out);
             Ok(Json(result).into_response())
         }
-        Err(e) => Err(state.service.on_agent_failure(&sandbox, e).await.into()),
+        Err(e) => Err(agent_failure(&state, &sandbox, e).await),
     }
 }
 
@@ -137,7 +137,7 @@ pub async fn exec_stream(
         .await
     {
         Ok(r) => r,
-        Err(e) => return Err(state.service.on_agent_failure(&sandbox, e).await.into()),
+        Err(e) => return Err(agent_failure(&state, &sandbox, e).await),
     };
     let bounded = BoundedBody::new(
         response.into_body(),
@@ -166,7 +166,7 @@ pub async fn list_processes(
         .await
     {
         Ok(list) => Ok(Json(list)),
-        Err(e) => Err(state.service.on_agent_failure(&sandbox, e).await.into()),
+        Err(e) => Err(agent_failure(&state, &sandbox, e).await),
     }
 }
 
@@ -198,7 +198,7 @@ pub async fn process_output(
         .await
     {
         Ok(r) => r,
-        Err(e) => return Err(state.service.on_agent_failure(&sandbox, e).await.into()),
+        Err(e) => return Err(agent_failure(&state, &sandbox, e).await),
     };
     // A followed process may be quiet for long; the sandbox lifetime bounds it.
     let idle = Duration::from_secs(sandbox.limits.timeout_s.max(60));
@@ -246,6 +246,6 @@ pub async fn kill_process(
         .await
     {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
-        Err(e) => Err(state.service.on_agent_failure(&sandbox, e).await.into()),
+        Err(e) => Err(agent_failure(&state, &sandbox, e).await),
     }
 }

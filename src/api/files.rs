@@ -3,9 +3,8 @@
 //! anything is buffered; downloads are streamed through with an idle bound.
 
 use super::json::ApiJson;
-use super::{parse_id, query_string, ApiError, AppState, Tenant};
-use crate::agent::{empty_body, AgentBody, AgentError, BoundedBody};
-use crate::domain::Sandbox;
+use super::{agent_failure as failure, parse_id, query_string, ApiError, AppState, Tenant};
+use crate::agent::{empty_body, AgentBody, BoundedBody};
 use crate::sandbox::Access;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
@@ -52,10 +51,6 @@ fn required_path(q: &FileQuery) -> Result<&str, ApiError> {
         Some(p) if !p.is_empty() => Ok(p),
         _ => Err(ApiError::invalid("the `path` query parameter is required")),
     }
-}
-
-async fn failure(state: &AppState, sandbox: &Sandbox, e: AgentError) -> ApiError {
-    state.service.on_agent_failure(sandbox, e).await.into()
 }
 
 pub async fn read(

@@ -47,6 +47,15 @@ pub(crate) fn parse_id(raw: &str) -> Result<SandboxId, ApiError> {
     SandboxId::parse(raw).ok_or_else(|| ApiError::not_found(format!("sandbox {raw} not found")))
 }
 
+/// An agent call failed: let the service find out whether the sandbox died, then answer.
+pub(crate) async fn agent_failure(
+    state: &AppState,
+    sandbox: &crate::domain::Sandbox,
+    err: crate::agent::AgentError,
+) -> ApiError {
+    state.service.on_agent_failure(sandbox, err).await.into()
+}
+
 /// URL-encodes query pairs (for requests to the agent).
 pub fn query_string(pairs: &[(&str, &str)]) -> String {
     serde_urlencoded::to_string(pairs).unwrap_or_default()
