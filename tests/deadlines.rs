@@ -47,10 +47,10 @@ async fn a_sandbox_past_its_lifetime_is_stopped_with_its_volume_kept() {
 async fn an_idle_sandbox_is_stopped_but_activity_keeps_it_alive() {
     let temp = tempfile::tempdir().unwrap();
     let app = spawn_with(test_config(temp.path())).await;
-    let busy = app.sandbox(json!({"idle_timeout_s": 3})).await;
-    let idle = app.sandbox(json!({"idle_timeout_s": 3})).await;
+    let busy = app.sandbox(json!({"idle_timeout_s": 4})).await;
+    let idle = app.sandbox(json!({"idle_timeout_s": 4})).await;
     // Keep one busy for twice its idle timeout; reading metadata is not activity.
-    for _ in 0..6 {
+    for _ in 0..8 {
         app.client.sh(&busy.id, "true").await.unwrap();
         app.client.get_sandbox(&idle.id).await.unwrap();
         tokio::time::sleep(Duration::from_secs(1)).await;

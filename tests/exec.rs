@@ -279,6 +279,28 @@ async fn background_processes_are_listed_followed_and_killed() {
         .unwrap();
     assert_eq!(list["processes"][0]["pid"], pid);
     assert_eq!(list["processes"][0]["running"], true);
+    // Follow the output; kill only once the process has said it is ready.
+    let follow = app
+        .client
+        .request(
+            Method::GET,
+            &format!("/v1/sandboxes/{}/processes/{pid}/output?follow=true", sb.id),
+        )
+        .send()
+        .await
+        .unwrap();
+    let mut body = follow.bytes_stream();
+    let mut text = String::new();
+    while !text.contains('\n') {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), body.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let first: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(first, json!({"type": "stdout", "data": "ready\n"}));
     let kill = app
         .client
         .request(
@@ -290,11 +312,21 @@ async fn background_processes_are_listed_followed_and_killed() {
         .await
         .unwrap();
     assert_eq!(kill.status(), StatusCode::NO_CONTENT);
-    let output = app
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(10), body.next())
+        .await
+        .unwrap()
+    {
+        text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+    }
+    let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(last["type"], "exit", "{text}");
+    assert_eq!(last["signal"], 15);
+    // Replay from the start after the end: the whole log again.
+    let replay = app
         .client
         .request(
             Method::GET,
-            &format!("/v1/sandboxes/{}/processes/{pid}/output?follow=true", sb.id),
+            &format!("/v1/sandboxes/{}/processes/{pid}/output", sb.id),
         )
         .send()
         .await
@@ -302,13 +334,7 @@ async fn background_processes_are_listed_followed_and_killed() {
         .text()
         .await
         .unwrap();
-    let lines: Vec<Value> = output
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(lines[0], json!({"type": "stdout", "data": "ready\n"}));
-    assert_eq!(lines.last().unwrap()["type"], "exit");
-    assert_eq!(lines.last().unwrap()["signal"], 15);
+    assert_eq!(replay, text);
     let missing = app
         .client
         .request(
