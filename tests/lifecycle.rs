@@ -91,6 +91,20 @@ async fn a_sandbox_is_hardened_by_default() {
         out.stdout
     );
     assert!(out.stdout.contains("mknod=1"), "{}", out.stdout);
+    // The agent (PID 1) is off limits to the root user code beside it.
+    let agent = app
+        .client
+        .sh(
+            &sb.id,
+            "head -c 1 /proc/1/environ >/dev/null 2>&1; echo environ=$?; kill -9 1; echo alive",
+        )
+        .await
+        .unwrap();
+    assert_eq!(agent.stdout, "environ=1\nalive\n", "{agent:?}");
+    assert_eq!(
+        app.client.sh(&sb.id, "echo still").await.unwrap().stdout,
+        "still\n"
+    );
     app.cleanup().await;
 }
 

@@ -79,6 +79,13 @@ pub fn run() -> i32 {
 }
 
 async fn serve() -> std::io::Result<()> {
+    // User code runs as root beside us. It already cannot trace us (it holds fewer
+    // capabilities, and ptrace needs a superset); non-dumpable is a second lock on
+    // /proc/1/{mem,environ}. execve resets the flag, so the processes we start keep it.
+    // SAFETY: prctl(2) with constant arguments.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
     let reaper = Reaper::start()?;
     let env_number = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<f64>().ok());
     let workdir = PathBuf::from(std::env::var(ENV_WORKDIR).unwrap_or_else(|_| "/workspace".into()));
