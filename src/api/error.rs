@@ -173,7 +173,6 @@ impl From<SandboxError> for ApiError {
             SandboxError::NotFound(what) => ApiError::not_found(format!("{what} not found")),
             SandboxError::Conflict(m) => ApiError::conflict(m),
             SandboxError::Invalid(m) => ApiError::invalid(m),
-            SandboxError::Unprocessable(m) => ApiError::unprocessable(m),
             SandboxError::Quota(m) => ApiError::quota(m),
             SandboxError::Image(i) => i.into(),
             SandboxError::Docker(d) => d.into(),

@@ -64,6 +64,20 @@ fn reply_bound(cap: u64) -> usize {
         .min(1 << 31) as usize
 }
 
+/// Passes an agent's NDJSON stream on to the client, bounded in bytes and idle time.
+fn ndjson_passthrough(
+    response: hyper::Response<hyper::body::Incoming>,
+    max_bytes: u64,
+    idle: Duration,
+) -> Response {
+    let bounded = BoundedBody::new(response.into_body(), max_bytes, idle);
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::new(bounded),
+    )
+        .into_response()
+}
+
 pub async fn exec(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
@@ -139,16 +153,11 @@ pub async fn exec_stream(
         Ok(r) => r,
         Err(e) => return Err(agent_failure(&state, &sandbox, e).await),
     };
-    let bounded = BoundedBody::new(
-        response.into_body(),
+    Ok(ndjson_passthrough(
+        response,
         reply_bound(cap) as u64,
         timeout + EXEC_GRACE,
-    );
-    Ok((
-        [(header::CONTENT_TYPE, "application/x-ndjson")],
-        Body::new(bounded),
-    )
-        .into_response())
+    ))
 }
 
 pub async fn list_processes(
@@ -202,12 +211,7 @@ pub async fn process_output(
     };
     // A followed process may be quiet for long; the sandbox lifetime bounds it.
     let idle = Duration::from_secs(sandbox.limits.timeout_s.max(60));
-    let bounded = BoundedBody::new(response.into_body(), u64::MAX, idle);
-    Ok((
-        [(header::CONTENT_TYPE, "application/x-ndjson")],
-        Body::new(bounded),
-    )
-        .into_response())
+    Ok(ndjson_passthrough(response, u64::MAX, idle))
 }
 
 pub async fn kill_process(

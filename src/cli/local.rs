@@ -95,11 +95,7 @@ pub async fn images_build(
     for t in templates {
         let progress = BuildProgress::for_server(t.name);
         let started = std::time::Instant::now();
-        let tag = if force {
-            service.rebuild(t, &progress).await?
-        } else {
-            service.ensure(t, &progress).await?
-        };
+        let tag = service.build(t, &progress, force).await?;
         eprintln!(
             "{}: {tag} ready ({:.0}s)",
             t.name,

@@ -71,11 +71,6 @@ impl SandboxState {
         }
     }
 
-    /// A container exists and the agent answers.
-    pub fn is_live(self) -> bool {
-        self == SandboxState::Running
-    }
-
     /// Can come back with `resume`.
     pub fn is_resumable(self) -> bool {
         matches!(self, SandboxState::Stopped | SandboxState::Archived)

@@ -107,46 +107,32 @@ impl ImageService {
     /// image already in the local engine.
     pub async fn resolve(&self, image: &str) -> Result<String, ImageError> {
         match template(image) {
-            Some(t) => self.ensure(t, &BuildProgress::for_server(t.name)).await,
+            Some(t) => {
+                self.build(t, &BuildProgress::for_server(t.name), false)
+                    .await
+            }
             None if self.engine.image_exists(image).await? => Ok(image.to_string()),
             None => Err(ImageError::UnknownImage(image.to_string())),
         }
     }
 
-    /// Builds `t` unless an image of its current definition already exists.
-    pub async fn ensure(
+    /// Builds `t` unless an image of its current definition already exists (or always,
+    /// with `force`); one build at a time. Returns the tag.
+    pub async fn build(
         &self,
         t: Template,
         progress: &BuildProgress,
+        force: bool,
     ) -> Result<String, ImageError> {
         let tag = t.tag(&self.config);
-        if self.engine.image_exists(&tag).await? {
+        if !force && self.engine.image_exists(&tag).await? {
             return Ok(tag);
         }
         let _one_build_at_a_time = self.build_lock.lock().await;
-        if self.engine.image_exists(&tag).await? {
+        // Another request may have built it while this one waited for the lock.
+        if !force && self.engine.image_exists(&tag).await? {
             return Ok(tag);
         }
-        build::build_template(
-            &self.engine,
-            &self.data_dir,
-            &self.config,
-            t,
-            &tag,
-            progress,
-        )
-        .await?;
-        Ok(tag)
-    }
-
-    /// Builds `t` even if it exists.
-    pub async fn rebuild(
-        &self,
-        t: Template,
-        progress: &BuildProgress,
-    ) -> Result<String, ImageError> {
-        let tag = t.tag(&self.config);
-        let _one_build_at_a_time = self.build_lock.lock().await;
         build::build_template(
             &self.engine,
             &self.data_dir,

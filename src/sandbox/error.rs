@@ -14,8 +14,6 @@ pub enum SandboxError {
     #[error("{0}")]
     Invalid(String),
     #[error("{0}")]
-    Unprocessable(String),
-    #[error("{0}")]
     Quota(String),
     #[error(transparent)]
     Image(#[from] ImageError),

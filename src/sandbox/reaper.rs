@@ -12,10 +12,11 @@ impl SandboxService {
     /// One pass; returns how many sandboxes it stopped.
     pub async fn reap_once(&self) -> usize {
         self.reap_readers().await;
-        let seen = self.activity.snapshot();
+        let seen = self.activity.take_unflushed();
         if !seen.is_empty() {
             if let Err(e) = self.store.record_activity(&seen).await {
                 tracing::warn!(error = %e, "could not record sandbox activity");
+                self.activity.retry_later(&seen);
             }
         }
         let running = match self
