@@ -16,6 +16,10 @@ pub const ENV_WORKDIR: &str = "BERTH_WORKDIR";
 pub const ENV_DEFAULT_EXEC_TIMEOUT: &str = "BERTH_EXEC_TIMEOUT_S";
 /// Env var: default output cap per stream in bytes.
 pub const ENV_DEFAULT_OUTPUT_CAP: &str = "BERTH_OUTPUT_CAP";
+/// Header of an exec reply: `true` when the exec was killed at its timeout.
+pub const EXEC_TIMED_OUT_HEADER: &str = "x-berth-timed-out";
+/// Header of an exec reply: how long the exec ran, in milliseconds.
+pub const EXEC_DURATION_HEADER: &str = "x-berth-duration-ms";
 
 /// Body of `POST /exec` and `POST /exec/stream`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -97,6 +101,11 @@ pub struct ExecResult {
     /// Signal that ended the process, when it was killed by one (an addition).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<i32>,
+    /// Bytes cut from the middle of stdout (head and tail kept, a marker line between).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdout_cut_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr_cut_bytes: Option<u64>,
 }
 
 /// Reply of a background exec.
@@ -115,9 +124,12 @@ pub enum ExecEvent {
     Stderr {
         data: String,
     },
-    /// Output was dropped: the cap was reached, or a bounded buffer lost its oldest part.
+    /// Output was dropped: the cap was reached (`cut_bytes` cut before the tail that
+    /// follows), or a bounded buffer lost its oldest part.
     Truncated {
         stream: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cut_bytes: Option<u64>,
     },
     Exit {
         exit_code: Option<i32>,
@@ -203,6 +215,10 @@ pub struct GlobRequest {
     pub path: String,
     #[serde(default)]
     pub max_results: Option<usize>,
+    /// Also search hidden entries, vendored directories (`node_modules`, `.venv`, ...)
+    /// and what `.gitignore`/`.ignore` exclude; `.git` is never searched.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub include_ignored: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -224,6 +240,14 @@ pub struct GrepRequest {
     pub max_results: Option<usize>,
     #[serde(default)]
     pub case_insensitive: bool,
+    /// As [`GlobRequest::include_ignored`].
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub include_ignored: bool,
+}
+
+/// Keeps a default `false` off the wire, so requests stay readable by older agents.
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -249,6 +273,9 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     pub code: String,
     pub message: String,
+    /// With `sandbox_stopped`: why the sandbox stopped (`idle`, `timeout`, `deleted`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl ErrorBody {
@@ -257,6 +284,7 @@ impl ErrorBody {
             error: ErrorDetail {
                 code: code.to_string(),
                 message: message.into(),
+                reason: None,
             },
         }
     }

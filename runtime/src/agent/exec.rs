@@ -2,7 +2,7 @@
 //! output, enforce the timeout by killing the whole tree, report how it ended.
 
 use super::error::AgentError;
-use super::output::{pump, Chunk, Stream, Utf8Carry};
+use super::output::{cut_marker, pump, Chunk, Stream, Utf8Carry};
 use super::spawn::{kill_tree, resolve_user, spawn, SpawnSpec, Spawned};
 use super::AgentState;
 use crate::wire::{ExecEvent, ExecRequest, ExecResult};
@@ -225,13 +225,20 @@ pub fn start(state: &AgentState, prepared: Prepared) -> Result<Running, AgentErr
     })
 }
 
-/// Runs to the end and returns the whole (capped) result.
+/// Runs to the end and returns the whole (capped) result: the head of each stream, and
+/// where output was cut, a marker line and the tail.
 pub async fn run_buffered(mut running: Running, base64_out: bool) -> ExecResult {
     let mut out: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
-    let mut truncated = false;
+    let mut cut: [Option<u64>; 2] = [None, None];
     let mut collect = |chunk: Chunk| match chunk {
         Chunk::Data(s, bytes) => out[s as usize].extend_from_slice(&bytes),
-        Chunk::Capped(_) => truncated = true,
+        Chunk::Tail(s, n, bytes) => {
+            if n > 0 {
+                out[s as usize].extend_from_slice(cut_marker(s, n).as_bytes());
+                cut[s as usize] = Some(n);
+            }
+            out[s as usize].extend_from_slice(&bytes);
+        }
     };
     let finish = loop {
         tokio::select! {
@@ -253,41 +260,73 @@ pub async fn run_buffered(mut running: Running, base64_out: bool) -> ExecResult 
     });
     let [stdout, stderr] = out;
     let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let (stdout_b64, stderr_b64) = if base64_out {
+        (Some(b64(&stdout)), Some(b64(&stderr)))
+    } else {
+        (None, None)
+    };
     ExecResult {
         exit_code: finish.exit_code,
-        stdout_b64: base64_out.then(|| b64(&stdout)),
-        stderr_b64: base64_out.then(|| b64(&stderr)),
-        stdout: String::from_utf8_lossy(&stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        stdout_b64,
+        stderr_b64,
+        stdout: lossy(stdout),
+        stderr: lossy(stderr),
         timed_out: finish.timed_out,
         oom_killed: finish.oom_killed,
-        truncated,
+        truncated: cut.iter().any(Option::is_some),
         duration_ms: finish.duration_ms,
         signal: finish.signal,
+        stdout_cut_bytes: cut[0],
+        stderr_cut_bytes: cut[1],
     }
 }
 
+/// Text without a copy when it is valid UTF-8.
+fn lossy(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
 /// Runs to the end, sending NDJSON events; stops (and so kills the tree) as soon as the
-/// receiver is gone.
+/// receiver is gone. Past half the cap a stream goes quiet; its tail follows at the end,
+/// after a `truncated` event that says how much was cut.
 pub async fn run_streaming(mut running: Running, tx: mpsc::Sender<ExecEvent>) {
     let mut text = [Utf8Carry::default(), Utf8Carry::default()];
     let event = |s: Stream, data: String| match s {
         Stream::Stdout => ExecEvent::Stdout { data },
         Stream::Stderr => ExecEvent::Stderr { data },
     };
-    let to_event = |chunk: Chunk, text: &mut [Utf8Carry; 2]| match chunk {
-        Chunk::Data(s, bytes) => {
-            let data = text[s as usize].push(&bytes);
-            (!data.is_empty()).then(|| event(s, data))
+    let to_events = |chunk: Chunk, text: &mut [Utf8Carry; 2]| -> Vec<ExecEvent> {
+        let mut events = Vec::new();
+        match chunk {
+            Chunk::Data(s, bytes) => {
+                let data = text[s as usize].push(&bytes);
+                if !data.is_empty() {
+                    events.push(event(s, data));
+                }
+            }
+            Chunk::Tail(s, n, bytes) => {
+                if n > 0 {
+                    let head_rest = text[s as usize].finish();
+                    if !head_rest.is_empty() {
+                        events.push(event(s, head_rest));
+                    }
+                    events.push(ExecEvent::Truncated {
+                        stream: stream_name(s).into(),
+                        cut_bytes: Some(n),
+                    });
+                }
+                let data = text[s as usize].push(&bytes);
+                if !data.is_empty() {
+                    events.push(event(s, data));
+                }
+            }
         }
-        Chunk::Capped(s) => Some(ExecEvent::Truncated {
-            stream: stream_name(s).into(),
-        }),
+        events
     };
     let finish = loop {
         tokio::select! {
             Some(chunk) = running.chunks.recv() => {
-                if let Some(ev) = to_event(chunk, &mut text) {
+                for ev in to_events(chunk, &mut text) {
                     if tx.send(ev).await.is_err() { return; }
                 }
             }
@@ -296,7 +335,7 @@ pub async fn run_streaming(mut running: Running, tx: mpsc::Sender<ExecEvent>) {
         }
     };
     while let Some(chunk) = running.next_after_exit().await {
-        if let Some(ev) = to_event(chunk, &mut text) {
+        for ev in to_events(chunk, &mut text) {
             if tx.send(ev).await.is_err() {
                 return;
             }

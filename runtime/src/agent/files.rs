@@ -4,9 +4,11 @@
 use super::error::AgentError;
 use super::AgentState;
 use crate::wire::{EditRequest, EditResult, FileEntry, FileKind, FileList};
+use std::collections::BTreeSet;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex};
 
 /// Largest file `edit` will load.
 pub const MAX_EDIT_BYTES: u64 = 64 * 1024 * 1024;
@@ -160,21 +162,165 @@ fn rand_suffix() -> u32 {
     COUNTER.fetch_add(1, Ordering::Relaxed)
 }
 
-pub fn delete(path: &Path, recursive: bool) -> Result<(), AgentError> {
-    if path == Path::new("/") {
-        return Err(AgentError::BadRequest("refusing to delete /".into()));
-    }
-    let meta = std::fs::symlink_metadata(path).map_err(|e| AgentError::from_io(path, e))?;
+/// Deletes `path` (a file, a symlink itself, or a directory). The workdir, `/`, any
+/// directory holding the workdir and any mount point (or a tree holding one) are refused
+/// up front with 409, so a delete is never left half done.
+pub fn delete(path: &Path, workdir: &Path, recursive: bool) -> Result<(), AgentError> {
+    let target = deletion_target(path)?;
+    let meta = std::fs::symlink_metadata(&target).map_err(|e| AgentError::from_io(path, e))?;
+    refuse_protected(&target, &meta, workdir, recursive)?;
     let result = if meta.is_dir() {
         if recursive {
-            std::fs::remove_dir_all(path)
+            std::fs::remove_dir_all(&target)
         } else {
-            std::fs::remove_dir(path)
+            std::fs::remove_dir(&target)
         }
     } else {
-        std::fs::remove_file(path)
+        std::fs::remove_file(&target)
     };
     result.map_err(|e| AgentError::from_io(path, e))
+}
+
+/// The entry a delete of `path` acts on: its parent resolved (symlinks followed, as the
+/// kernel would), its last name kept as is so a symlink is deleted, not what it points
+/// to. A path ending in `..` (or naming `/`) is resolved whole.
+pub fn deletion_target(path: &Path) -> Result<PathBuf, AgentError> {
+    let canonical = |p: &Path| std::fs::canonicalize(p).map_err(|e| AgentError::from_io(path, e));
+    match (path.parent(), path.file_name()) {
+        (Some(parent), Some(name)) => {
+            let parent = if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            };
+            Ok(canonical(parent)?.join(name))
+        }
+        _ => canonical(path),
+    }
+}
+
+/// `path` with `.` and `..` removed lexically (for paths that may not exist).
+pub fn normalize_lexically(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() && !path.is_absolute() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        out.push(if path.is_absolute() { "/" } else { "." });
+    }
+    out
+}
+
+fn refuse_protected(
+    target: &Path,
+    meta: &std::fs::Metadata,
+    workdir: &Path,
+    recursive: bool,
+) -> Result<(), AgentError> {
+    let shown = target.display();
+    if target.parent().is_none() {
+        return Err(AgentError::Conflict(format!(
+            "refusing to delete {shown}: it is the root of the sandbox's filesystem; delete the entries inside it instead"
+        )));
+    }
+    let mut workdirs = vec![normalize_lexically(workdir)];
+    if let Ok(real) = std::fs::canonicalize(workdir) {
+        workdirs.push(real);
+    }
+    if workdirs.iter().any(|w| w == target) {
+        return Err(AgentError::Conflict(format!(
+            "refusing to delete {shown}: it is the sandbox's workdir; delete its contents instead"
+        )));
+    }
+    if meta.is_dir() && workdirs.iter().any(|w| w.starts_with(target)) {
+        return Err(AgentError::Conflict(format!(
+            "refusing to delete {shown}: it holds the sandbox's workdir {}; delete other entries instead",
+            workdir.display()
+        )));
+    }
+    if meta.file_type().is_symlink() {
+        return Ok(());
+    }
+    let mounts = mount_points();
+    if is_mount_point(target, meta, &mounts) {
+        return Err(AgentError::Conflict(format!(
+            "refusing to delete {shown}: it is a mount point; delete its contents instead"
+        )));
+    }
+    if meta.is_dir() && recursive {
+        if let Some(inner) = mounts
+            .iter()
+            .find(|m| m.starts_with(target) && *m != target)
+        {
+            return Err(AgentError::Conflict(format!(
+                "refusing to delete {shown}: {} inside it is a mount point; delete the other entries instead",
+                inner.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `path` (already resolved, not a symlink) is a mount point: listed in
+/// /proc/self/mountinfo, or a directory on another device than its parent (only
+/// directories: overlayfs may report a lower layer's device for plain files).
+pub fn is_mount_point(path: &Path, meta: &std::fs::Metadata, mounts: &[PathBuf]) -> bool {
+    if mounts.iter().any(|m| m == path) {
+        return true;
+    }
+    match path.parent() {
+        None => true,
+        Some(_) if !meta.is_dir() => false,
+        Some(parent) => std::fs::metadata(parent)
+            .map(|p| p.dev() != meta.dev())
+            .unwrap_or(false),
+    }
+}
+
+/// Mount points of this process's mount namespace (empty when /proc is not there).
+pub fn mount_points() -> Vec<PathBuf> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|text| parse_mountinfo(&text))
+        .unwrap_or_default()
+}
+
+/// The mount point column (5th) of each mountinfo line, octal escapes decoded.
+pub fn parse_mountinfo(text: &str) -> Vec<PathBuf> {
+    use std::os::unix::ffi::OsStringExt;
+    text.lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(|field| {
+            let raw = field.as_bytes();
+            let mut out = Vec::with_capacity(raw.len());
+            let mut i = 0;
+            while i < raw.len() {
+                let escaped = raw
+                    .get(i + 1..i + 4)
+                    .filter(|d| raw[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
+                match escaped {
+                    Some(d) => {
+                        let value = d.iter().fold(0u32, |acc, c| acc * 8 + u32::from(c - b'0'));
+                        out.push(value as u8);
+                        i += 4;
+                    }
+                    None => {
+                        out.push(raw[i]);
+                        i += 1;
+                    }
+                }
+            }
+            PathBuf::from(std::ffi::OsString::from_vec(out))
+        })
+        .collect()
 }
 
 /// Lists `root` to `depth` levels; entry paths are `shown` joined with the relative path.
@@ -253,11 +399,52 @@ fn entry_for(shown: String, meta: &std::fs::Metadata) -> FileEntry {
     }
 }
 
+/// Files with an edit in progress; an edit waits on `EDIT_DONE` while its file is here.
+static EDITING: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+static EDIT_DONE: Condvar = Condvar::new();
+
+/// Holds the edit lock of one file; dropping it releases the lock.
+struct EditLock {
+    path: PathBuf,
+}
+
+impl EditLock {
+    fn acquire(path: &Path) -> EditLock {
+        let mut busy = EDITING.lock().unwrap_or_else(|e| e.into_inner());
+        while busy.contains(path) {
+            busy = EDIT_DONE.wait(busy).unwrap_or_else(|e| e.into_inner());
+        }
+        busy.insert(path.to_path_buf());
+        EditLock {
+            path: path.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for EditLock {
+    fn drop(&mut self) {
+        let mut busy = EDITING.lock().unwrap_or_else(|e| e.into_inner());
+        busy.remove(&self.path);
+        drop(busy);
+        EDIT_DONE.notify_all();
+    }
+}
+
 pub fn edit(state: &AgentState, req: &EditRequest) -> Result<EditResult, AgentError> {
+    edit_at(state.resolve(&req.path)?, req)
+}
+
+/// `edit` with `req.path` already resolved to `path`.
+fn edit_at(path: PathBuf, req: &EditRequest) -> Result<EditResult, AgentError> {
     if req.old.is_empty() {
         return Err(AgentError::BadRequest("`old` must not be empty".into()));
     }
-    let path = state.resolve(&req.path)?;
+    // Edits of one file are serialised: each read-modify-write sees the previous one's
+    // result, so a second edit of text the first replaced answers 422 instead of
+    // silently undoing it. The lock is per real file, so `a.py`, `./a.py` and a
+    // symlink to it share one; the edit is written to that real file.
+    let path = std::fs::canonicalize(&path).map_err(|e| AgentError::from_io(&path, e))?;
+    let _guard = EditLock::acquire(&path);
     let (mut file, size) = open_for_read(&path)?;
     if size > MAX_EDIT_BYTES {
         return Err(AgentError::TooLarge(format!(
@@ -384,5 +571,155 @@ mod tests {
         assert_eq!(parse_mode("755").unwrap(), 0o755);
         assert!(parse_mode("999").is_err());
         assert!(parse_mode("rwx").is_err());
+    }
+    fn conflict_message(result: Result<(), AgentError>) -> String {
+        match result {
+            Err(AgentError::Conflict(m)) => m,
+            other => panic!("expected 409 Conflict, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn delete_refuses_the_workdir_however_it_is_spelled() {
+        let tmp = tempfile::tempdir().unwrap();
+        let workdir = tmp.path().join("workspace");
+        std::fs::create_dir_all(workdir.join("sub")).unwrap();
+        std::fs::write(workdir.join("keep.txt"), "x").unwrap();
+        for spelled in [
+            workdir.join("."),
+            workdir.join("sub/.."),
+            PathBuf::from(format!("{}/", workdir.display())),
+            workdir.clone(),
+        ] {
+            let message = conflict_message(delete(&spelled, &workdir, true));
+            assert!(message.contains("workdir"), "{message}");
+            assert!(message.contains("delete its contents instead"), "{message}");
+        }
+        let parent = conflict_message(delete(tmp.path(), &workdir, true));
+        assert!(parent.contains("holds the sandbox's workdir"), "{parent}");
+        let root = conflict_message(delete(Path::new("/"), &workdir, true));
+        assert!(root.contains("root"), "{root}");
+        let dotdot = conflict_message(delete(&workdir.join("../.."), &workdir, true));
+        assert!(!dotdot.is_empty());
+        assert!(workdir.join("keep.txt").exists(), "nothing was deleted");
+        assert!(workdir.join("sub").is_dir());
+    }
+
+    #[test]
+    fn delete_removes_entries_and_symlinks_themselves() {
+        let tmp = tempfile::tempdir().unwrap();
+        let workdir = tmp.path().join("workspace");
+        std::fs::create_dir_all(workdir.join("dir/inner")).unwrap();
+        std::fs::write(workdir.join("dir/inner/a.txt"), "a").unwrap();
+        std::fs::write(workdir.join("file.txt"), "f").unwrap();
+        let link = tmp.path().join("link-to-workdir");
+        std::os::unix::fs::symlink(&workdir, &link).unwrap();
+        delete(&link, &workdir, true).unwrap();
+        assert!(
+            std::fs::symlink_metadata(&link).is_err(),
+            "the link is gone"
+        );
+        assert!(workdir.join("file.txt").exists(), "its target is intact");
+        delete(&workdir.join("./file.txt"), &workdir, false).unwrap();
+        assert!(!workdir.join("file.txt").exists());
+        delete(&workdir.join("dir/inner/../"), &workdir, true).unwrap();
+        assert!(!workdir.join("dir").exists());
+        assert!(matches!(
+            delete(&workdir.join("missing"), &workdir, false),
+            Err(AgentError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn delete_refuses_mount_points() {
+        let proc = Path::new("/proc");
+        let Ok(meta) = std::fs::symlink_metadata(proc) else {
+            return; // no /proc here: nothing to test against
+        };
+        if std::fs::metadata("/").map(|m| m.dev()).ok() == Some(meta.dev()) {
+            return;
+        }
+        assert!(is_mount_point(proc, &meta, &[]), "another st_dev");
+        let tmp = tempfile::tempdir().unwrap();
+        let message = conflict_message(delete(proc, tmp.path(), false));
+        assert!(message.contains("mount point"), "{message}");
+        let dir = tempfile::tempdir().unwrap();
+        let plain = std::fs::symlink_metadata(dir.path()).unwrap();
+        assert!(!is_mount_point(dir.path(), &plain, &[]));
+        assert!(is_mount_point(
+            dir.path(),
+            &plain,
+            &[dir.path().to_path_buf()]
+        ));
+    }
+
+    #[test]
+    fn mountinfo_lines_give_unescaped_mount_points() {
+        let text = "22 1 0:21 / /proc rw,nosuid - proc proc rw\n\
+                    30 22 0:30 / /work\\040space rw - ext4 /dev/sda rw\n";
+        assert_eq!(
+            parse_mountinfo(text),
+            [PathBuf::from("/proc"), PathBuf::from("/work space")]
+        );
+        assert_eq!(
+            normalize_lexically(Path::new("/a/./b/../c/")),
+            PathBuf::from("/a/c")
+        );
+        assert_eq!(normalize_lexically(Path::new("/..")), PathBuf::from("/"));
+    }
+
+    #[test]
+    fn concurrent_edits_of_one_file_are_serialised() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("shared.txt");
+        std::fs::write(&path, "head\nTOKEN\ntail\n").unwrap();
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(16));
+        let workers: Vec<_> = (0..16)
+            .map(|i| {
+                let (path, barrier) = (path.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    let req = EditRequest {
+                        path: path.display().to_string(),
+                        old: "TOKEN".into(),
+                        new: format!("edit-{i}"),
+                        replace_all: false,
+                    };
+                    barrier.wait();
+                    edit_at(path, &req)
+                })
+            })
+            .collect();
+        let results: Vec<_> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+        let won = results.iter().filter(|r| r.is_ok()).count();
+        let lost = results
+            .iter()
+            .filter(|r| matches!(r, Err(AgentError::Unprocessable(_))))
+            .count();
+        assert_eq!((won, lost), (1, 15), "{results:?}");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.matches("edit-").count(), 1, "{text}");
+        assert!(!text.contains("TOKEN"));
+        assert!(EDITING.lock().unwrap().is_empty(), "locks released");
+    }
+
+    #[test]
+    fn edits_through_a_symlink_change_the_file_it_points_to() {
+        let tmp = tempfile::tempdir().unwrap();
+        let real = tmp.path().join("real.txt");
+        std::fs::write(&real, "one two").unwrap();
+        let link = tmp.path().join("link.txt");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let req = EditRequest {
+            path: "link.txt".into(),
+            old: "two".into(),
+            new: "2".into(),
+            replace_all: false,
+        };
+        assert_eq!(edit_at(link.clone(), &req).unwrap().replacements, 1);
+        assert_eq!(std::fs::read_to_string(&real).unwrap(), "one 2");
+        assert!(std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
     }
 }

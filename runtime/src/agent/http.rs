@@ -2,10 +2,10 @@
 //! work, and shape the answer.
 
 use super::error::AgentError;
-use super::{archive, exec, files, process, search, AgentState};
+use super::{archive, exec, files, json_body, process, search, AgentState};
 use crate::wire::{
     AgentHealth, EditRequest, ExecEvent, ExecRequest, ExecResult, GlobRequest, GrepRequest,
-    KillRequest, ProcessList,
+    KillRequest, ProcessList, EXEC_DURATION_HEADER, EXEC_TIMED_OUT_HEADER,
 };
 use axum::body::Body;
 use axum::extract::{Path as UrlPath, Query, State};
@@ -36,6 +36,8 @@ pub fn router(state: Shared) -> Router {
         .route("/files/glob", post(glob))
         .route("/files/grep", post(grep))
         .route("/archive", get(get_archive).put(put_archive))
+        // The supervisor bounds every request body; the agent sets no second limit.
+        .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state)
 }
 
@@ -65,10 +67,10 @@ async fn exec_buffered(
         return Ok(Json(crate::wire::BackgroundStarted { pid }).into_response());
     }
     match exec::start(&state, prepared) {
-        Ok(running) => {
-            Ok(Json(exec::run_buffered(running, req.wants_base64()).await).into_response())
-        }
-        Err(AgentError::Spawn { exit_code, message }) => Ok(Json(ExecResult {
+        Ok(running) => Ok(exec_reply(
+            exec::run_buffered(running, req.wants_base64()).await,
+        )),
+        Err(AgentError::Spawn { exit_code, message }) => Ok(exec_reply(ExecResult {
             exit_code: Some(exit_code),
             stderr_b64: req
                 .wants_base64()
@@ -76,10 +78,28 @@ async fn exec_buffered(
             stdout_b64: req.wants_base64().then(String::new),
             stderr: message,
             ..Default::default()
-        })
-        .into_response()),
+        })),
         Err(e) => Err(e),
     }
+}
+
+/// An exec result: how it ended in headers (for the supervisor's metrics, without reading
+/// the body), the result itself serialized as it is sent.
+fn exec_reply(result: ExecResult) -> Response {
+    let timed_out = if result.timed_out { "true" } else { "false" };
+    let duration = header::HeaderValue::from(result.duration_ms);
+    let mut response = Response::new(json_body::streamed(result));
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    h.insert(
+        EXEC_TIMED_OUT_HEADER,
+        header::HeaderValue::from_static(timed_out),
+    );
+    h.insert(EXEC_DURATION_HEADER, duration);
+    response
 }
 
 fn base64_encode(bytes: &[u8]) -> String {
@@ -187,13 +207,17 @@ async fn read_file(
         .map(str::to_owned);
     let (file, size, range) = blocking(move || {
         let (mut file, size) = files::open_for_read(&path)?;
-        let range = range.map(|r| files::parse_range(&r, size)).transpose()?;
-        if let Some(r) = range {
+        let range = range.map(|r| files::parse_range(&r, size)).transpose();
+        if let Ok(Some(r)) = range {
             files::seek(&mut file, r.start)?;
         }
         Ok((file, size, range))
     })
     .await?;
+    let range = match range {
+        Ok(range) => range,
+        Err(e) => return Ok(unsatisfiable(e, size)),
+    };
     let length = range.map_or(size, |r| r.end_inclusive - r.start + 1);
     let reader = tokio::fs::File::from_std(file).take(length);
     let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
@@ -216,6 +240,18 @@ async fn read_file(
             .insert(header::CONTENT_RANGE, value.parse().expect("ascii"));
     }
     Ok(response)
+}
+
+/// A 416 answer naming the file's size (`Content-Range: bytes */N`, RFC 9110 14.4).
+fn unsatisfiable(error: AgentError, size: u64) -> Response {
+    let mut response = error.into_response();
+    if response.status() == StatusCode::RANGE_NOT_SATISFIABLE {
+        let value = format!("bytes */{size}");
+        response
+            .headers_mut()
+            .insert(header::CONTENT_RANGE, value.parse().expect("ascii"));
+    }
+    response
 }
 
 async fn write_file(
@@ -265,7 +301,8 @@ async fn delete_file(
     Query(q): Query<PathQuery>,
 ) -> Result<StatusCode, AgentError> {
     let path = state.resolve(&q.path)?;
-    blocking(move || files::delete(&path, q.recursive)).await?;
+    let workdir = state.workdir.clone();
+    blocking(move || files::delete(&path, &workdir, q.recursive)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -337,4 +374,20 @@ async fn put_archive(
     let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
     blocking(move || archive::extract(reader, &dest)).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod file_route_tests {
+    use super::*;
+
+    #[test]
+    fn an_unsatisfiable_range_names_the_file_size() {
+        let error = files::parse_range("bytes=500-", 42).unwrap_err();
+        let response = unsatisfiable(error, 42);
+        assert_eq!(response.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+        assert_eq!(
+            response.headers().get(header::CONTENT_RANGE).unwrap(),
+            "bytes */42"
+        );
+    }
 }

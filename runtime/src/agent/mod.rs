@@ -7,6 +7,7 @@ mod error;
 mod exec;
 mod files;
 mod http;
+mod json_body;
 mod output;
 mod process;
 mod reaper;

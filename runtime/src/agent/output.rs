@@ -1,6 +1,9 @@
-//! Output handling: reading a pipe under a byte cap (bytes past the cap are drained and
-//! dropped, never buffered) and cutting byte chunks into lossless UTF-8 pieces.
+//! Output handling: reading a pipe under a byte cap — the first half of the cap is passed
+//! on as it comes, the last half is kept in a ring until the end, and everything between
+//! is drained and dropped, never buffered — and cutting byte chunks into lossless UTF-8
+//! pieces.
 
+use std::collections::VecDeque;
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
@@ -18,12 +21,19 @@ pub enum Stream {
 #[derive(Debug)]
 pub enum Chunk {
     Data(Stream, Vec<u8>),
-    /// The cap was reached on this stream; later bytes are dropped.
-    Capped(Stream),
+    /// At the end of a capped stream: how many bytes were cut between head and tail,
+    /// then the tail itself.
+    Tail(Stream, u64, Vec<u8>),
 }
 
-/// Reads `pipe` to EOF. Keeps at most `cap` bytes, sending them as chunks; drains the
-/// rest. Returns the number of bytes dropped.
+/// How a cap of `cap` bytes is split: the head streams, the tail waits for the end.
+pub fn head_budget(cap: u64) -> u64 {
+    cap - cap / 2
+}
+
+/// Reads `pipe` to EOF. Passes on the first [`head_budget`] bytes as chunks, keeps the
+/// last `cap - head` bytes in a ring and sends them (with the count of bytes cut) at the
+/// end; drains the rest. Returns the number of bytes cut.
 pub async fn pump(
     mut pipe: pipe::Receiver,
     stream: Stream,
@@ -31,31 +41,49 @@ pub async fn pump(
     tx: mpsc::Sender<Chunk>,
 ) -> u64 {
     let mut buf = vec![0u8; CHUNK];
-    let mut kept: u64 = 0;
-    let mut dropped: u64 = 0;
+    let head = head_budget(cap);
+    let tail_cap = usize::try_from(cap - head).unwrap_or(usize::MAX);
+    let mut sent: u64 = 0;
+    let mut tail: VecDeque<u8> = VecDeque::new();
+    let mut cut: u64 = 0;
+    let mut capped = false;
     let mut receiver_alive = true;
     loop {
         let n = match pipe.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        let room = cap.saturating_sub(kept) as usize;
-        let keep = n.min(room);
+        let keep = n.min(head.saturating_sub(sent) as usize);
         if keep > 0 && receiver_alive {
-            kept += keep as u64;
+            sent += keep as u64;
             receiver_alive = tx
                 .send(Chunk::Data(stream, buf[..keep].to_vec()))
                 .await
                 .is_ok();
         }
         if keep < n {
-            if dropped == 0 && receiver_alive {
-                receiver_alive = tx.send(Chunk::Capped(stream)).await.is_ok();
+            capped = true;
+            tail.extend(&buf[keep..n]);
+            if tail.len() > tail_cap {
+                let excess = tail.len() - tail_cap;
+                tail.drain(..excess);
+                cut += excess as u64;
             }
-            dropped += (n - keep) as u64;
         }
     }
-    dropped
+    if capped && receiver_alive {
+        let _ = tx.send(Chunk::Tail(stream, cut, Vec::from(tail))).await;
+    }
+    cut
+}
+
+/// The line put where output was cut, in text and in base64 alike.
+pub fn cut_marker(stream: Stream, cut: u64) -> String {
+    let name = match stream {
+        Stream::Stdout => "stdout",
+        Stream::Stderr => "stderr",
+    };
+    format!("\n[berth: {cut} bytes of {name} cut here; raise max_output_bytes to keep more]\n")
 }
 
 /// Splits a byte stream into UTF-8 text without breaking a multi-byte character across

@@ -3,7 +3,7 @@
 //! marker) and signalled as a process group.
 
 use super::error::AgentError;
-use super::exec::{start, stream_name, Prepared};
+use super::exec::{start, Prepared};
 use super::output::{Chunk, Stream, Utf8Carry};
 use super::spawn::signal_group;
 use super::AgentState;
@@ -98,6 +98,7 @@ impl BackgroundProcess {
                     && tx
                         .send(ExecEvent::Truncated {
                             stream: "buffer".into(),
+                            cut_bytes: None,
                         })
                         .await
                         .is_err()
@@ -155,9 +156,8 @@ pub fn start_background(state: &Arc<AgentState>, prepared: Prepared) -> Result<u
                     });
                 }
             }
-            Chunk::Capped(s) => proc.push(ExecEvent::Truncated {
-                stream: stream_name(s).into(),
-            }),
+            // Background output is uncapped (the ring below bounds it), so these never come.
+            Chunk::Tail(..) => {}
         };
         // Background output is not capped by a client; leftovers hold pipes, so read
         // until both pipes close.

@@ -1,0 +1,60 @@
+//! JSON answers serialized as they are sent: a large value (an exec result near its cap,
+//! escaped up to six bytes a byte) never exists twice in memory.
+
+use axum::body::Body;
+use bytes::Bytes;
+use serde::Serialize;
+use std::io::{self, Write};
+use tokio::sync::mpsc;
+
+const CHUNK: usize = 64 * 1024;
+
+/// A `Write` that hands fixed-size chunks to an async receiver, blocking when it is slow.
+struct ChunkWriter {
+    tx: mpsc::Sender<Result<Bytes, io::Error>>,
+    buf: Vec<u8>,
+}
+
+impl ChunkWriter {
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "client went away"))
+    }
+}
+
+impl Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.send()
+    }
+}
+
+/// A body that serializes `value` on a blocking thread, chunk by chunk.
+pub fn streamed<T: Serialize + Send + 'static>(value: T) -> Body {
+    let (tx, mut rx) = mpsc::channel(4);
+    tokio::task::spawn_blocking(move || {
+        let mut writer = ChunkWriter {
+            tx: tx.clone(),
+            buf: Vec::with_capacity(CHUNK),
+        };
+        let result = serde_json::to_writer(&mut writer, &value)
+            .map_err(io::Error::other)
+            .and_then(|_| writer.flush());
+        if let Err(e) = result {
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    Body::from_stream(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)))
+}
