@@ -75,6 +75,18 @@ pub struct LimitCeilings {
     pub max_json_bytes: usize,
     /// Sandboxes a tenant may have that are not terminated.
     pub max_sandboxes_per_tenant: usize,
+    /// Agent requests (execs, streams, file routes) in flight at once on one sandbox.
+    pub max_requests_per_sandbox: usize,
+    /// ... for one tenant.
+    pub max_requests_per_tenant: usize,
+    /// ... on the whole server.
+    pub max_requests: usize,
+    /// `GET /v1/events` streams open at once for one tenant.
+    pub max_event_streams_per_tenant: usize,
+    /// ... on the whole server.
+    pub max_event_streams: usize,
+    /// Terminated and failed sandbox records are forgotten this long after they ended.
+    pub ended_retention_s: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -129,6 +141,12 @@ impl Default for LimitCeilings {
             max_upload_bytes: 512 * 1024 * 1024,
             max_json_bytes: 16 * 1024 * 1024,
             max_sandboxes_per_tenant: 200,
+            max_requests_per_sandbox: 16,
+            max_requests_per_tenant: 64,
+            max_requests: 256,
+            max_event_streams_per_tenant: 16,
+            max_event_streams: 1024,
+            ended_retention_s: 7 * 24 * 3600,
         }
     }
 }
@@ -227,6 +245,20 @@ impl Config {
             "BERTH_MAX_SANDBOXES_PER_TENANT",
             self.limits.max_sandboxes_per_tenant
         );
+        overlay!(
+            "BERTH_MAX_REQUESTS_PER_SANDBOX",
+            self.limits.max_requests_per_sandbox
+        );
+        overlay!(
+            "BERTH_MAX_REQUESTS_PER_TENANT",
+            self.limits.max_requests_per_tenant
+        );
+        overlay!("BERTH_MAX_REQUESTS", self.limits.max_requests);
+        overlay!(
+            "BERTH_MAX_EVENT_STREAMS_PER_TENANT",
+            self.limits.max_event_streams_per_tenant
+        );
+        overlay!("BERTH_ENDED_RETENTION_S", self.limits.ended_retention_s);
         if let Some(v) = lookup("BERTH_IMAGES_MIRROR") {
             self.images.mirror = v;
         }
@@ -248,6 +280,10 @@ impl Config {
         }
         if d.timeout_s == 0 || d.timeout_s > l.max_timeout_s {
             return bad("defaults.timeout_s must be > 0 and <= limits.max_timeout_s");
+        }
+        if l.max_requests_per_sandbox == 0 || l.max_requests_per_tenant == 0 || l.max_requests == 0
+        {
+            return bad("limits.max_requests* must be at least 1");
         }
         if !d.workdir.starts_with('/') {
             return bad("defaults.workdir must be an absolute path");

@@ -182,7 +182,15 @@ async fn output_past_the_cap_is_dropped_and_flagged() {
     req.max_output_bytes = Some(1000);
     let out = app.client.exec(&sb.id, &req).await.unwrap();
     assert!(out.truncated);
-    assert_eq!(out.stdout.len(), 1000);
+    assert_eq!(out.stdout_cut_bytes, Some(5_000_000 - 1000));
+    let marker =
+        "\n[berth: 4999000 bytes of stdout cut here; raise max_output_bytes to keep more]\n";
+    assert_eq!(
+        out.stdout.len(),
+        1000 + marker.len(),
+        "500 bytes of head, 500 of tail"
+    );
+    assert!(out.stdout.contains(marker));
     assert_eq!(out.stderr, "done\n");
     assert_eq!(out.exit_code, Some(0));
     app.cleanup().await;

@@ -348,6 +348,7 @@ async fn glob_and_grep_find_files_and_lines() {
         .glob(
             &sb.id,
             &GlobRequest {
+                include_ignored: false,
                 pattern: "**/*.py".into(),
                 path: ".".into(),
                 max_results: None,
@@ -357,6 +358,7 @@ async fn glob_and_grep_find_files_and_lines() {
         .unwrap();
     assert_eq!(glob.paths, ["src/a.py", "src/b.py"]);
     let grep = GrepRequest {
+        include_ignored: false,
         pattern: r"def \w+".into(),
         path: ".".into(),
         glob: Some("*.py".into()),
@@ -374,6 +376,7 @@ async fn glob_and_grep_find_files_and_lines() {
         ("src/a.py", 1, "def solve():")
     );
     let limited = GrepRequest {
+        include_ignored: false,
         pattern: "solve".into(),
         path: ".".into(),
         glob: None,
@@ -492,6 +495,7 @@ async fn a_stopped_sandbox_is_readable_through_every_read_route_but_not_writable
         .glob(
             &sb.id,
             &GlobRequest {
+                include_ignored: false,
                 pattern: "**/*.txt".into(),
                 path: ".".into(),
                 max_results: None,
@@ -501,6 +505,7 @@ async fn a_stopped_sandbox_is_readable_through_every_read_route_but_not_writable
         .unwrap();
     assert_eq!(glob.paths, ["dir/b.txt"]);
     let grep = GrepRequest {
+        include_ignored: false,
         pattern: "def".into(),
         path: ".".into(),
         glob: None,

@@ -1,5 +1,6 @@
 //! A response body from the agent, passed on to a client with bounds: at most
-//! `max_total` bytes, and no gap longer than `idle` between chunks.
+//! `max_total` bytes, and no gap longer than `idle` between chunks. It can hold what
+//! must live exactly as long as the transfer (a concurrency permit, a busy mark).
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -16,6 +17,7 @@ pub struct BoundedBody {
     max_total: u64,
     idle: Duration,
     timer: Pin<Box<Sleep>>,
+    _hold: Option<Box<dyn Send + Sync>>,
 }
 
 impl BoundedBody {
@@ -26,7 +28,14 @@ impl BoundedBody {
             max_total,
             idle,
             timer: Box::pin(sleep(idle)),
+            _hold: None,
         }
+    }
+
+    /// Keeps `hold` alive until this body is dropped (sent, failed or abandoned).
+    pub fn holding(mut self, hold: impl Send + Sync + 'static) -> Self {
+        self._hold = Some(Box::new(hold));
+        self
     }
 }
 

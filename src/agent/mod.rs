@@ -39,6 +39,8 @@ pub enum AgentError {
         status: StatusCode,
         code: String,
         message: String,
+        /// `Content-Range` of a 416 (`bytes */SIZE`), checked to be that shape.
+        content_range: Option<String>,
     },
 }
 
@@ -224,6 +226,16 @@ async fn read_limited(body: Incoming, max: usize) -> Result<Bytes, AgentError> {
 /// Turns an agent error answer into [`AgentError::Rejected`], bounded.
 async fn rejection(response: Response<Incoming>) -> AgentError {
     let status = response.status();
+    let content_range = response
+        .headers()
+        .get(hyper::header::CONTENT_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            v.strip_prefix("bytes */").is_some_and(|n| {
+                !n.is_empty() && n.len() < 21 && n.bytes().all(|b| b.is_ascii_digit())
+            })
+        })
+        .map(str::to_owned);
     let bytes = match read_limited(response.into_body(), MAX_ERROR_BYTES).await {
         Ok(b) => b,
         Err(e) => return e,
@@ -246,5 +258,11 @@ async fn rejection(response: Response<Incoming>) -> AgentError {
         status,
         code,
         message,
+        content_range,
     }
+}
+
+/// URL-encodes query pairs for a request to the agent.
+pub fn query_string(pairs: &[(&str, &str)]) -> String {
+    serde_urlencoded::to_string(pairs).unwrap_or_default()
 }

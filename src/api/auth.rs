@@ -1,5 +1,6 @@
-//! Authentication: `Authorization: Bearer <key>` (or `?token=` on WebSocket routes)
-//! resolves to a tenant. Verified keys are cached briefly so the hot path skips the store.
+//! Authentication: `Authorization: Bearer <key>` (or `?token=` on WebSocket upgrades only,
+//! since browsers cannot set headers there) resolves to a tenant. Verified keys are cached
+//! for two seconds so the hot path skips the store and a revoked key stops working soon.
 
 use super::{ApiError, AppState};
 use crate::domain::{ApiKey, TenantId};
@@ -9,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-const CACHE_TTL: Duration = Duration::from_secs(60);
+const CACHE_TTL: Duration = Duration::from_secs(2);
 
 #[derive(Default)]
 pub struct KeyCache {
@@ -45,6 +46,14 @@ fn presented_key(parts: &Parts) -> Option<String> {
         return scheme
             .eq_ignore_ascii_case("bearer")
             .then(|| token.trim().to_string());
+    }
+    let upgrade = parts
+        .headers
+        .get(axum::http::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if !upgrade {
+        return None;
     }
     let query = parts.uri.query()?;
     serde_urlencoded::from_str::<Vec<(String, String)>>(query)

@@ -18,6 +18,10 @@ pub struct ApiError {
     pub message: String,
     /// The real cause of a 5xx, logged by the request-id layer, never sent.
     pub detail: Option<String>,
+    /// Why a sandbox stopped under a request (`idle`, `timeout`, `deleted`, ...).
+    pub reason: Option<String>,
+    /// Extra response headers (`Retry-After`, `Content-Range`).
+    pub headers: Vec<(axum::http::HeaderName, String)>,
 }
 
 /// Response extension carrying a 5xx cause to the logging layer.
@@ -31,7 +35,16 @@ impl ApiError {
             code,
             message: message.into(),
             detail: None,
+            reason: None,
+            headers: Vec::new(),
         }
+    }
+    /// 429 `busy`: a concurrency budget is full; retry after a second.
+    pub fn busy(m: impl Into<String>) -> Self {
+        let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, "busy", m);
+        e.headers
+            .push((axum::http::header::RETRY_AFTER, "1".into()));
+        e
     }
     pub fn invalid(m: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request", m)
@@ -81,8 +94,14 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response =
-            (self.status, Json(ErrorBody::new(self.code, self.message))).into_response();
+        let mut body = ErrorBody::new(self.code, self.message);
+        body.error.reason = self.reason;
+        let mut response = (self.status, Json(body)).into_response();
+        for (name, value) in self.headers {
+            if let Ok(value) = axum::http::HeaderValue::from_str(&value) {
+                response.headers_mut().insert(name, value);
+            }
+        }
         if let Some(detail) = self.detail {
             response.extensions_mut().insert(ErrorDetail(detail));
         }
@@ -107,10 +126,15 @@ impl From<DockerError> for ApiError {
             DockerError::Unreachable(_) | DockerError::Timeout { .. } => {
                 ApiError::unavailable("the Docker engine is unavailable; retry shortly", e)
             }
-            DockerError::NotFound { what } => ApiError::not_found(format!("{what} not found")),
-            DockerError::Conflict { message, .. } => {
-                ApiError::conflict(format!("Docker refused: {message}"))
-            }
+            // Whatever the client named was checked before Docker saw it: a Docker 404 or
+            // 409 here is berth's or the engine's, not the client's, and its text stays in
+            // the log.
+            DockerError::Conflict { .. } => ApiError {
+                detail: Some(e.to_string()),
+                ..ApiError::conflict(
+                    "the Docker engine is busy with a conflicting operation on this sandbox; retry shortly",
+                )
+            },
             other => ApiError::internal(other),
         }
     }
@@ -123,6 +147,7 @@ impl From<AgentError> for ApiError {
                 status,
                 code: _,
                 message,
+                content_range,
             } => {
                 let status_code =
                     StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
@@ -132,7 +157,15 @@ impl From<AgentError> for ApiError {
                     409 => ApiError::conflict(message),
                     413 => ApiError::too_large(message),
                     416 => {
-                        ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, "invalid_range", message)
+                        let mut e = ApiError::new(
+                            StatusCode::RANGE_NOT_SATISFIABLE,
+                            "invalid_range",
+                            message,
+                        );
+                        if let Some(range) = content_range {
+                            e.headers.push((axum::http::header::CONTENT_RANGE, range));
+                        }
+                        e
                     }
                     422 => ApiError::unprocessable(message),
                     _ => ApiError::internal(format!("agent answered {status}: {message}")),
@@ -180,6 +213,20 @@ impl From<SandboxError> for ApiError {
             SandboxError::Agent(a) => a.into(),
             SandboxError::StartFailed(m) => {
                 ApiError::unavailable(format!("sandbox failed to start: {m}"), m.clone())
+            }
+            SandboxError::TooLarge(m) => ApiError::too_large(m),
+            SandboxError::Unprocessable(m) => ApiError::unprocessable(m),
+            SandboxError::Internal(m) => ApiError::internal(m),
+            SandboxError::Busy(m) => ApiError::busy(format!("{m}; retry shortly")),
+            SandboxError::Stopped { id, reason } => {
+                let message = SandboxError::Stopped {
+                    id,
+                    reason: reason.clone(),
+                }
+                .to_string();
+                let mut api = ApiError::new(StatusCode::CONFLICT, "sandbox_stopped", message);
+                api.reason = Some(reason);
+                api
             }
         }
     }

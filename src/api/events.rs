@@ -1,6 +1,7 @@
-//! `GET /v1/events`: the tenant's lifecycle events as server-sent events.
+//! `GET /v1/events`: the tenant's lifecycle events as server-sent events (429 `busy` when
+//! the tenant or the server has too many streams open).
 
-use super::{AppState, Tenant};
+use super::{ApiError, AppState, Tenant};
 use axum::extract::State;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures_util::Stream;
@@ -10,12 +11,17 @@ use tokio::sync::broadcast::error::RecvError;
 pub async fn stream(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
-) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
-    let mut rx = state.service.subscribe();
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let mut subscription = state.service.subscribe(&tenant)?;
     let events = async_stream(move |tx| async move {
         loop {
-            match rx.recv().await {
-                Ok(event) if event.tenant == tenant => {
+            let received = tokio::select! {
+                received = subscription.receiver.recv() => received,
+                // The client went away: give the subscription's place back now.
+                _ = tx.closed() => return,
+            };
+            match received {
+                Ok(event) => {
                     let data = serde_json::to_string(&event).unwrap_or_default();
                     if tx
                         .send(SseEvent::default().event(event.kind.name()).data(data))
@@ -25,7 +31,6 @@ pub async fn stream(
                         return;
                     }
                 }
-                Ok(_) => {}
                 Err(RecvError::Lagged(n)) => {
                     let lagged = SseEvent::default()
                         .event("lagged")
@@ -38,7 +43,8 @@ pub async fn stream(
             }
         }
     });
-    Sse::new(events).keep_alive(KeepAlive::default())
+    let keep_alive = KeepAlive::new().interval(std::time::Duration::from_secs(5));
+    Ok(Sse::new(events).keep_alive(keep_alive))
 }
 
 /// A stream fed by a task through a small channel; the task stops when the client goes.

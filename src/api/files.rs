@@ -1,36 +1,19 @@
-//! File and archive routes. Paths go to the agent unchanged (it resolves them inside the
-//! container); uploads are counted on the way and refused with 413 past the limit, before
-//! anything is buffered; downloads are streamed through with an idle bound.
+//! File and archive routes. Thin: parse the query, call the sandbox service (which owns
+//! limits, activity and the agent), pass its answer on. Paths go to the sandbox unchanged
+//! (they resolve inside the container).
 
 use super::json::ApiJson;
-use super::{agent_failure as failure, parse_id, query_string, ApiError, AppState, Tenant};
-use crate::agent::{empty_body, AgentBody, BoundedBody};
-use crate::sandbox::Access;
+use super::{parse_id, relay, ApiError, AppState, Tenant};
+use crate::agent::AgentBody;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::Json;
-use berth_runtime::wire::{
-    EditRequest, EditResult, FileList, GlobRequest, GlobResult, GrepRequest, GrepResult,
-};
-use bytes::Bytes;
+use axum::response::Response;
+use berth_runtime::wire::{EditRequest, GlobRequest, GrepRequest};
 use futures_util::TryStreamExt;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
-use hyper::Method;
 use serde::Deserialize;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
-
-const SHORT: Duration = Duration::from_secs(60);
-/// A download or upload may pause this long between chunks.
-const TRANSFER_IDLE: Duration = Duration::from_secs(120);
-/// The longest an upload may take in all.
-const UPLOAD_DEADLINE: Duration = Duration::from_secs(3600);
-/// Largest JSON answer of list/glob/grep.
-const MAX_LISTING_BYTES: usize = 64 * 1024 * 1024;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -53,6 +36,24 @@ fn required_path(q: &FileQuery) -> Result<&str, ApiError> {
     }
 }
 
+/// A client upload as a body for the agent; a declared length past the limit is refused
+/// before anything is read.
+fn upload_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<AgentBody, ApiError> {
+    let limit = state.service.config().limits.max_upload_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::too_large(format!(
+            "upload larger than the limit of {limit} bytes"
+        )));
+    }
+    let stream =
+        TryStreamExt::map_err(body.into_data_stream(), std::io::Error::other).map_ok(Frame::data);
+    Ok(StreamBody::new(stream).boxed_unsync())
+}
+
 pub async fn read(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
@@ -63,101 +64,16 @@ pub async fn read(
     let id = parse_id(&id)?;
     let q = parse_query(query)?;
     let path = required_path(&q)?;
-    let (sandbox, agent) = state
-        .service
-        .agent_for(&tenant, &id, Access::ReadOnly)
-        .await?;
-    let mut forward = Vec::new();
-    if let Some(range) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
-        forward.push((header::RANGE, range.to_string()));
-    }
-    let uri = format!("/files?{}", query_string(&[("path", path)]));
-    let response = match agent
-        .send(Method::GET, &uri, &forward, empty_body(), SHORT)
-        .await
-    {
-        Ok(r) => r,
-        Err(e) => return Err(failure(&state, &sandbox, e).await),
-    };
-    let status = response.status();
-    let mut out = Response::builder().status(status);
-    for name in [
-        header::CONTENT_LENGTH,
-        header::CONTENT_RANGE,
-        header::ACCEPT_RANGES,
-    ] {
-        if let Some(value) = response.headers().get(&name) {
-            out = out.header(name, value);
-        }
-    }
-    let body = BoundedBody::new(response.into_body(), u64::MAX, TRANSFER_IDLE);
-    out.header(header::CONTENT_TYPE, "application/octet-stream")
-        .body(Body::new(body))
-        .map_err(ApiError::internal)
-}
-
-/// Streams a client upload to the agent, counting bytes; past `limit` the stream fails
-/// and `over` is set, so the caller answers 413.
-fn counted_upload(body: Body, limit: u64, over: Arc<AtomicBool>) -> AgentBody {
-    let mut seen: u64 = 0;
-    let stream = TryStreamExt::map_err(body.into_data_stream(), std::io::Error::other).and_then(
-        move |chunk: Bytes| {
-            seen += chunk.len() as u64;
-            let result = if seen > limit {
-                over.store(true, Ordering::SeqCst);
-                Err(std::io::Error::other("upload too large"))
-            } else {
-                Ok(Frame::data(chunk))
-            };
-            std::future::ready(result)
-        },
-    );
-    StreamBody::new(stream).boxed_unsync()
-}
-
-fn check_declared_length(headers: &HeaderMap, limit: u64) -> Result<(), ApiError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
+    let range = headers
+        .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(ApiError::too_large(format!(
-            "upload larger than the limit of {limit} bytes"
-        )));
-    }
-    Ok(())
-}
-
-async fn upload(
-    state: &AppState,
-    tenant: &crate::domain::TenantId,
-    id: &str,
-    headers: &HeaderMap,
-    agent_uri: impl FnOnce() -> Result<String, ApiError>,
-    body: Body,
-) -> Result<StatusCode, ApiError> {
-    let id = parse_id(id)?;
-    let limit = state.service.config().limits.max_upload_bytes;
-    check_declared_length(headers, limit)?;
-    let uri = agent_uri()?;
-    let (sandbox, agent) = state
-        .service
-        .agent_for(tenant, &id, Access::Mutating)
-        .await?;
-    let over = Arc::new(AtomicBool::new(false));
-    let upload = counted_upload(body, limit, over.clone());
-    let result = agent
-        .no_content(Method::PUT, &uri, &[], upload, UPLOAD_DEADLINE)
-        .await;
-    if over.load(Ordering::SeqCst) {
-        return Err(ApiError::too_large(format!(
-            "upload larger than the limit of {limit} bytes; nothing was written"
-        )));
-    }
-    match result {
-        Ok(()) => Ok(StatusCode::NO_CONTENT),
-        Err(e) => Err(failure(state, &sandbox, e).await),
-    }
+        .map(str::to_owned);
+    let mut reply = state.service.read_file(&tenant, &id, path, range).await?;
+    reply.headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/octet-stream"),
+    );
+    Ok(relay(reply))
 }
 
 pub async fn write(
@@ -168,16 +84,15 @@ pub async fn write(
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
-    let make_uri = || {
-        let q = parse_query(query)?;
-        let path = required_path(&q)?;
-        let mut pairs = vec![("path", path)];
-        if let Some(mode) = q.mode.as_deref() {
-            pairs.push(("mode", mode));
-        }
-        Ok(format!("/files?{}", query_string(&pairs)))
-    };
-    upload(&state, &tenant, &id, &headers, make_uri, body).await
+    let id = parse_id(&id)?;
+    let q = parse_query(query)?;
+    let path = required_path(&q)?;
+    let body = upload_body(&state, &headers, body)?;
+    state
+        .service
+        .write_file(&tenant, &id, path, q.mode.as_deref(), body)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 pub async fn delete(
@@ -189,26 +104,11 @@ pub async fn delete(
     let id = parse_id(&id)?;
     let q = parse_query(query)?;
     let path = required_path(&q)?;
-    let recursive = if q.recursive.unwrap_or(false) {
-        "true"
-    } else {
-        "false"
-    };
-    let uri = format!(
-        "/files?{}",
-        query_string(&[("path", path), ("recursive", recursive)])
-    );
-    let (sandbox, agent) = state
+    state
         .service
-        .agent_for(&tenant, &id, Access::Mutating)
+        .delete_file(&tenant, &id, path, q.recursive.unwrap_or(false))
         .await?;
-    match agent
-        .no_content(Method::DELETE, &uri, &[], empty_body(), SHORT)
-        .await
-    {
-        Ok(()) => Ok(StatusCode::NO_CONTENT),
-        Err(e) => Err(failure(&state, &sandbox, e).await),
-    }
+    Ok(StatusCode::NO_CONTENT)
 }
 
 pub async fn list(
@@ -216,49 +116,14 @@ pub async fn list(
     Tenant(tenant): Tenant,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
-) -> Result<Json<FileList>, ApiError> {
+) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
     let q = parse_query(query)?;
-    let path = q.path.clone().unwrap_or_else(|| ".".into());
+    let path = q.path.as_deref().filter(|p| !p.is_empty()).unwrap_or(".");
     let depth = q.depth.unwrap_or(1);
-    if depth == 0 || depth > 64 {
-        return Err(ApiError::invalid("`depth` must be between 1 and 64"));
-    }
-    let uri = format!(
-        "/files/list?{}",
-        query_string(&[("path", &path), ("depth", &depth.to_string())])
-    );
-    let (sandbox, agent) = state
-        .service
-        .agent_for(&tenant, &id, Access::ReadOnly)
-        .await?;
-    match agent
-        .json(Method::GET, &uri, None, SHORT, MAX_LISTING_BYTES)
-        .await
-    {
-        Ok(list) => Ok(Json(list)),
-        Err(e) => Err(failure(&state, &sandbox, e).await),
-    }
-}
-
-async fn json_call<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
-    state: &AppState,
-    tenant: &crate::domain::TenantId,
-    id: &str,
-    access: Access,
-    uri: &str,
-    request: &Req,
-) -> Result<Resp, ApiError> {
-    let id = parse_id(id)?;
-    let (sandbox, agent) = state.service.agent_for(tenant, &id, access).await?;
-    let body = serde_json::to_vec(request).map_err(ApiError::internal)?;
-    match agent
-        .json(Method::POST, uri, Some(body), SHORT, MAX_LISTING_BYTES)
-        .await
-    {
-        Ok(r) => Ok(r),
-        Err(e) => Err(failure(state, &sandbox, e).await),
-    }
+    Ok(relay(
+        state.service.list_files(&tenant, &id, path, depth).await?,
+    ))
 }
 
 pub async fn edit(
@@ -266,13 +131,9 @@ pub async fn edit(
     Tenant(tenant): Tenant,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<EditRequest>,
-) -> Result<Json<EditResult>, ApiError> {
-    if req.old.is_empty() {
-        return Err(ApiError::invalid("`old` must not be empty"));
-    }
-    Ok(Json(
-        json_call(&state, &tenant, &id, Access::Mutating, "/files/edit", &req).await?,
-    ))
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    Ok(relay(state.service.edit_file(&tenant, &id, &req).await?))
 }
 
 pub async fn glob(
@@ -280,10 +141,9 @@ pub async fn glob(
     Tenant(tenant): Tenant,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<GlobRequest>,
-) -> Result<Json<GlobResult>, ApiError> {
-    Ok(Json(
-        json_call(&state, &tenant, &id, Access::ReadOnly, "/files/glob", &req).await?,
-    ))
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    Ok(relay(state.service.glob(&tenant, &id, &req).await?))
 }
 
 pub async fn grep(
@@ -291,10 +151,9 @@ pub async fn grep(
     Tenant(tenant): Tenant,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<GrepRequest>,
-) -> Result<Json<GrepResult>, ApiError> {
-    Ok(Json(
-        json_call(&state, &tenant, &id, Access::ReadOnly, "/files/grep", &req).await?,
-    ))
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    Ok(relay(state.service.grep(&tenant, &id, &req).await?))
 }
 
 #[derive(Deserialize)]
@@ -303,14 +162,12 @@ struct ArchiveQuery {
     path: Option<String>,
 }
 
-fn archive_uri(raw: Option<String>) -> Result<String, ApiError> {
+fn archive_path(raw: Option<String>) -> Result<String, ApiError> {
     let q: ArchiveQuery = serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
         .map_err(|e| ApiError::invalid(format!("bad query string: {e}")))?;
-    let path = q
-        .path
+    Ok(q.path
         .filter(|p| !p.is_empty())
-        .unwrap_or_else(|| ".".into());
-    Ok(format!("/archive?{}", query_string(&[("path", &path)])))
+        .unwrap_or_else(|| ".".into()))
 }
 
 pub async fn get_archive(
@@ -320,24 +177,13 @@ pub async fn get_archive(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
-    let uri = archive_uri(query)?;
-    let (sandbox, agent) = state
-        .service
-        .agent_for(&tenant, &id, Access::ReadOnly)
-        .await?;
-    let response = match agent
-        .send(Method::GET, &uri, &[], empty_body(), SHORT)
-        .await
-    {
-        Ok(r) => r,
-        Err(e) => return Err(failure(&state, &sandbox, e).await),
-    };
-    let body = BoundedBody::new(response.into_body(), u64::MAX, TRANSFER_IDLE);
-    Ok((
-        [(header::CONTENT_TYPE, "application/x-tar")],
-        Body::new(body),
-    )
-        .into_response())
+    let path = archive_path(query)?;
+    let mut reply = state.service.get_archive(&tenant, &id, &path).await?;
+    reply.headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/x-tar"),
+    );
+    Ok(relay(reply))
 }
 
 pub async fn put_archive(
@@ -348,5 +194,9 @@ pub async fn put_archive(
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
-    upload(&state, &tenant, &id, &headers, || archive_uri(query), body).await
+    let id = parse_id(&id)?;
+    let path = archive_path(query)?;
+    let body = upload_body(&state, &headers, body)?;
+    state.service.put_archive(&tenant, &id, &path, body).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

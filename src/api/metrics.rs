@@ -1,5 +1,5 @@
 //! Prometheus counters, hand-rolled: request counts by route and status, exec counts and
-//! durations, and sandbox counts by state read at scrape time.
+//! durations; sandbox counts by state come from counters the service keeps on change.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -40,7 +40,7 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition, with `sandboxes` as (state, count).
-    pub fn render(&self, sandboxes: &[(&str, u64)]) -> String {
+    pub fn render(&self, sandboxes: &[(&str, u64)], requests_in_flight: usize) -> String {
         let mut out = String::new();
         out.push_str("# HELP berth_http_requests_total HTTP requests by route and status.\n");
         out.push_str("# TYPE berth_http_requests_total counter\n");
@@ -58,6 +58,7 @@ impl Metrics {
         let _ = writeln!(out, "# HELP berth_execs_total Finished execs.\n# TYPE berth_execs_total counter\nberth_execs_total {}", execs.count);
         let _ = writeln!(out, "# HELP berth_exec_timeouts_total Execs killed at their timeout.\n# TYPE berth_exec_timeouts_total counter\nberth_exec_timeouts_total {}", execs.timed_out);
         let _ = writeln!(out, "# HELP berth_exec_seconds_sum Total exec run time.\n# TYPE berth_exec_seconds_sum counter\nberth_exec_seconds_sum {}", execs.seconds_sum);
+        let _ = writeln!(out, "# HELP berth_sandbox_requests_in_flight Agent requests in flight.\n# TYPE berth_sandbox_requests_in_flight gauge\nberth_sandbox_requests_in_flight {requests_in_flight}");
         out.push_str("# HELP berth_sandboxes Sandboxes by state.\n# TYPE berth_sandboxes gauge\n");
         for (state, count) in sandboxes {
             let _ = writeln!(out, "berth_sandboxes{{state=\"{state}\"}} {count}");
@@ -75,11 +76,12 @@ mod tests {
         let m = Metrics::default();
         m.observe_request("GET", "/v1/sandboxes", 200, Duration::from_millis(3));
         m.observe_exec(12, true);
-        let text = m.render(&[("running", 2)]);
+        let text = m.render(&[("running", 2)], 3);
         assert!(text.contains(
             "berth_http_requests_total{method=\"GET\",route=\"/v1/sandboxes\",status=\"200\"} 1"
         ));
         assert!(text.contains("berth_exec_timeouts_total 1"));
         assert!(text.contains("berth_sandboxes{state=\"running\"} 2"));
+        assert!(text.contains("berth_sandbox_requests_in_flight 3"));
     }
 }

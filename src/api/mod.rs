@@ -47,18 +47,12 @@ pub(crate) fn parse_id(raw: &str) -> Result<SandboxId, ApiError> {
     SandboxId::parse(raw).ok_or_else(|| ApiError::not_found(format!("sandbox {raw} not found")))
 }
 
-/// An agent call failed: let the service find out whether the sandbox died, then answer.
-pub(crate) async fn agent_failure(
-    state: &AppState,
-    sandbox: &crate::domain::Sandbox,
-    err: crate::agent::AgentError,
-) -> ApiError {
-    state.service.on_agent_failure(sandbox, err).await.into()
-}
-
-/// URL-encodes query pairs (for requests to the agent).
-pub fn query_string(pairs: &[(&str, &str)]) -> String {
-    serde_urlencoded::to_string(pairs).unwrap_or_default()
+/// Passes a sandbox's answer on to the client as it streams.
+pub(crate) fn relay(reply: crate::sandbox::AgentReply) -> axum::response::Response {
+    let mut response = axum::response::Response::new(axum::body::Body::new(reply.body));
+    *response.status_mut() = reply.status;
+    *response.headers_mut() = reply.headers;
+    response
 }
 
 pub fn router(state: AppState) -> Router {

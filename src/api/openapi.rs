@@ -1,6 +1,7 @@
 //! The OpenAPI 3.1 document served at `/openapi.json`, built from one table of operations
 //! (a test checks the table against the router, so neither drifts).
 
+use crate::config::Config;
 use serde_json::{json, Map, Value};
 
 /// (method, path, summary, request schema, success status, response schema).
@@ -213,20 +214,30 @@ pub const OPERATIONS: &[Operation] = &[
     ("get", "/openapi.json", "This document", None, 200, None),
 ];
 
-fn schemas() -> Value {
+fn schemas(c: &Config) -> Value {
+    let l = &c.limits;
     let string = json!({"type": "string"});
     let time = json!({"type": ["string", "null"], "format": "date-time"});
     let map = json!({"type": "object", "additionalProperties": {"type": "string"}});
+    let seconds = json!({"type": "integer", "minimum": 1, "maximum": l.max_timeout_s});
+    let no_nul = json!({"type": "string", "pattern": "^[^\\u0000]*$"});
     json!({
         "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object",
-            "properties": {"code": string, "message": string}}}},
+            "required": ["code", "message"],
+            "properties": {"code": string, "message": string,
+                "reason": {"type": "string", "description": "with sandbox_stopped: idle, timeout, deleted, requested, oom, exited"}}}}},
         "Limits": {"type": "object", "properties": {"cpu": {"type": "number"}, "memory_mb": {"type": "integer"},
             "disk_mb": {"type": "integer"}, "pids": {"type": "integer"}, "timeout_s": {"type": "integer"},
             "idle_timeout_s": {"type": "integer"}}},
         "CreateSandbox": {"type": "object", "required": ["image"], "additionalProperties": false, "properties": {
-            "image": string, "cpu": {"type": "number"}, "memory_mb": {"type": "integer"}, "disk_mb": {"type": "integer"},
-            "pids": {"type": "integer"}, "timeout_s": {"type": "integer"}, "idle_timeout_s": {"type": "integer"},
-            "env": map, "workdir": string, "files": map, "labels": map,
+            "image": {"type": "string", "minLength": 1, "maxLength": 255,
+                "description": "a template (base, python, node) or a local image reference"},
+            "cpu": {"type": "number", "minimum": 0.01, "maximum": l.max_cpu},
+            "memory_mb": {"type": "integer", "minimum": 16, "maximum": l.max_memory_mb},
+            "disk_mb": {"type": "integer", "minimum": 1},
+            "pids": {"type": "integer", "minimum": 8, "maximum": l.max_pids},
+            "timeout_s": seconds, "idle_timeout_s": seconds,
+            "env": map, "workdir": {"type": "string", "pattern": "^/", "maxLength": 256}, "files": map, "labels": map,
             "network": {"enum": ["none", "bridge"]}, "volume": {"type": ["string", "null"]},
             "from_snapshot": {"type": ["string", "null"]}, "auto_resume": {"type": "boolean"}}},
         "Sandbox": {"type": "object", "properties": {
@@ -240,50 +251,110 @@ fn schemas() -> Value {
         "SandboxList": {"type": "object", "properties": {"sandboxes": {"type": "array",
             "items": {"$ref": "#/components/schemas/Sandbox"}}}},
         "PatchSandbox": {"type": "object", "additionalProperties": false, "properties": {
-            "timeout_s": {"type": "integer"}, "idle_timeout_s": {"type": "integer"}, "labels": map}},
-        "ExecRequest": {"type": "object", "additionalProperties": false, "properties": {
-            "cmd": {"type": "array", "items": string}, "command": string, "env": map, "cwd": string,
-            "stdin": string, "stdin_b64": string, "user": {"type": ["string", "null"]},
-            "timeout_s": {"type": "number"}, "max_output_bytes": {"type": "integer"},
+            "timeout_s": seconds, "idle_timeout_s": seconds, "labels": map}},
+        "ExecRequest": {"type": "object", "additionalProperties": false,
+            "description": "exactly one of cmd (argv) and command (run by /bin/sh -c); at most one of stdin and stdin_b64",
+            "oneOf": [{"required": ["cmd"]}, {"required": ["command"]}],
+            "not": {"required": ["stdin", "stdin_b64"]},
+            "properties": {
+            "cmd": {"type": "array", "minItems": 1, "items": no_nul}, "command": no_nul, "env": map, "cwd": string,
+            "stdin": string, "stdin_b64": {"type": "string", "contentEncoding": "base64"},
+            "user": {"type": ["string", "null"]},
+            "timeout_s": {"type": "number", "exclusiveMinimum": 0, "maximum": l.max_exec_timeout_s},
+            "max_output_bytes": {"type": "integer", "minimum": 0, "maximum": l.max_output_cap_bytes},
             "encoding": {"enum": ["utf-8", "base64"]}, "background": {"type": "boolean"}}},
         "ExecResult": {"type": "object", "properties": {
             "exit_code": {"type": ["integer", "null"]}, "stdout": string, "stderr": string,
             "stdout_b64": string, "stderr_b64": string, "timed_out": {"type": "boolean"},
             "oom_killed": {"type": "boolean"}, "truncated": {"type": "boolean"}, "duration_ms": {"type": "integer"},
-            "signal": {"type": ["integer", "null"]}}},
+            "signal": {"type": ["integer", "null"]},
+            "stdout_cut_bytes": {"type": "integer", "description": "bytes cut between the kept head and tail"},
+            "stderr_cut_bytes": {"type": "integer"}}},
         "ProcessList": {"type": "object", "properties": {"processes": {"type": "array", "items": {"type": "object",
             "properties": {"pid": {"type": "integer"}, "cmd": {"type": "array", "items": string},
             "running": {"type": "boolean"}, "exit_code": {"type": ["integer", "null"]}}}}}},
-        "KillRequest": {"type": "object", "properties": {"signal": string}},
+        "KillRequest": {"type": "object", "additionalProperties": false, "properties": {"signal": string}},
         "FileList": {"type": "object", "properties": {"truncated": {"type": "boolean"}, "entries": {"type": "array",
             "items": {"type": "object", "properties": {"path": string, "type": {"enum": ["file", "dir", "symlink", "other"]},
             "size": {"type": "integer"}, "mode": string, "mtime": string}}}}},
-        "EditRequest": {"type": "object", "required": ["path", "old", "new"], "properties": {"path": string,
-            "old": string, "new": string, "replace_all": {"type": "boolean"}}},
+        "EditRequest": {"type": "object", "required": ["path", "old", "new"], "additionalProperties": false,
+            "properties": {"path": {"type": "string", "minLength": 1},
+            "old": {"type": "string", "minLength": 1}, "new": string, "replace_all": {"type": "boolean"}}},
         "EditResult": {"type": "object", "properties": {"replacements": {"type": "integer"}}},
-        "GlobRequest": {"type": "object", "required": ["pattern"], "properties": {"pattern": string, "path": string,
-            "max_results": {"type": "integer"}}},
+        "GlobRequest": {"type": "object", "required": ["pattern"], "additionalProperties": false,
+            "properties": {"pattern": string, "path": string,
+            "max_results": {"type": "integer", "minimum": 0},
+            "include_ignored": {"type": "boolean", "description": "also search hidden, .gitignored and vendored paths (node_modules, .venv, ...)"}}},
         "GlobResult": {"type": "object", "properties": {"paths": {"type": "array", "items": string},
             "truncated": {"type": "boolean"}}},
-        "GrepRequest": {"type": "object", "required": ["pattern"], "properties": {"pattern": string, "path": string,
-            "glob": string, "max_results": {"type": "integer"}, "case_insensitive": {"type": "boolean"}}},
+        "GrepRequest": {"type": "object", "required": ["pattern"], "additionalProperties": false,
+            "properties": {"pattern": string, "path": string,
+            "glob": string, "max_results": {"type": "integer", "minimum": 0}, "case_insensitive": {"type": "boolean"},
+            "include_ignored": {"type": "boolean"}}},
         "GrepResult": {"type": "object", "properties": {"truncated": {"type": "boolean"}, "matches": {"type": "array",
             "items": {"type": "object", "properties": {"path": string, "line": {"type": "integer"}, "text": string}}}}},
     })
+}
+
+/// The query parameters each operation takes, with what the server enforces.
+fn query_params(method: &str, path: &str) -> Vec<Value> {
+    let q = |name: &str, required: bool, schema: Value| json!({"name": name, "in": "query", "required": required, "schema": schema});
+    let path_param = |required| q("path", required, json!({"type": "string", "minLength": 1}));
+    let boolean = json!({"type": "boolean"});
+    match (method, path) {
+        ("get", "/v1/sandboxes") => vec![
+            q(
+                "state",
+                false,
+                json!({"enum": ["creating", "running", "stopped", "terminated", "failed", "archived"]}),
+            ),
+            q(
+                "label",
+                false,
+                json!({"type": "string", "description": "key or key=value"}),
+            ),
+        ],
+        ("delete", "/v1/sandboxes/{id}") => vec![q("keep_volume", false, boolean)],
+        ("get", "/v1/sandboxes/{id}/processes/{pid}/output") => vec![q("follow", false, boolean)],
+        ("get", "/v1/sandboxes/{id}/files") => vec![path_param(true)],
+        ("put", "/v1/sandboxes/{id}/files") => vec![
+            path_param(true),
+            q(
+                "mode",
+                false,
+                json!({"type": "string", "pattern": "^0?[0-7]{3,4}$"}),
+            ),
+        ],
+        ("delete", "/v1/sandboxes/{id}/files") => {
+            vec![path_param(true), q("recursive", false, boolean)]
+        }
+        ("get", "/v1/sandboxes/{id}/files/list") => vec![
+            path_param(false),
+            q(
+                "depth",
+                false,
+                json!({"type": "integer", "minimum": 1, "maximum": crate::sandbox::MAX_LIST_DEPTH}),
+            ),
+        ],
+        (_, "/v1/sandboxes/{id}/archive") => vec![path_param(false)],
+        _ => vec![],
+    }
 }
 
 fn schema_ref(name: &str) -> Value {
     json!({"$ref": format!("#/components/schemas/{name}")})
 }
 
-pub fn document() -> Value {
+/// The document, with the ceilings of the server's configuration.
+pub fn document(config: &Config) -> Value {
     let mut paths = Map::new();
     for (method, path, summary, request, status, response) in OPERATIONS {
-        let params: Vec<Value> = path
+        let mut params: Vec<Value> = path
             .split('/')
             .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
             .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
             .collect();
+        params.extend(query_params(method, path));
         let mut responses = Map::new();
         let ok = match response {
             Some(name) => {
@@ -294,9 +365,24 @@ pub fn document() -> Value {
         responses.insert(status.to_string(), ok);
         let error = json!({"description": "error", "content": {"application/json": {"schema": schema_ref("Error")}}});
         if path.starts_with("/v1") {
-            for code in ["400", "401", "404", "409", "413", "422", "429", "503"] {
+            for code in ["400", "401", "404", "409", "413", "422", "503"] {
                 responses.insert(code.into(), error.clone());
             }
+            let mut busy = error.clone();
+            busy["description"] = "quota_exceeded, or busy: a concurrency budget is full".into();
+            busy["headers"] = json!({"Retry-After": {"schema": {"type": "integer"}}});
+            responses.insert("429".into(), busy);
+        }
+        if *path == "/v1/sandboxes/{id}/files" && *method == "get" {
+            responses.insert(
+                "206".into(),
+                json!({"description": "the part a Range names"}),
+            );
+            responses.insert(
+                "416".into(),
+                json!({"description": "Range not satisfiable; Content-Range: bytes */SIZE",
+                "content": {"application/json": {"schema": schema_ref("Error")}}}),
+            );
         }
         let mut op = json!({"summary": summary, "parameters": params, "responses": responses});
         if let Some(name) = request {
@@ -314,7 +400,7 @@ pub fn document() -> Value {
             "description": "Self-hosted sandboxes: one container per session, with exec, files and more."},
         "paths": paths,
         "components": {
-            "schemas": schemas(),
+            "schemas": schemas(config),
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     })

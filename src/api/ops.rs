@@ -2,7 +2,6 @@
 //! the JSON answers for unknown routes and methods.
 
 use super::{ApiError, AppState};
-use crate::domain::SandboxState;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -13,13 +12,19 @@ pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
+/// Docker and the database reachable? The causes of a failure go to the log, not to the
+/// (unauthenticated) caller.
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    let docker = state.service.docker().ping().await;
-    let database = state.service.store().ping().await;
-    let body = json!({
-        "docker": docker.as_ref().map(|_| "ok".to_string()).unwrap_or_else(|e| e.to_string()),
-        "database": database.as_ref().map(|_| "ok".to_string()).unwrap_or_else(|e| e.to_string()),
-    });
+    let docker = state.service.docker_ready().await;
+    let database = state.service.database_ready().await;
+    if let Err(e) = &docker {
+        tracing::warn!(error = %e, "readiness: Docker unreachable");
+    }
+    if let Err(e) = &database {
+        tracing::warn!(error = %e, "readiness: database unreachable");
+    }
+    let word = |ok: bool| if ok { "ok" } else { "unavailable" };
+    let body = json!({ "docker": word(docker.is_ok()), "database": word(database.is_ok()) });
     let status = if docker.is_ok() && database.is_ok() {
         StatusCode::OK
     } else {
@@ -28,31 +33,19 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     (status, Json(body)).into_response()
 }
 
+/// Prometheus text from counters kept on change: no store query per scrape.
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    let all = state
-        .service
-        .store()
-        .list_sandboxes(None, None)
-        .await
-        .unwrap_or_default();
-    let counts: Vec<(&str, u64)> = SandboxState::ALL
-        .iter()
-        .map(|s| {
-            (
-                s.as_str(),
-                all.iter().filter(|x| x.state == *s).count() as u64,
-            )
-        })
-        .collect();
+    let counts = state.service.state_counts();
+    let in_flight = state.service.requests_in_flight();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(&counts),
+        state.metrics.render(&counts, in_flight),
     )
         .into_response()
 }
 
-pub async fn openapi() -> Json<serde_json::Value> {
-    Json(super::openapi::document())
+pub async fn openapi(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(super::openapi::document(state.service.config()))
 }
 
 pub async fn not_found() -> ApiError {

@@ -4,7 +4,7 @@
 use super::json::ApiJson;
 use super::{parse_id, ApiError, AppState, Tenant};
 use crate::domain::{CreateSandboxRequest, LabelFilter, PatchSandbox, SandboxState};
-use crate::store::IdempotencyStart;
+use crate::sandbox::Idempotency;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -36,36 +36,19 @@ pub async fn create(
             ))
         }
     };
-    let Some(key) = key else {
-        let sandbox = service.create(&tenant, parsed).await?;
-        return Ok((StatusCode::CREATED, Json(sandbox.view(None))).into_response());
-    };
     // Hash the parsed request, so formatting differences do not count as a different body.
-    let canonical = serde_json::to_vec(&request).map_err(ApiError::internal)?;
-    let body_hash = hex::encode(Sha256::digest(&canonical));
-    let store = service.store();
-    match store.idempotency_start(&tenant, &key, &body_hash).await? {
-        IdempotencyStart::InFlight => Err(ApiError::conflict(
-            "a request with this Idempotency-Key is still in progress",
-        )),
-        IdempotencyStart::BodyMismatch => Err(ApiError::unprocessable(
-            "this Idempotency-Key was used with a different request body",
-        )),
-        IdempotencyStart::Done(id) => {
-            let sandbox = service.get(&tenant, &id).await?;
-            Ok((StatusCode::CREATED, Json(sandbox.view(None))).into_response())
+    let idempotency = match key {
+        None => None,
+        Some(key) => {
+            let canonical = serde_json::to_vec(&request).map_err(ApiError::internal)?;
+            Some(Idempotency {
+                key,
+                body_hash: hex::encode(Sha256::digest(&canonical)),
+            })
         }
-        IdempotencyStart::Fresh => match service.create(&tenant, parsed).await {
-            Ok(sandbox) => {
-                store.idempotency_finish(&tenant, &key, &sandbox.id).await?;
-                Ok((StatusCode::CREATED, Json(sandbox.view(None))).into_response())
-            }
-            Err(e) => {
-                store.idempotency_abandon(&tenant, &key).await?;
-                Err(e.into())
-            }
-        },
-    }
+    };
+    let sandbox = service.create(&tenant, parsed, idempotency).await?;
+    Ok((StatusCode::CREATED, Json(sandbox.view(None))).into_response())
 }
 
 pub async fn get(

@@ -118,13 +118,63 @@ pub async fn images_list(local: LocalOpts) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn keys_create(local: LocalOpts, tenant: String) -> anyhow::Result<ExitCode> {
-    let config = load_config(&local)?;
-    let tenant = TenantId::parse(&tenant).map_err(|e| anyhow::anyhow!(e))?;
+async fn open_store(local: &LocalOpts) -> anyhow::Result<std::sync::Arc<dyn crate::store::Store>> {
+    let config = load_config(local)?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
-    let store = crate::store::open(&config.database_url()).await?;
+    Ok(crate::store::open(&config.database_url()).await?)
+}
+
+pub async fn keys_create(local: LocalOpts, tenant: String) -> anyhow::Result<ExitCode> {
+    let tenant = TenantId::parse(&tenant).map_err(|e| anyhow::anyhow!(e))?;
+    let store = open_store(&local).await?;
     let key = create_api_key(store.as_ref(), &tenant).await?;
     println!("{}", key.expose());
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn keys_list(local: LocalOpts) -> anyhow::Result<ExitCode> {
+    let keys = open_store(&local).await?.list_api_keys().await?;
+    if keys.is_empty() {
+        eprintln!("no keys; create one with: berth keys create --tenant NAME");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{:<14} {:<9} {:<24} CREATED", "ID", "PREFIX", "TENANT");
+    for k in keys {
+        println!(
+            "{:<14} {:<9} {:<24} {}",
+            k.id,
+            format!("{}…", k.prefix),
+            k.tenant,
+            k.created_at
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn keys_revoke(local: LocalOpts, key: String) -> anyhow::Result<ExitCode> {
+    let store = open_store(&local).await?;
+    let hash_prefix = if key.starts_with("bk_") {
+        crate::domain::ApiKey::from_presented(&key).hash()
+    } else if key.len() >= 8 && key.bytes().all(|b| b.is_ascii_hexdigit()) {
+        key.to_ascii_lowercase()
+    } else {
+        anyhow::bail!(
+            "{key:?} is neither a key id (8 or more hex characters, see `berth keys list`) nor a key (bk_...)"
+        );
+    };
+    let matching = store
+        .list_api_keys()
+        .await?
+        .into_iter()
+        .filter(|k| hash_prefix.starts_with(&k.id) || k.id.starts_with(&hash_prefix))
+        .count();
+    if matching > 1 {
+        anyhow::bail!("{key:?} matches {matching} keys; give more of the id");
+    }
+    match store.revoke_api_keys(&hash_prefix).await? {
+        0 => anyhow::bail!("no key matches {key:?}; see `berth keys list`"),
+        _ => eprintln!("revoked; a running server refuses it within two seconds"),
+    }
     Ok(ExitCode::SUCCESS)
 }

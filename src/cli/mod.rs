@@ -128,6 +128,14 @@ enum KeysCommand {
         #[arg(long)]
         tenant: String,
     },
+    /// List keys: id, prefix, tenant, creation time (never the keys themselves).
+    List,
+    /// Revoke a key by its id (from `keys list`) or by the key itself; a running server
+    /// refuses it within two seconds.
+    Revoke {
+        /// Key id (at least 8 characters of it) or the whole key.
+        key: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -213,6 +221,14 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             command: KeysCommand::Create { tenant },
             local,
         } => local::keys_create(local, tenant).await,
+        Command::Keys {
+            command: KeysCommand::List,
+            local,
+        } => local::keys_list(local).await,
+        Command::Keys {
+            command: KeysCommand::Revoke { key },
+            local,
+        } => local::keys_revoke(local, key).await,
         Command::Sandbox { command, remote } => remote::sandbox(remote, command).await,
         Command::Exec {
             id,

@@ -160,9 +160,12 @@ pub async fn exec(
                 err.write_all(data.as_bytes())?;
                 err.flush()?;
             }
-            ExecEvent::Truncated { stream } => {
-                eprintln!("berth: {stream} output was truncated at the cap")
-            }
+            ExecEvent::Truncated { stream, cut_bytes } => match cut_bytes {
+                Some(n) => eprintln!(
+                    "\nberth: {n} bytes of {stream} were cut here (the head and the tail are kept; raise --max-output to keep more)"
+                ),
+                None => eprintln!("berth: {stream} output was truncated"),
+            },
             ExecEvent::Exit {
                 exit_code,
                 timed_out,

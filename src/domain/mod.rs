@@ -2,6 +2,7 @@
 //! record and the parsed create request. No I/O here.
 
 mod ids;
+pub mod image_ref;
 mod request;
 mod sandbox;
 mod state;

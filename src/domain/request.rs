@@ -60,8 +60,8 @@ impl CreateSandboxRequest {
         let d = &config.defaults;
         let c = &config.limits;
         let image = match self.image {
-            Some(i) if !i.trim().is_empty() && i.len() <= 256 && !i.contains(char::is_whitespace) => i,
-            Some(_) => return fail("`image` must be a template name (base, python, node) or a local image reference"),
+            Some(i) if super::image_ref::is_valid(&i) => i,
+            Some(i) => return fail(format!("`image` {i:?} is not a valid image reference: use a template name (base, python, node) or a local image such as myorg/tools:1")),
             None => return fail("`image` is required: a template name (base, python, node) or a local image reference"),
         };
         let cpu = self.cpu.unwrap_or(d.cpu);

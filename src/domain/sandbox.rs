@@ -100,6 +100,39 @@ impl Sandbox {
         v
     }
 
+    /// A running sandbox with default limits, for unit tests.
+    #[cfg(test)]
+    pub fn example(id: &SandboxId) -> Sandbox {
+        Sandbox {
+            id: id.clone(),
+            tenant: TenantId::parse("t").expect("valid"),
+            state: SandboxState::Running,
+            image: "base".into(),
+            image_ref: "berth/base:latest".into(),
+            volume: id.default_volume(),
+            owns_volume: true,
+            workdir: "/workspace".into(),
+            labels: BTreeMap::new(),
+            env: BTreeMap::new(),
+            limits: Limits {
+                cpu: 1.0,
+                memory_mb: 512,
+                disk_mb: 2048,
+                pids: 512,
+                timeout_s: 3600,
+                idle_timeout_s: 900,
+            },
+            network: Network::None,
+            auto_resume: true,
+            created_at: Utc::now(),
+            started_at: Some(Utc::now()),
+            expires_at: None,
+            stopped_at: None,
+            last_activity_at: None,
+            reason: None,
+        }
+    }
+
     /// When the idle deadline falls, given the latest activity.
     pub fn idle_deadline(&self) -> Option<DateTime<Utc>> {
         let last = self.last_activity_at.or(self.started_at)?;

@@ -1,11 +1,12 @@
 //! Activity times kept in memory on the hot path (exec, files) and flushed to the store
 //! by the reaper, so an exec never waits for a database write. Only times that changed
-//! since the last flush are written.
+//! since the last flush are written. A sandbox with a request in flight is active *now*,
+//! for as long as the request runs (a 20-minute exec keeps its sandbox from idling).
 
 use crate::domain::{Sandbox, SandboxId};
 use chrono::{DateTime, Utc};
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 #[derive(Default)]
 pub struct ActivityLog {
@@ -16,6 +17,28 @@ pub struct ActivityLog {
 struct Log {
     latest: HashMap<SandboxId, DateTime<Utc>>,
     unflushed: HashSet<SandboxId>,
+    /// Requests in flight per sandbox.
+    busy: HashMap<SandboxId, usize>,
+}
+
+/// Marks a sandbox busy while it lives; its end counts as activity.
+pub struct BusyGuard {
+    log: Arc<ActivityLog>,
+    id: SandboxId,
+}
+
+impl Drop for BusyGuard {
+    fn drop(&mut self) {
+        let mut log = self.log.log();
+        if let Some(n) = log.busy.get_mut(&self.id) {
+            *n -= 1;
+            if *n == 0 {
+                log.busy.remove(&self.id);
+            }
+        }
+        drop(log);
+        self.log.touch(&self.id);
+    }
 }
 
 impl ActivityLog {
@@ -29,9 +52,27 @@ impl ActivityLog {
         log.unflushed.insert(id.clone());
     }
 
-    /// Puts the newest known activity time on a record read from the store.
+    /// Counts a request in flight until the guard is dropped.
+    pub fn begin(self: &Arc<Self>, id: &SandboxId) -> BusyGuard {
+        self.touch(id);
+        *self.log().busy.entry(id.clone()).or_default() += 1;
+        BusyGuard {
+            log: self.clone(),
+            id: id.clone(),
+        }
+    }
+
+    /// Puts the newest known activity time on a record read from the store: now, while
+    /// a request is in flight.
     pub fn overlay(&self, sandbox: &mut Sandbox) {
-        if let Some(at) = self.log().latest.get(&sandbox.id).copied() {
+        let log = self.log();
+        let latest = if log.busy.contains_key(&sandbox.id) {
+            Some(Utc::now())
+        } else {
+            log.latest.get(&sandbox.id).copied()
+        };
+        drop(log);
+        if let Some(at) = latest {
             if sandbox.last_activity_at.is_none_or(|stored| stored < at) {
                 sandbox.last_activity_at = Some(at);
             }
@@ -86,6 +127,28 @@ mod tests {
         assert!(
             log.take_unflushed().is_empty(),
             "a forgotten sandbox is not written"
+        );
+    }
+
+    #[test]
+    fn a_sandbox_with_a_request_in_flight_is_active_now() {
+        let log = Arc::new(ActivityLog::default());
+        let id = SandboxId::generate();
+        let guard = log.begin(&id);
+        let mut sandbox = crate::domain::Sandbox::example(&id);
+        sandbox.last_activity_at = Some(Utc::now() - chrono::Duration::hours(1));
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let begun = Utc::now();
+        log.overlay(&mut sandbox);
+        assert!(sandbox.last_activity_at.unwrap() >= begun, "busy means now");
+        drop(guard);
+        let ended = log.log().latest.get(&id).copied().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        log.overlay(&mut sandbox);
+        assert_eq!(
+            sandbox.last_activity_at,
+            Some(ended),
+            "idle time counts from the end"
         );
     }
 }

@@ -71,7 +71,14 @@ impl SandboxService {
         let result = async {
             self.docker
                 .create_container(&self.container_spec(sandbox))
-                .await?;
+                .await
+                .map_err(|e| match e {
+                    crate::docker::DockerError::NotFound { .. } => SandboxError::Invalid(format!(
+                        "image {:?} is not in the local Docker engine (build or load it first)",
+                        sandbox.image
+                    )),
+                    other => other.into(),
+                })?;
             self.docker.start_container(&name).await?;
             self.agent_client(&sandbox.id)
                 .wait_ready(AGENT_READY_DEADLINE)

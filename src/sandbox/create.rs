@@ -1,67 +1,110 @@
-//! Creating a sandbox: image, volume, record, container, starter files — in that order,
-//! with the record marking `failed` (and the container removed) if a step fails.
+//! Creating a sandbox: admission (quota, idempotency), image, volume, record, container,
+//! starter files — in that order. A create runs to the end on its own task, whatever the
+//! client does; if a step fails it is undone (container and its own volume removed) and
+//! the record says `failed`.
 
 use super::{EventKind, SandboxError, SandboxService};
-use crate::agent::bytes_body;
+use crate::agent::{bytes_body, query_string};
 use crate::docker::{LABEL_INSTANCE, LABEL_MANAGED, LABEL_SANDBOX, LABEL_TENANT};
 use crate::domain::{CreateSandbox, Sandbox, SandboxId, SandboxState, TenantId};
+use crate::store::IdempotencyStart;
 use chrono::Utc;
 use hyper::Method;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
+/// An `Idempotency-Key` and the hash of the request it came with.
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    pub key: String,
+    pub body_hash: String,
+}
+
 impl SandboxService {
+    /// Creates a sandbox. With `idempotency`, the same key and body answer with the
+    /// sandbox of the first request.
     pub async fn create(
-        &self,
+        self: &Arc<Self>,
         tenant: &TenantId,
         request: CreateSandbox,
+        idempotency: Option<Idempotency>,
     ) -> Result<Sandbox, SandboxError> {
-        let live = self.store.list_sandboxes(Some(tenant), None).await?;
-        let live = live
-            .iter()
-            .filter(|s| s.state != SandboxState::Terminated)
-            .count();
-        if live >= self.config.limits.max_sandboxes_per_tenant {
+        let this = self.clone();
+        let tenant = tenant.clone();
+        super::detached(async move {
+            let Some(idem) = idempotency else {
+                return this.create_now(&tenant, request).await;
+            };
+            let store = &this.store;
+            match store
+                .idempotency_start(&tenant, &idem.key, &idem.body_hash)
+                .await?
+            {
+                IdempotencyStart::InFlight => Err(SandboxError::Conflict(
+                    "a request with this Idempotency-Key is still in progress; retry shortly"
+                        .into(),
+                )),
+                IdempotencyStart::BodyMismatch => Err(SandboxError::Unprocessable(
+                    "this Idempotency-Key was used with a different request body".into(),
+                )),
+                IdempotencyStart::Done(id) => this.get(&tenant, &id).await,
+                IdempotencyStart::Fresh => match this.create_now(&tenant, request).await {
+                    Ok(sandbox) => {
+                        store
+                            .idempotency_finish(&tenant, &idem.key, &sandbox.id)
+                            .await?;
+                        Ok(sandbox)
+                    }
+                    Err(e) => {
+                        store.idempotency_abandon(&tenant, &idem.key).await?;
+                        Err(e)
+                    }
+                },
+            }
+        })
+        .await
+    }
+
+    /// Checks the quota and inserts the `creating` record, under one lock so concurrent
+    /// creates cannot pass the quota together.
+    async fn admit(
+        &self,
+        tenant: &TenantId,
+        request: &CreateSandbox,
+    ) -> Result<Sandbox, SandboxError> {
+        let _admission = self.admission.lock().await;
+        let live = self.store.count_live_sandboxes(tenant).await?;
+        let max = self.config.limits.max_sandboxes_per_tenant as u64;
+        if live >= max {
             return Err(SandboxError::Quota(format!(
-                "tenant {tenant} already has {live} sandboxes (limit {}); delete some first",
-                self.config.limits.max_sandboxes_per_tenant
+                "tenant {tenant} already has {live} sandboxes (limit {max}); delete some first"
             )));
         }
         let image_ref = self.images.resolve(&request.image).await?;
         let id = SandboxId::generate();
-        let (volume, owns_volume) = match request.volume {
+        let (volume, owns_volume) = match &request.volume {
             Some(volume) => {
-                if self.store.volume_tenant(&volume).await?.as_ref() != Some(tenant)
+                if self.store.volume_tenant(volume).await?.as_ref() != Some(tenant)
                     || !self.docker.volume_exists(volume.as_str()).await?
                 {
                     return Err(SandboxError::NotFound(format!("volume {volume}")));
                 }
-                (volume, false)
+                (volume.clone(), false)
             }
-            None => {
-                let volume = id.default_volume();
-                let labels = HashMap::from([
-                    (LABEL_MANAGED.to_string(), "true".to_string()),
-                    (LABEL_SANDBOX.to_string(), id.to_string()),
-                    (LABEL_TENANT.to_string(), tenant.to_string()),
-                    (LABEL_INSTANCE.to_string(), self.instance.clone()),
-                ]);
-                self.docker.create_volume(volume.as_str(), labels).await?;
-                self.store.insert_volume(tenant, &volume).await?;
-                (volume, true)
-            }
+            None => (id.default_volume(), true),
         };
-        let mut sandbox = Sandbox {
+        let sandbox = Sandbox {
             id: id.clone(),
             tenant: tenant.clone(),
             state: SandboxState::Creating,
-            image: request.image,
+            image: request.image.clone(),
             image_ref,
             volume,
             owns_volume,
-            workdir: request.workdir,
-            labels: request.labels,
-            env: request.env,
+            workdir: request.workdir.clone(),
+            labels: request.labels.clone(),
+            env: request.env.clone(),
             limits: request.limits,
             network: request.network,
             auto_resume: request.auto_resume,
@@ -73,32 +116,73 @@ impl SandboxService {
             reason: None,
         };
         self.store.insert_sandbox(&sandbox).await?;
+        self.counts.add(sandbox.state);
+        Ok(sandbox)
+    }
+
+    async fn create_now(
+        &self,
+        tenant: &TenantId,
+        request: CreateSandbox,
+    ) -> Result<Sandbox, SandboxError> {
+        let mut sandbox = self.admit(tenant, &request).await?;
         self.emit(EventKind::Created, &sandbox);
-        let lock = self.lock_for(&id);
+        let lock = self.lock_for(&sandbox.id);
         let _held = lock.lock().await;
         let started = async {
+            if sandbox.owns_volume {
+                self.create_volume(&sandbox).await?;
+            }
             self.bring_up(&sandbox).await?;
             self.write_starter_files(&sandbox, &request.files).await
         }
         .await;
         if let Err(e) = started {
-            let _ = self.bring_down(&sandbox).await;
-            sandbox.state.check_transition(SandboxState::Failed).ok();
-            sandbox.state = SandboxState::Failed;
-            sandbox.reason = Some(e.to_string());
-            self.store.update_sandbox(&sandbox).await?;
-            self.emit(EventKind::Failed, &sandbox);
+            self.undo_create(&mut sandbox, &e.to_string()).await?;
             return Err(e);
         }
         let now = Utc::now();
-        sandbox.state = SandboxState::Running;
         sandbox.started_at = Some(now);
         sandbox.last_activity_at = Some(now);
         sandbox.expires_at = Some(now + chrono::Duration::seconds(sandbox.limits.timeout_s as i64));
-        self.store.update_sandbox(&sandbox).await?;
-        self.activity.touch(&id);
+        self.transition(&mut sandbox, SandboxState::Running, None)
+            .await?;
+        self.activity.touch(&sandbox.id);
         self.emit(EventKind::Started, &sandbox);
         Ok(sandbox)
+    }
+
+    async fn create_volume(&self, sandbox: &Sandbox) -> Result<(), SandboxError> {
+        let labels = HashMap::from([
+            (LABEL_MANAGED.to_string(), "true".to_string()),
+            (LABEL_SANDBOX.to_string(), sandbox.id.to_string()),
+            (LABEL_TENANT.to_string(), sandbox.tenant.to_string()),
+            (LABEL_INSTANCE.to_string(), self.instance.clone()),
+        ]);
+        self.docker
+            .create_volume(sandbox.volume.as_str(), labels)
+            .await?;
+        self.store
+            .insert_volume(&sandbox.tenant, &sandbox.volume)
+            .await?;
+        Ok(())
+    }
+
+    /// Undoes a create that did not finish: container gone, the sandbox's own volume gone,
+    /// the record `failed` with `why` (call with the sandbox's lifecycle lock held).
+    pub(super) async fn undo_create(
+        &self,
+        sandbox: &mut Sandbox,
+        why: &str,
+    ) -> Result<(), SandboxError> {
+        let _ = self.bring_down(sandbox).await;
+        if sandbox.owns_volume {
+            self.remove_volume_record(&sandbox.volume).await?;
+        }
+        self.transition(sandbox, SandboxState::Failed, Some(why.to_string()))
+            .await?;
+        self.emit(EventKind::Failed, sandbox);
+        Ok(())
     }
 
     async fn write_starter_files(
@@ -108,7 +192,7 @@ impl SandboxService {
     ) -> Result<(), SandboxError> {
         let agent = self.agent_client(&sandbox.id);
         for (path, content) in files {
-            let query = crate::api::query_string(&[("path", path.as_str())]);
+            let query = query_string(&[("path", path.as_str())]);
             agent
                 .no_content(
                     Method::PUT,

@@ -4,25 +4,40 @@
 use super::{EventKind, SandboxError, SandboxService};
 use crate::domain::{Sandbox, SandboxId, SandboxState, TenantId};
 use chrono::Utc;
+use std::sync::Arc;
 
 impl SandboxService {
+    /// Deletes a sandbox; runs to the end even if the caller goes away.
     pub async fn delete(
-        &self,
+        self: &Arc<Self>,
         tenant: &TenantId,
         id: &SandboxId,
         keep_volume: bool,
     ) -> Result<Sandbox, SandboxError> {
         self.get(tenant, id).await?;
+        let (this, tenant, id) = (self.clone(), tenant.clone(), id.clone());
+        super::detached(async move { this.delete_now(&tenant, &id, keep_volume).await }).await
+    }
+
+    async fn delete_now(
+        &self,
+        tenant: &TenantId,
+        id: &SandboxId,
+        keep_volume: bool,
+    ) -> Result<Sandbox, SandboxError> {
         let lock = self.lock_for(id);
         let _held = lock.lock().await;
         let mut sandbox = self.get(tenant, id).await?;
         if sandbox.state != SandboxState::Terminated {
             self.bring_down(&sandbox).await?;
             self.activity.forget(id);
-            sandbox.state = SandboxState::Terminated;
             sandbox.stopped_at = sandbox.stopped_at.or(Some(Utc::now()));
-            sandbox.reason = Some("deleted".into());
-            self.store.update_sandbox(&sandbox).await?;
+            self.transition(
+                &mut sandbox,
+                SandboxState::Terminated,
+                Some("deleted".into()),
+            )
+            .await?;
             self.emit(EventKind::Terminated, &sandbox);
         }
         self.remove_reader(id).await?;
@@ -34,8 +49,7 @@ impl SandboxService {
                     && s.state != SandboxState::Terminated
             });
             if !still_used {
-                self.docker.remove_volume(sandbox.volume.as_str()).await?;
-                self.store.delete_volume(&sandbox.volume).await?;
+                self.remove_volume_record(&sandbox.volume).await?;
             }
         }
         Ok(sandbox)

@@ -15,6 +15,12 @@ pub enum SandboxError {
     Invalid(String),
     #[error("{0}")]
     Quota(String),
+    /// The request cannot be carried out as asked (422).
+    #[error("{0}")]
+    Unprocessable(String),
+    /// A bug: a lifecycle task failed without an answer.
+    #[error("internal error: {0}")]
+    Internal(String),
     #[error(transparent)]
     Image(#[from] ImageError),
     #[error(transparent)]
@@ -25,4 +31,15 @@ pub enum SandboxError {
     Agent(#[from] AgentError),
     #[error("sandbox failed to start: {0}")]
     StartFailed(String),
+    /// An upload past its limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// A concurrency ceiling was reached; the client should retry shortly.
+    #[error("{0}; retry shortly")]
+    Busy(String),
+    /// The sandbox stopped while the request ran (`reason`: idle, timeout, deleted, ...).
+    #[error(
+        "sandbox {id} was stopped while the request ran (stopped: {reason}); resume it to continue"
+    )]
+    Stopped { id: String, reason: String },
 }

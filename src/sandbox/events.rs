@@ -1,8 +1,16 @@
-//! Lifecycle events, fanned out in-process to `GET /v1/events` subscribers.
+//! Lifecycle events, fanned out in-process to `GET /v1/events` subscribers: one channel
+//! per tenant (a noisy tenant never makes another's stream lag), and a bounded number of
+//! subscribers per tenant and on the server.
 
 use crate::domain::{Sandbox, SandboxId, TenantId};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::broadcast;
+
+/// Events a subscriber may fall behind by before it is told it missed some.
+const CHANNEL_CAPACITY: usize = 256;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum EventKind {
@@ -62,5 +70,131 @@ impl Event {
             state: sandbox.state,
             at: Utc::now(),
         }
+    }
+}
+
+/// Subscriber ceilings.
+#[derive(Debug, Clone, Copy)]
+pub struct SubscriberLimits {
+    pub per_tenant: usize,
+    pub total: usize,
+}
+
+struct Channel {
+    sender: broadcast::Sender<Event>,
+    subscribers: usize,
+}
+
+/// The per-tenant channels.
+pub struct EventHub {
+    limits: SubscriberLimits,
+    channels: Mutex<(HashMap<TenantId, Channel>, usize)>,
+}
+
+/// A subscription to one tenant's events; leaving frees its place.
+pub struct Subscription {
+    pub receiver: broadcast::Receiver<Event>,
+    hub: Arc<EventHub>,
+    tenant: TenantId,
+}
+
+impl EventHub {
+    pub fn new(limits: SubscriberLimits) -> Arc<Self> {
+        Arc::new(EventHub {
+            limits,
+            channels: Mutex::default(),
+        })
+    }
+
+    fn channels(&self) -> std::sync::MutexGuard<'_, (HashMap<TenantId, Channel>, usize)> {
+        self.channels.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends to the sandbox's tenant's subscribers, if it has any.
+    pub fn emit(&self, event: Event) {
+        if let Some(channel) = self.channels().0.get(&event.tenant) {
+            let _ = channel.sender.send(event);
+        }
+    }
+
+    /// A new subscriber, or why there is no room for one.
+    pub fn subscribe(self: &Arc<Self>, tenant: &TenantId) -> Result<Subscription, String> {
+        let mut guard = self.channels();
+        let (channels, total) = &mut *guard;
+        if *total >= self.limits.total {
+            return Err(format!(
+                "the server already serves {} event streams",
+                self.limits.total
+            ));
+        }
+        let channel = channels.entry(tenant.clone()).or_insert_with(|| Channel {
+            sender: broadcast::channel(CHANNEL_CAPACITY).0,
+            subscribers: 0,
+        });
+        if channel.subscribers >= self.limits.per_tenant {
+            return Err(format!(
+                "tenant {tenant} already has {} event streams open",
+                self.limits.per_tenant
+            ));
+        }
+        channel.subscribers += 1;
+        *total += 1;
+        Ok(Subscription {
+            receiver: channel.sender.subscribe(),
+            hub: self.clone(),
+            tenant: tenant.clone(),
+        })
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let mut guard = self.hub.channels();
+        let (channels, total) = &mut *guard;
+        *total -= 1;
+        if let Some(channel) = channels.get_mut(&self.tenant) {
+            channel.subscribers -= 1;
+            if channel.subscribers == 0 {
+                channels.remove(&self.tenant);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tenant_sees_only_its_own_events_and_subscribers_are_bounded() {
+        let hub = EventHub::new(SubscriberLimits {
+            per_tenant: 1,
+            total: 2,
+        });
+        let (a, b) = (TenantId::parse("a").unwrap(), TenantId::parse("b").unwrap());
+        let mut sub_a = hub.subscribe(&a).unwrap();
+        assert!(hub.subscribe(&a).is_err(), "per-tenant ceiling");
+        let sub_b = hub.subscribe(&b).unwrap();
+        assert!(
+            hub.subscribe(&TenantId::parse("c").unwrap()).is_err(),
+            "server ceiling"
+        );
+        let mut sandbox = Sandbox::example(&SandboxId::generate());
+        sandbox.tenant = b.clone();
+        for _ in 0..1000 {
+            hub.emit(Event::new(EventKind::Started, &sandbox));
+        }
+        assert!(
+            sub_a.receiver.try_recv().is_err(),
+            "b's events never reach a"
+        );
+        drop(sub_b);
+        assert!(
+            !hub.channels().0.contains_key(&b),
+            "an unwatched tenant has no channel"
+        );
+        sandbox.tenant = a;
+        hub.emit(Event::new(EventKind::Stopped, &sandbox));
+        assert_eq!(sub_a.receiver.try_recv().unwrap().kind, EventKind::Stopped);
     }
 }

@@ -2,34 +2,38 @@
 //! volumes, limits, activity and deadlines, and access to a sandbox's agent.
 
 mod activity;
+mod budget;
 mod container;
+mod counts;
 mod create;
 mod delete;
 mod error;
 mod events;
+mod ops;
 mod reader;
 mod reaper;
 mod reconcile;
 mod resume;
 mod stop;
+mod volumes;
 
+pub use create::Idempotency;
 pub use error::SandboxError;
-pub use events::{Event, EventKind};
+pub use events::{Event, EventKind, Subscription};
+pub use ops::{AgentReply, ExecReply, MAX_LIST_DEPTH};
 
 use crate::agent::AgentClient;
 use crate::config::Config;
 use crate::docker::DockerEngine;
-use crate::domain::{
-    LabelFilter, PatchSandbox, Sandbox, SandboxId, SandboxState, TenantId, Usage, VolumeName,
-};
+use crate::domain::{LabelFilter, PatchSandbox, Sandbox, SandboxId, SandboxState, TenantId, Usage};
 use crate::images::ImageService;
 use crate::store::Store;
 use activity::ActivityLog;
-use chrono::Utc;
+use budget::{Budget, BudgetLimits};
+use counts::StateCounts;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use tokio::sync::broadcast;
 
 /// What an operation on a sandbox's agent does, for auto-resume and idle tracking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,8 +55,12 @@ pub struct SandboxService {
     locks: Mutex<HashMap<SandboxId, Arc<tokio::sync::Mutex<()>>>>,
     /// Read-only helpers of sandboxes that are not running, with their last use.
     readers: Mutex<HashMap<SandboxId, std::time::Instant>>,
-    activity: ActivityLog,
-    events: broadcast::Sender<Event>,
+    activity: Arc<ActivityLog>,
+    budget: Arc<Budget>,
+    /// Held while a create checks the quota and inserts its record.
+    admission: tokio::sync::Mutex<()>,
+    counts: StateCounts,
+    events: Arc<events::EventHub>,
 }
 
 impl SandboxService {
@@ -64,7 +72,15 @@ impl SandboxService {
         agent_binary: PathBuf,
         instance: String,
     ) -> Arc<Self> {
-        let (events, _) = broadcast::channel(1024);
+        let budget = Budget::new(BudgetLimits {
+            per_sandbox: config.limits.max_requests_per_sandbox,
+            per_tenant: config.limits.max_requests_per_tenant,
+            total: config.limits.max_requests,
+        });
+        let events = events::EventHub::new(events::SubscriberLimits {
+            per_tenant: config.limits.max_event_streams_per_tenant,
+            total: config.limits.max_event_streams,
+        });
         Arc::new(SandboxService {
             config,
             store,
@@ -74,7 +90,10 @@ impl SandboxService {
             instance,
             locks: Mutex::new(HashMap::new()),
             readers: Mutex::new(HashMap::new()),
-            activity: ActivityLog::default(),
+            activity: Arc::default(),
+            budget,
+            admission: tokio::sync::Mutex::new(()),
+            counts: StateCounts::default(),
             events,
         })
     }
@@ -91,18 +110,64 @@ impl SandboxService {
         &self.docker
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
-        self.events.subscribe()
+    /// Subscribes to `tenant`'s lifecycle events; `Busy` when too many streams are open.
+    pub fn subscribe(&self, tenant: &TenantId) -> Result<Subscription, SandboxError> {
+        self.events.subscribe(tenant).map_err(SandboxError::Busy)
+    }
+
+    pub async fn docker_ready(&self) -> Result<(), SandboxError> {
+        Ok(self.docker.ping().await?)
+    }
+
+    pub async fn database_ready(&self) -> Result<(), SandboxError> {
+        Ok(self.store.ping().await?)
+    }
+
+    /// Sandboxes by state, kept current on every transition.
+    pub fn state_counts(&self) -> Vec<(&'static str, u64)> {
+        self.counts.snapshot()
+    }
+
+    /// Agent requests in flight on the whole server.
+    pub fn requests_in_flight(&self) -> usize {
+        self.budget.in_flight()
+    }
+
+    /// Moves `sandbox` to `to` through the state machine's guard, with `reason`, and
+    /// saves it (call with its lifecycle lock held).
+    async fn transition(
+        &self,
+        sandbox: &mut Sandbox,
+        to: SandboxState,
+        reason: Option<String>,
+    ) -> Result<(), SandboxError> {
+        let from = sandbox.state;
+        if from != to {
+            from.check_transition(to)
+                .map_err(|e| SandboxError::Conflict(format!("sandbox {}: {e}", sandbox.id)))?;
+        }
+        sandbox.state = to;
+        sandbox.reason = reason;
+        self.store.update_sandbox(sandbox).await?;
+        self.counts.moved(from, to);
+        Ok(())
     }
 
     fn emit(&self, kind: EventKind, sandbox: &Sandbox) {
-        let _ = self.events.send(Event::new(kind, sandbox));
+        self.events.emit(Event::new(kind, sandbox));
     }
 
     /// The lock that serialises lifecycle operations on one sandbox.
     fn lock_for(&self, id: &SandboxId) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
         locks.entry(id.clone()).or_default().clone()
+    }
+
+    /// Forgets the locks nobody holds or waits for (the map would otherwise keep one per
+    /// sandbox ever touched).
+    fn prune_locks(&self) {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.retain(|_, lock| Arc::strong_count(lock) > 1);
     }
 
     fn socket_dir(&self, id: &SandboxId) -> PathBuf {
@@ -189,7 +254,7 @@ impl SandboxService {
     /// stopped with `auto_resume` and the access is mutating (counts as activity); for
     /// reads of a stopped or terminated sandbox, a read-only helper on its volume.
     pub async fn agent_for(
-        &self,
+        self: &Arc<Self>,
         tenant: &TenantId,
         id: &SandboxId,
         access: Access,
@@ -259,75 +324,16 @@ impl SandboxService {
             }
         ))
     }
-
-    /// Volumes of a tenant, with the sandboxes that use them.
-    pub async fn volumes(&self, tenant: &TenantId) -> Result<Vec<serde_json::Value>, SandboxError> {
-        let volumes = self.store.list_volumes(tenant).await?;
-        let sandboxes = self.store.list_sandboxes(Some(tenant), None).await?;
-        Ok(volumes
-            .into_iter()
-            .map(|(name, created_at)| volume_view(&name, created_at, &sandboxes))
-            .collect())
-    }
-
-    pub async fn volume(
-        &self,
-        tenant: &TenantId,
-        name: &VolumeName,
-    ) -> Result<serde_json::Value, SandboxError> {
-        if self.store.volume_tenant(name).await?.as_ref() != Some(tenant) {
-            return Err(SandboxError::NotFound(format!("volume {name}")));
-        }
-        let volumes = self.store.list_volumes(tenant).await?;
-        let sandboxes = self.store.list_sandboxes(Some(tenant), None).await?;
-        let (name, created_at) = volumes
-            .into_iter()
-            .find(|(n, _)| n == name)
-            .ok_or_else(|| SandboxError::NotFound(format!("volume {name}")))?;
-        Ok(volume_view(&name, created_at, &sandboxes))
-    }
-
-    /// Removes a volume of the tenant; `Conflict` while a live sandbox mounts it.
-    pub async fn delete_volume(
-        &self,
-        tenant: &TenantId,
-        name: &VolumeName,
-    ) -> Result<(), SandboxError> {
-        if self.store.volume_tenant(name).await?.as_ref() != Some(tenant) {
-            return Err(SandboxError::NotFound(format!("volume {name}")));
-        }
-        let users = self.store.list_sandboxes(Some(tenant), None).await?;
-        if let Some(user) = users.iter().find(|s| {
-            &s.volume == name && matches!(s.state, SandboxState::Running | SandboxState::Creating)
-        }) {
-            return Err(SandboxError::Conflict(format!(
-                "volume {name} is mounted by sandbox {}; stop it first",
-                user.id
-            )));
-        }
-        for user in users.iter().filter(|s| &s.volume == name) {
-            let lock = self.lock_for(&user.id);
-            let _held = lock.lock().await;
-            self.remove_reader(&user.id).await?;
-        }
-        self.docker.remove_volume(name.as_str()).await?;
-        self.store.delete_volume(name).await?;
-        Ok(())
-    }
 }
 
-fn volume_view(
-    name: &VolumeName,
-    created_at: chrono::DateTime<Utc>,
-    sandboxes: &[Sandbox],
-) -> serde_json::Value {
-    let users: Vec<&str> = sandboxes
-        .iter()
-        .filter(|s| &s.volume == name && s.state != SandboxState::Terminated)
-        .map(|s| s.id.as_str())
-        .collect();
-    let mounted = sandboxes
-        .iter()
-        .any(|s| &s.volume == name && s.state == SandboxState::Running);
-    serde_json::json!({ "name": name, "created_at": created_at, "sandboxes": users, "mounted": mounted })
+/// Runs a lifecycle operation on its own task, so a client that goes away mid-request
+/// cannot cancel it halfway: it runs to the end (or undoes itself) either way.
+async fn detached<T: Send + 'static>(
+    work: impl std::future::Future<Output = Result<T, SandboxError>> + Send + 'static,
+) -> Result<T, SandboxError> {
+    tokio::spawn(work).await.unwrap_or_else(|e| {
+        Err(SandboxError::Internal(format!(
+            "lifecycle task failed: {e}"
+        )))
+    })
 }

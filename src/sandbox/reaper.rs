@@ -1,5 +1,6 @@
-//! The reaper: flushes activity to the store and stops sandboxes whose lifetime or idle
-//! deadline has passed. Deadlines live in the store, so they fire after a restart too.
+//! The reaper: flushes activity to the store, stops sandboxes whose lifetime or idle
+//! deadline has passed (deadlines live in the store, so they fire after a restart too),
+//! forgets ended records past their retention, and prunes in-memory maps.
 
 use super::stop::StopReason;
 use super::SandboxService;
@@ -12,6 +13,8 @@ impl SandboxService {
     /// One pass; returns how many sandboxes it stopped.
     pub async fn reap_once(&self) -> usize {
         self.reap_readers().await;
+        self.prune_locks();
+        self.prune_ended().await;
         let seen = self.activity.take_unflushed();
         if !seen.is_empty() {
             if let Err(e) = self.store.record_activity(&seen).await {
@@ -37,6 +40,11 @@ impl SandboxService {
             let reason = if sandbox.expires_at.is_some_and(|at| at <= now) {
                 StopReason::Timeout
             } else if sandbox.idle_deadline().is_some_and(|at| at <= now) {
+                if self.runs_background_processes(&sandbox).await {
+                    // Running background processes are activity.
+                    self.activity.touch(&sandbox.id);
+                    continue;
+                }
                 StopReason::Idle
             } else {
                 continue;
@@ -52,6 +60,40 @@ impl SandboxService {
             }
         }
         stopped
+    }
+
+    /// Forgets terminated and failed records that ended longer ago than the retention.
+    async fn prune_ended(&self) {
+        let retention = chrono::Duration::seconds(self.config.limits.ended_retention_s as i64);
+        match self.store.prune_ended(Utc::now() - retention).await {
+            Ok(pruned) => {
+                for sandbox in &pruned {
+                    self.counts.remove(sandbox.state);
+                }
+                if !pruned.is_empty() {
+                    tracing::info!(
+                        count = pruned.len(),
+                        "forgot ended sandboxes past retention"
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not prune ended sandboxes"),
+        }
+    }
+
+    /// Whether the sandbox's agent reports a background process still running.
+    async fn runs_background_processes(&self, sandbox: &crate::domain::Sandbox) -> bool {
+        let list: Result<berth_runtime::wire::ProcessList, _> = self
+            .agent_client(&sandbox.id)
+            .json(
+                hyper::Method::GET,
+                "/processes",
+                None,
+                Duration::from_secs(5),
+                4 * 1024 * 1024,
+            )
+            .await;
+        list.is_ok_and(|l| l.processes.iter().any(|p| p.running))
     }
 
     /// Runs [`Self::reap_once`] every `reaper_interval_ms` until the task is dropped.

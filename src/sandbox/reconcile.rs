@@ -1,5 +1,6 @@
 //! Start-up reconciliation with Docker by labels: adopt what still runs, record what
-//! vanished, remove containers berth does not know.
+//! vanished, undo creates a crash cut short, remove containers berth does not know, and
+//! count sandboxes by state.
 
 use super::SandboxService;
 use crate::domain::{SandboxId, SandboxState};
@@ -11,8 +12,11 @@ use std::time::Duration;
 pub struct Reconciled {
     pub adopted: usize,
     pub marked_stopped: usize,
-    pub marked_failed: usize,
+    /// Creates cut short by a crash: container and own volume removed, record `failed`.
+    pub undone: usize,
     pub removed_unknown: usize,
+    /// Idempotency keys of cut-short creates, forgotten so a retry creates anew.
+    pub keys_forgotten: u64,
 }
 
 impl SandboxService {
@@ -35,25 +39,31 @@ impl SandboxService {
                 report.removed_unknown += 1;
                 continue;
             };
-            seen.insert(sandbox.id.clone());
-            let healthy = sandbox.state == SandboxState::Running
-                && container.running
-                && self
-                    .agent_client(&sandbox.id)
-                    .wait_ready(Duration::from_secs(5))
-                    .await
-                    .is_ok();
-            if healthy {
-                report.adopted += 1;
-            } else if sandbox.state == SandboxState::Running {
-                self.mark_stopped_externally(&sandbox.id, "exited while berth was down")
-                    .await?;
-                report.marked_stopped += 1;
-            } else {
-                // A container for a sandbox that is not running (a crash mid-stop): remove it.
-                self.docker.remove_container(&container.name).await?;
-                report.removed_unknown += 1;
+            match sandbox.state {
+                // Undone below, with the records that have no container.
+                SandboxState::Creating => continue,
+                SandboxState::Running => {
+                    let healthy = container.running
+                        && self
+                            .agent_client(&sandbox.id)
+                            .wait_ready(Duration::from_secs(5))
+                            .await
+                            .is_ok();
+                    if healthy {
+                        report.adopted += 1;
+                    } else {
+                        self.mark_stopped_externally(&sandbox.id, "exited while berth was down")
+                            .await?;
+                        report.marked_stopped += 1;
+                    }
+                }
+                // A container for a sandbox that is not running (a crash mid-stop).
+                _ => {
+                    self.docker.remove_container(&container.name).await?;
+                    report.removed_unknown += 1;
+                }
             }
+            seen.insert(sandbox.id.clone());
         }
         for mut sandbox in self.store.list_sandboxes(None, None).await? {
             if seen.contains(&sandbox.id) {
@@ -69,15 +79,33 @@ impl SandboxService {
                     report.marked_stopped += 1;
                 }
                 SandboxState::Creating => {
-                    sandbox.state = SandboxState::Failed;
-                    sandbox.reason =
-                        Some("berth stopped while the sandbox was being created".into());
-                    self.store.update_sandbox(&sandbox).await?;
-                    report.marked_failed += 1;
+                    let lock = self.lock_for(&sandbox.id);
+                    let _held = lock.lock().await;
+                    self.undo_create(
+                        &mut sandbox,
+                        "berth stopped while the sandbox was being created; create it again",
+                    )
+                    .await?;
+                    report.undone += 1;
                 }
                 _ => {}
             }
         }
+        report.keys_forgotten = self.store.idempotency_clear_in_flight().await?;
+        self.count_states().await?;
         Ok(report)
+    }
+
+    /// Reads the count of sandboxes by state from the store (then kept on transitions).
+    async fn count_states(&self) -> Result<(), super::SandboxError> {
+        let counted = self.store.count_by_state().await?;
+        for state in SandboxState::ALL {
+            let n = counted
+                .iter()
+                .find(|(s, _)| *s == state)
+                .map_or(0, |(_, n)| *n);
+            self.counts.set(state, n);
+        }
+        Ok(())
     }
 }

@@ -4,11 +4,22 @@
 use super::{EventKind, SandboxError, SandboxService};
 use crate::domain::{Sandbox, SandboxId, SandboxState, TenantId};
 use chrono::Utc;
+use std::sync::Arc;
 
 impl SandboxService {
-    /// Resumes a sandbox; idempotent on one that is running.
-    pub async fn resume(&self, tenant: &TenantId, id: &SandboxId) -> Result<Sandbox, SandboxError> {
+    /// Resumes a sandbox; idempotent on one that is running. Runs to the end even if the
+    /// caller goes away.
+    pub async fn resume(
+        self: &Arc<Self>,
+        tenant: &TenantId,
+        id: &SandboxId,
+    ) -> Result<Sandbox, SandboxError> {
         self.get(tenant, id).await?;
+        let (this, tenant, id) = (self.clone(), tenant.clone(), id.clone());
+        super::detached(async move { this.resume_now(&tenant, &id).await }).await
+    }
+
+    async fn resume_now(&self, tenant: &TenantId, id: &SandboxId) -> Result<Sandbox, SandboxError> {
         let lock = self.lock_for(id);
         let _held = lock.lock().await;
         let mut sandbox = self.get(tenant, id).await?;
@@ -34,13 +45,12 @@ impl SandboxService {
         sandbox.image_ref = self.images.resolve(&sandbox.image).await?;
         self.bring_up(&sandbox).await?;
         let now = Utc::now();
-        sandbox.state = SandboxState::Running;
         sandbox.started_at = Some(now);
         sandbox.last_activity_at = Some(now);
         sandbox.stopped_at = None;
-        sandbox.reason = None;
         sandbox.expires_at = Some(now + chrono::Duration::seconds(sandbox.limits.timeout_s as i64));
-        self.store.update_sandbox(&sandbox).await?;
+        self.transition(&mut sandbox, SandboxState::Running, None)
+            .await?;
         self.activity.touch(id);
         self.emit(EventKind::Resumed, &sandbox);
         Ok(sandbox)

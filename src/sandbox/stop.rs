@@ -3,6 +3,7 @@
 use super::{EventKind, SandboxError, SandboxService};
 use crate::domain::{Sandbox, SandboxId, SandboxState, TenantId};
 use chrono::Utc;
+use std::sync::Arc;
 
 /// Why a sandbox stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,10 +24,16 @@ impl StopReason {
 }
 
 impl SandboxService {
-    /// Stops a sandbox; idempotent on one that is already stopped.
-    pub async fn stop(&self, tenant: &TenantId, id: &SandboxId) -> Result<Sandbox, SandboxError> {
+    /// Stops a sandbox; idempotent on one that is already stopped. Runs to the end even
+    /// if the caller goes away.
+    pub async fn stop(
+        self: &Arc<Self>,
+        tenant: &TenantId,
+        id: &SandboxId,
+    ) -> Result<Sandbox, SandboxError> {
         self.get(tenant, id).await?;
-        self.stop_for(id, StopReason::Requested).await
+        let (this, id) = (self.clone(), id.clone());
+        super::detached(async move { this.stop_for(&id, StopReason::Requested).await }).await
     }
 
     pub(super) async fn stop_for(
@@ -54,10 +61,13 @@ impl SandboxService {
         self.bring_down(&sandbox).await?;
         self.activity.overlay(&mut sandbox);
         self.activity.forget(id);
-        sandbox.state = SandboxState::Stopped;
         sandbox.stopped_at = Some(Utc::now());
-        sandbox.reason = Some(reason.as_str().to_string());
-        self.store.update_sandbox(&sandbox).await?;
+        self.transition(
+            &mut sandbox,
+            SandboxState::Stopped,
+            Some(reason.as_str().to_string()),
+        )
+        .await?;
         match reason {
             StopReason::Timeout => self.emit(EventKind::Timeout, &sandbox),
             StopReason::Idle => self.emit(EventKind::Idle, &sandbox),
@@ -84,10 +94,13 @@ impl SandboxService {
         let _ = self.bring_down(&sandbox).await;
         self.activity.overlay(&mut sandbox);
         self.activity.forget(id);
-        sandbox.state = SandboxState::Stopped;
         sandbox.stopped_at = Some(Utc::now());
-        sandbox.reason = Some(reason.to_string());
-        self.store.update_sandbox(&sandbox).await?;
+        self.transition(
+            &mut sandbox,
+            SandboxState::Stopped,
+            Some(reason.to_string()),
+        )
+        .await?;
         if reason == "oom" {
             self.emit(EventKind::Oom, &sandbox);
         }

@@ -40,6 +40,15 @@ impl StoreError {
     }
 }
 
+/// An API key as listed: never the key, only its id (a prefix of its hash) and prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyInfo {
+    pub id: String,
+    pub prefix: String,
+    pub tenant: TenantId,
+    pub created_at: String,
+}
+
 /// How an idempotent create begins.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IdempotencyStart {
@@ -66,6 +75,9 @@ pub trait Store: Send + Sync + 'static {
         prefix: &str,
     ) -> Result<(), StoreError>;
     async fn tenant_for_key(&self, key_hash: &str) -> Result<Option<TenantId>, StoreError>;
+    async fn list_api_keys(&self) -> Result<Vec<KeyInfo>, StoreError>;
+    /// Removes the keys whose hash starts with `hash_prefix`; returns how many.
+    async fn revoke_api_keys(&self, hash_prefix: &str) -> Result<u64, StoreError>;
 
     async fn insert_sandbox(&self, sandbox: &Sandbox) -> Result<(), StoreError>;
     async fn update_sandbox(&self, sandbox: &Sandbox) -> Result<(), StoreError>;
@@ -76,6 +88,12 @@ pub trait Store: Send + Sync + 'static {
         tenant: Option<&TenantId>,
         state: Option<SandboxState>,
     ) -> Result<Vec<Sandbox>, StoreError>;
+    /// Sandboxes of a tenant that hold resources: neither terminated nor failed.
+    async fn count_live_sandboxes(&self, tenant: &TenantId) -> Result<u64, StoreError>;
+    /// Sandboxes of every tenant by state.
+    async fn count_by_state(&self) -> Result<Vec<(SandboxState, u64)>, StoreError>;
+    /// Removes terminated and failed records that ended before `cutoff`; returns them.
+    async fn prune_ended(&self, cutoff: DateTime<Utc>) -> Result<Vec<Sandbox>, StoreError>;
     /// Records activity times (kept in memory on the hot path, flushed in batches).
     async fn record_activity(&self, seen: &[(SandboxId, DateTime<Utc>)]) -> Result<(), StoreError>;
 
@@ -101,6 +119,8 @@ pub trait Store: Send + Sync + 'static {
         sandbox: &SandboxId,
     ) -> Result<(), StoreError>;
     async fn idempotency_abandon(&self, tenant: &TenantId, key: &str) -> Result<(), StoreError>;
+    /// Forgets keys whose first request never finished (its server stopped mid-create).
+    async fn idempotency_clear_in_flight(&self) -> Result<u64, StoreError>;
 }
 
 /// Opens the store named by `url` and brings its schema up to date.

@@ -1,6 +1,6 @@
 //! The embedded SQLite store (WAL mode, one file in the data dir).
 
-use super::{IdempotencyStart, Store, StoreError};
+use super::{IdempotencyStart, KeyInfo, Store, StoreError};
 use crate::domain::{Sandbox, SandboxId, SandboxState, TenantId, VolumeName};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -110,6 +110,36 @@ impl Store for SqliteStore {
             .transpose()
     }
 
+    async fn list_api_keys(&self) -> Result<Vec<KeyInfo>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT hash, prefix, tenant_id, created_at FROM api_keys ORDER BY tenant_id, created_at",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        rows.iter()
+            .map(|r| {
+                let hash: String = r.get("hash");
+                Ok(KeyInfo {
+                    id: hash[..hash.len().min(12)].to_string(),
+                    prefix: r.get("prefix"),
+                    tenant: TenantId::parse(r.get("tenant_id")).map_err(StoreError::Corrupt)?,
+                    created_at: r.get("created_at"),
+                })
+            })
+            .collect()
+    }
+
+    async fn revoke_api_keys(&self, hash_prefix: &str) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM api_keys WHERE substr(hash, 1, ?) = ?")
+            .bind(hash_prefix.len() as i64)
+            .bind(hash_prefix)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        Ok(done.rows_affected())
+    }
+
     async fn insert_sandbox(&self, sandbox: &Sandbox) -> Result<(), StoreError> {
         sqlx::query("INSERT INTO sandboxes (id, tenant_id, state, volume, created_at, data) VALUES (?, ?, ?, ?, ?, ?)")
             .bind(sandbox.id.as_str())
@@ -156,6 +186,45 @@ impl Store for SqliteStore {
         )
         .bind(tenant.map(|t| t.as_str().to_string()))
         .bind(state.map(|s| s.as_str()))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        rows.iter().map(|r| decode(r.get("data"))).collect()
+    }
+
+    async fn count_live_sandboxes(&self, tenant: &TenantId) -> Result<u64, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM sandboxes WHERE tenant_id = ? AND state NOT IN ('terminated', 'failed')",
+        )
+        .bind(tenant.as_str())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        Ok(row.get::<i64, _>("n") as u64)
+    }
+
+    async fn count_by_state(&self) -> Result<Vec<(SandboxState, u64)>, StoreError> {
+        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM sandboxes GROUP BY state")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        rows.iter()
+            .map(|r| {
+                let state: String = r.get("state");
+                let state = SandboxState::parse(&state)
+                    .ok_or_else(|| StoreError::Corrupt(format!("unknown state {state:?}")))?;
+                Ok((state, r.get::<i64, _>("n") as u64))
+            })
+            .collect()
+    }
+
+    async fn prune_ended(&self, cutoff: DateTime<Utc>) -> Result<Vec<Sandbox>, StoreError> {
+        let cutoff = cutoff.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+        let rows = sqlx::query(
+            "DELETE FROM sandboxes WHERE state IN ('terminated', 'failed') \
+             AND COALESCE(json_extract(data, '$.stopped_at'), created_at) < ? RETURNING data",
+        )
+        .bind(cutoff)
         .fetch_all(&self.pool)
         .await
         .map_err(StoreError::from_sqlx)?;
@@ -296,6 +365,14 @@ impl Store for SqliteStore {
             .await
             .map_err(StoreError::from_sqlx)?;
         Ok(())
+    }
+
+    async fn idempotency_clear_in_flight(&self) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM idempotency_keys WHERE sandbox_id IS NULL")
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        Ok(done.rows_affected())
     }
 
     async fn idempotency_abandon(&self, tenant: &TenantId, key: &str) -> Result<(), StoreError> {
