@@ -235,20 +235,25 @@ async fn an_upload_over_the_limit_is_refused_with_413_before_it_is_buffered() {
     config.limits.max_upload_bytes = 1024 * 1024;
     let app = common::spawn_with(config).await;
     let sb = app.sandbox(json!({"files": {"big.bin": "original"}})).await;
-    // Declared too large: refused from the header alone.
-    let declared = app
-        .client
-        .request(
-            Method::PUT,
-            &format!("/v1/sandboxes/{}/files?path=big.bin", sb.id),
-        )
-        .header("content-length", (50u64 << 30).to_string())
-        .body(vec![0u8; 10])
-        .send()
-        .await;
-    if let Ok(r) = declared {
-        assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
-    }
+    // Declared too large: refused from the header alone, before the body is read (sent
+    // by hand, since a client library will not declare more than it sends).
+    let mut raw = tokio::net::TcpStream::connect(app.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let head = format!(
+        "PUT /v1/sandboxes/{}/files?path=big.bin HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: {}\r\n\r\n0123456789",
+        sb.id,
+        app.key,
+        50u64 << 30
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut raw, head.as_bytes())
+        .await
+        .unwrap();
+    let mut answer = vec![0u8; 12];
+    tokio::io::AsyncReadExt::read_exact(&mut raw, &mut answer)
+        .await
+        .unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 413");
     // Streamed without a length: cut off at the limit.
     let chunks =
         futures_util::stream::iter((0..64).map(|_| Ok::<_, std::io::Error>(vec![7u8; 64 * 1024])));
@@ -529,5 +534,243 @@ async fn a_stopped_sandbox_is_readable_through_every_read_route_but_not_writable
     );
     c.resume(&sb.id).await.unwrap();
     assert_eq!(c.sh(&sb.id, "cat dir/b.txt").await.unwrap().stdout, "b");
+    app.cleanup().await;
+}
+
+fn tar_of(entries: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (name, data) in entries {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder.append_data(&mut header, name, &data[..]).unwrap();
+    }
+    builder.into_inner().unwrap()
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("gzip")
+        .arg("-c")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("gzip on the host");
+    child.stdin.take().unwrap().write_all(bytes).unwrap();
+    child.wait_with_output().unwrap().stdout
+}
+
+#[tokio::test]
+async fn archive_uploads_are_all_or_nothing_and_gzip_is_accepted() {
+    let temp = tempfile::tempdir().unwrap();
+    let mut config = common::test_config(temp.path());
+    config.limits.max_upload_bytes = 1024 * 1024;
+    let app = common::spawn_with(config).await;
+    let sb = app.sandbox(json!({})).await;
+    let exists = |path: &'static str| {
+        let (client, id) = (app.client.clone(), sb.id.clone());
+        async move {
+            client
+                .sh(&id, &format!("test -e {path} && echo yes || echo no"))
+                .await
+                .unwrap()
+                .stdout
+        }
+    };
+    // Past the limit after a first entry: 413, and neither the entry nor the target dir.
+    // Streamed without a length, so the cut happens after the first entry was extracted.
+    let big = tar_of(&[
+        ("first.txt", b"first".to_vec()),
+        ("big.bin", vec![1u8; 2 << 20]),
+    ]);
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        big.chunks(64 * 1024).map(|c| Ok(c.to_vec())).collect();
+    let body = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
+    let err = app
+        .client
+        .put_archive(&sb.id, "dest", body)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(StatusCode::PAYLOAD_TOO_LARGE), "{err}");
+    assert!(err.to_string().contains("nothing was extracted"), "{err}");
+    assert_eq!(exists("dest").await, "no\n", "nothing was written");
+    assert_eq!(
+        app.client.sh(&sb.id, "ls -A").await.unwrap().stdout,
+        "",
+        "no staging left behind"
+    );
+    // A zip is named, and leaves nothing.
+    let err = app
+        .client
+        .put_archive(&sb.id, "dest", b"PK\x03\x04rest-of-a-zip".to_vec())
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(StatusCode::BAD_REQUEST));
+    assert!(err.to_string().contains("zip"), "{err}");
+    assert_eq!(exists("dest").await, "no\n");
+    // gzip is decompressed inside the sandbox.
+    let tgz = gzip(&tar_of(&[("src/a.py", b"print(1)\n".to_vec())]));
+    app.client.put_archive(&sb.id, "dest", tgz).await.unwrap();
+    assert_eq!(
+        app.client.read_file(&sb.id, "dest/src/a.py").await.unwrap(),
+        "print(1)\n"
+    );
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn concurrent_edits_of_one_string_let_exactly_one_win() {
+    let app = spawn_app().await;
+    let sb = app
+        .sandbox(json!({"files": {"f.txt": "counter = 0\n"}}))
+        .await;
+    let mut edits = Vec::new();
+    for i in 0..16 {
+        let (client, id) = (app.client.clone(), sb.id.clone());
+        edits.push(tokio::spawn(async move {
+            client
+                .edit(
+                    &id,
+                    &EditRequest {
+                        path: "f.txt".into(),
+                        old: "counter = 0".into(),
+                        new: format!("counter = {}", i + 1),
+                        replace_all: false,
+                    },
+                )
+                .await
+        }));
+    }
+    let mut won = 0;
+    for e in edits {
+        match e.await.unwrap() {
+            Ok(_) => won += 1,
+            Err(err) => assert_eq!(
+                err.status(),
+                Some(StatusCode::UNPROCESSABLE_ENTITY),
+                "{err}"
+            ),
+        }
+    }
+    assert_eq!(won, 1, "one edit won; the others saw their old text gone");
+    let text = app.client.read_file(&sb.id, "f.txt").await.unwrap();
+    assert!(
+        text.starts_with(b"counter = ") && text != "counter = 0\n",
+        "{text:?}"
+    );
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn deleting_the_workdir_is_refused_up_front_and_keeps_every_file() {
+    let app = spawn_app().await;
+    let sb = app
+        .sandbox(json!({"files": {"keep.txt": "k", "sub/x": "x"}}))
+        .await;
+    for path in [".", "/workspace", "/workspace/", "sub/..", "/"] {
+        let response = app
+            .client
+            .request(Method::DELETE, &format!("/v1/sandboxes/{}/files", sb.id))
+            .query(&[("path", path), ("recursive", "true")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CONFLICT, "{path}");
+        let body: Value = response.json().await.unwrap();
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("refusing"),
+            "{body}"
+        );
+    }
+    assert_eq!(app.client.read_file(&sb.id, "keep.txt").await.unwrap(), "k");
+    app.client.delete_file(&sb.id, "sub", true).await.unwrap();
+    assert!(app.client.read_file(&sb.id, "sub/x").await.is_err());
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn grep_and_glob_skip_virtualenvs_and_ignored_paths_unless_asked() {
+    let app = spawn_app().await;
+    let sb = app
+        .sandbox(json!({"files": {
+            "src/app.py": "needle = 1\n",
+            ".venv/lib/site.py": "needle = 2\n",
+            "node_modules/m/index.js": "needle\n",
+            "build/gen.py": "needle = 3\n",
+            ".gitignore": "build/\n",
+            "long.txt": format!("{}needle{}\n", "a".repeat(5000), "b".repeat(5000)),
+        }}))
+        .await;
+    let grep = |include_ignored| GrepRequest {
+        pattern: "needle".into(),
+        path: ".".into(),
+        glob: None,
+        max_results: None,
+        case_insensitive: false,
+        include_ignored,
+    };
+    let found = app.client.grep(&sb.id, &grep(false)).await.unwrap();
+    let paths: Vec<&str> = found.matches.iter().map(|m| m.path.as_str()).collect();
+    assert_eq!(paths, ["long.txt", "src/app.py"], "{found:?}");
+    let long = &found.matches[0].text;
+    assert!(
+        long.contains("needle") && long.chars().count() <= 2_010,
+        "clipped around the match"
+    );
+    let all = app.client.grep(&sb.id, &grep(true)).await.unwrap();
+    assert_eq!(all.matches.len(), 5, "{all:?}");
+    let glob = app
+        .client
+        .glob(
+            &sb.id,
+            &GlobRequest {
+                pattern: "**/*.py".into(),
+                path: ".".into(),
+                max_results: None,
+                include_ignored: false,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(glob.paths, ["src/app.py"]);
+    let missing = app
+        .client
+        .glob(
+            &sb.id,
+            &GlobRequest {
+                pattern: "*".into(),
+                path: "nope".into(),
+                max_results: None,
+                include_ignored: false,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(missing.status(), Some(StatusCode::NOT_FOUND));
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_unsatisfiable_range_names_the_file_size() {
+    let app = spawn_app().await;
+    let sb = app
+        .sandbox(json!({"files": {"ten.txt": "0123456789"}}))
+        .await;
+    let response = app
+        .client
+        .request(
+            Method::GET,
+            &format!("/v1/sandboxes/{}/files?path=ten.txt", sb.id),
+        )
+        .header("range", "bytes=100-200")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(response.headers()["content-range"], "bytes */10");
     app.cleanup().await;
 }

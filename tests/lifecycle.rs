@@ -45,16 +45,16 @@ async fn limits_are_enforced_by_the_kernel_as_seen_from_inside() {
     let sb = app
         .sandbox(json!({"cpu": 0.5, "memory_mb": 300, "pids": 64}))
         .await;
-    let out = app
-        .client
-        .sh(&sb.id, "cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/cpu/cpu.cfs_period_us /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/memory/memory.memsw.limit_in_bytes /sys/fs/cgroup/pids/pids.max")
-        .await
-        .unwrap();
-    let values: Vec<&str> = out.stdout.lines().collect();
+    let limits = common::cgroup_limits(&app, &sb.id).await;
     assert_eq!(
-        values,
-        ["50000", "100000", "314572800", "314572800", "64"],
-        "{out:?}"
+        limits,
+        common::CgroupLimits {
+            cpu_quota: "50000".into(),
+            cpu_period: "100000".into(),
+            memory: "314572800".into(),
+            swap: "0".into(),
+            pids: "64".into(),
+        }
     );
     let info = docker()
         .await

@@ -46,7 +46,7 @@ fn upload_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Agen
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(ApiError::too_large(format!(
-            "upload larger than the limit of {limit} bytes"
+            "upload larger than the limit of {limit} bytes; nothing was written"
         )));
     }
     let stream =

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 pub struct TestApp {
+    cleaned: bool,
     pub client: Client,
     pub key: String,
     pub base: String,
@@ -62,6 +63,7 @@ pub async fn spawn_with(config: Config) -> TestApp {
     });
     let base = format!("http://{addr}");
     TestApp {
+        cleaned: false,
         client: Client::new(base.clone(), Some(key.clone())),
         key,
         base,
@@ -115,6 +117,7 @@ impl TestApp {
 
     /// Deletes every sandbox of every tenant (volumes too) and stops the server.
     pub async fn cleanup(mut self) {
+        self.cleaned = true;
         let all = self
             .service
             .store()
@@ -125,6 +128,78 @@ impl TestApp {
             let _ = self.service.delete(&s.tenant, &s.id, false).await;
         }
         self.stop_server().await;
+    }
+}
+
+impl Drop for TestApp {
+    /// A test that panicked before `cleanup` still removes what its server created:
+    /// everything carrying its instance label.
+    fn drop(&mut self) {
+        if self.cleaned {
+            return;
+        }
+        let Ok(instance) = std::fs::read_to_string(self.data_dir.join("instance-id")) else {
+            return;
+        };
+        let filter = format!("label=dev.berth.instance={}", instance.trim());
+        let ids = |args: &[&str]| -> Vec<String> {
+            std::process::Command::new("docker")
+                .args(args)
+                .output()
+                .map(|o| {
+                    String::from_utf8_lossy(&o.stdout)
+                        .split_whitespace()
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let containers = ids(&["ps", "-aq", "--filter", &filter]);
+        if !containers.is_empty() {
+            let _ = std::process::Command::new("docker")
+                .args(["rm", "-f"])
+                .args(&containers)
+                .output();
+        }
+        let volumes = ids(&["volume", "ls", "-q", "--filter", &filter]);
+        if !volumes.is_empty() {
+            let _ = std::process::Command::new("docker")
+                .args(["volume", "rm", "-f"])
+                .args(&volumes)
+                .output();
+        }
+    }
+}
+
+/// CPU, memory and pids limits as the sandbox's kernel shows them (cgroup v1 or v2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CgroupLimits {
+    pub cpu_quota: String,
+    pub cpu_period: String,
+    pub memory: String,
+    /// Swap allowed beyond memory (v1: memsw - memory; v2: memory.swap.max).
+    pub swap: String,
+    pub pids: String,
+}
+
+pub async fn cgroup_limits(app: &TestApp, id: &str) -> CgroupLimits {
+    let script = r#"c=/sys/fs/cgroup
+if [ -f $c/cgroup.controllers ]; then
+  read q p < $c/cpu.max; echo $q; echo $p; cat $c/memory.max $c/memory.swap.max $c/pids.max
+else
+  cat $c/cpu/cpu.cfs_quota_us $c/cpu/cpu.cfs_period_us $c/memory/memory.limit_in_bytes
+  echo $(( $(cat $c/memory/memory.memsw.limit_in_bytes) - $(cat $c/memory/memory.limit_in_bytes) ))
+  cat $c/pids/pids.max
+fi"#;
+    let out = app.client.sh(id, script).await.unwrap();
+    let v: Vec<String> = out.stdout.lines().map(str::to_owned).collect();
+    assert_eq!(v.len(), 5, "{out:?}");
+    CgroupLimits {
+        cpu_quota: v[0].clone(),
+        cpu_period: v[1].clone(),
+        memory: v[2].clone(),
+        swap: v[3].clone(),
+        pids: v[4].clone(),
     }
 }
 
