@@ -1,8 +1,8 @@
 //! The Rust client of berth's HTTP API, used by the CLI and the integration tests.
 
 use berth_runtime::wire::{
-    EditRequest, EditResult, ExecEvent, ExecRequest, ExecResult, FileList, GlobRequest, GlobResult,
-    GrepRequest, GrepResult,
+    EditRequest, EditResult, ExecEvent, ExecRequest, ExecResult, FileEntry, FileList, GlobRequest,
+    GlobResult, GrepRequest, GrepResult,
 };
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
@@ -236,6 +236,18 @@ impl Client {
             .request(Method::GET, &format!("/v1/sandboxes/{id}/files/list"))
             .query(&[("path", path), ("depth", depth.as_str())]);
         self.json(builder).await
+    }
+
+    /// One path as it is, or `None` when nothing is there.
+    pub async fn stat(&self, id: &str, path: &str) -> Result<Option<FileEntry>, ClientError> {
+        let builder = self
+            .request(Method::GET, &format!("/v1/sandboxes/{id}/files/stat"))
+            .query(&[("path", path)]);
+        match self.json(builder).await {
+            Ok(entry) => Ok(Some(entry)),
+            Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     pub async fn edit(&self, id: &str, request: &EditRequest) -> Result<EditResult, ClientError> {

@@ -1,10 +1,12 @@
-//! The `berth` binary as a user runs it: `keys create`, `exec`, `cp`, `--help`.
+//! The `berth` binary as a user runs it: `keys create|list|revoke`, `exec` (stdin, timeouts,
+//! output cuts), `cp` by `docker cp`'s rules, `sandbox list`, messages, `--help`.
 
 mod common;
 
-use common::{spawn_with, test_config};
+use common::{eventually, spawn_with, test_config};
 use serde_json::json;
 use std::process::Command;
+use std::time::Duration;
 
 fn berth() -> Command {
     Command::new(env!("CARGO_BIN_EXE_berth"))
@@ -130,4 +132,243 @@ fn help_explains_the_commands_and_bad_usage_fails_clearly() {
         .unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("sandbox path"));
+}
+
+/// Runs `berth` with `args` against `app`, feeding `stdin`; returns (code, stdout, stderr).
+async fn berth_at(
+    app: &common::TestApp,
+    args: &[&str],
+    stdin: Option<&[u8]>,
+) -> (Option<i32>, String, String) {
+    let (base, key) = (app.base.clone(), app.key.clone());
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let stdin = stdin.map(|s| s.to_vec());
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = berth()
+            .args(&args)
+            .env("BERTH_URL", &base)
+            .env("BERTH_API_KEY", &key)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut pipe = child.stdin.take().unwrap();
+        if let Some(bytes) = stdin {
+            pipe.write_all(&bytes).unwrap();
+        }
+        drop(pipe);
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn exec_forwards_stdin_and_says_how_to_give_a_command_longer() {
+    let temp = tempfile::tempdir().unwrap();
+    let app = spawn_with(test_config(temp.path())).await;
+    let sb = app.sandbox(json!({})).await;
+    let (code, out, _) = berth_at(
+        &app,
+        &["exec", &sb.id, "--", "sh", "-c", "wc -c; cat /dev/null"],
+        Some(b"print(6*7)"),
+    )
+    .await;
+    assert_eq!(
+        (code, out.trim()),
+        (Some(0), "10"),
+        "stdin reaches the command"
+    );
+    let (code, _, err) = berth_at(
+        &app,
+        &["exec", &sb.id, "--timeout", "1", "--", "sleep", "5"],
+        None,
+    )
+    .await;
+    assert_eq!(code, Some(137));
+    assert!(
+        err.contains("--timeout 1") || err.contains("--timeout of 1"),
+        "{err}"
+    );
+    assert!(err.contains("--timeout SECONDS"), "{err}");
+    let (_, out, err) = berth_at(
+        &app,
+        &[
+            "exec",
+            &sb.id,
+            "--max-output",
+            "100",
+            "--",
+            "sh",
+            "-c",
+            "seq 1 10000",
+        ],
+        None,
+    )
+    .await;
+    assert!(
+        out.starts_with("1\n2\n") && out.ends_with("9999\n10000\n"),
+        "head and tail kept"
+    );
+    assert!(err.contains("were cut here"), "{err}");
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn cp_follows_docker_cp_rules() {
+    let temp = tempfile::tempdir().unwrap();
+    let app = spawn_with(test_config(temp.path())).await;
+    let sb = app.sandbox(json!({"files": {"in/.keep": ""}})).await;
+    let file = temp.path().join("upload.txt");
+    std::fs::write(&file, "from the host").unwrap();
+    let tree = temp.path().join("tree");
+    std::fs::create_dir_all(tree.join("sub")).unwrap();
+    std::fs::write(tree.join("sub/x.txt"), "tree file").unwrap();
+    std::os::unix::fs::symlink("sub/x.txt", tree.join("link")).unwrap();
+    let at = |p: &str| format!("{}:{p}", sb.id);
+    let cp = |a: String, b: String| {
+        let app = &app;
+        async move { berth_at(app, &["cp", &a, &b], None).await }
+    };
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
+
+    // A file into an existing directory keeps its name.
+    assert_eq!(cp(path(&file), at("in")).await.0, Some(0));
+    assert_eq!(
+        app.client.read_file(&sb.id, "in/upload.txt").await.unwrap(),
+        "from the host"
+    );
+    // A directory into an existing directory nests; a link stays a link.
+    assert_eq!(cp(path(&tree), at("in")).await.0, Some(0));
+    let link = app
+        .client
+        .sh(&sb.id, "readlink in/tree/link; cat in/tree/sub/x.txt")
+        .await
+        .unwrap();
+    assert_eq!(link.stdout, "sub/x.txt\ntree file");
+    // `SRC/.` copies the contents.
+    assert_eq!(
+        cp(format!("{}/.", path(&tree)), at("flat")).await.0,
+        Some(0)
+    );
+    assert_eq!(
+        app.client
+            .read_file(&sb.id, "flat/sub/x.txt")
+            .await
+            .unwrap(),
+        "tree file"
+    );
+    // Out of the sandbox: into an existing local directory it nests too.
+    let back = temp.path().join("back");
+    std::fs::create_dir_all(&back).unwrap();
+    assert_eq!(cp(at("in/tree"), path(&back)).await.0, Some(0));
+    assert_eq!(
+        std::fs::read_to_string(back.join("tree/sub/x.txt")).unwrap(),
+        "tree file"
+    );
+    assert_eq!(
+        std::fs::read_link(back.join("tree/link")).unwrap(),
+        std::path::Path::new("sub/x.txt")
+    );
+    // A file out into a directory keeps its name.
+    assert_eq!(cp(at("in/upload.txt"), path(&back)).await.0, Some(0));
+    assert_eq!(
+        std::fs::read_to_string(back.join("upload.txt")).unwrap(),
+        "from the host"
+    );
+    // `-` is a tar on stdout.
+    let (code, tar, _) = berth_at(&app, &["cp", &at("in/tree"), "-"], None).await;
+    assert_eq!(code, Some(0));
+    assert!(tar.contains("sub/x.txt"));
+    // Missing sources and a file onto a missing directory say so.
+    let (code, _, err) = cp(at("nope"), path(&back)).await;
+    assert_eq!(code, Some(1));
+    assert!(err.contains("no such file"), "{err}");
+    let (code, _, err) = cp(path(&file), at("missing-dir/")).await;
+    assert_eq!(code, Some(1));
+    assert!(err.contains("does not exist"), "{err}");
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_cli_speaks_its_own_words_and_manages_keys() {
+    let temp = tempfile::tempdir().unwrap();
+    let app = spawn_with(test_config(temp.path())).await;
+    let sb = app.sandbox(json!({"auto_resume": false})).await;
+    app.client.stop(&sb.id).await.unwrap();
+    let (code, _, err) = berth_at(&app, &["exec", &sb.id, "--", "true"], None).await;
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains(&format!("`berth sandbox resume {}`", sb.id)),
+        "{err}"
+    );
+    assert_eq!(err.matches("berth:").count(), 1, "said once: {err}");
+
+    // Listing: a header; terminated ones only with --all.
+    let gone = app.sandbox(json!({})).await;
+    app.client.delete(&gone.id, false).await.unwrap();
+    let (_, out, err) = berth_at(&app, &["sandbox", "list"], None).await;
+    assert!(
+        out.starts_with("ID ") && out.contains(&sb.id) && !out.contains(&gone.id),
+        "{out}"
+    );
+    assert!(err.contains("--all"), "{err}");
+    let (_, out, _) = berth_at(&app, &["sandbox", "list", "--all", "--json"], None).await;
+    let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+
+    // No key, no server: what to do.
+    let no_key = tokio::task::spawn_blocking(|| {
+        berth()
+            .args(["sandbox", "list"])
+            .env_remove("BERTH_API_KEY")
+            .env("HOME", "/nonexistent")
+            .env("BERTH_URL", "127.0.0.1:9")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(String::from_utf8_lossy(&no_key.stderr).contains("BERTH_API_KEY"));
+    let down = tokio::task::spawn_blocking(|| {
+        berth()
+            .args(["sandbox", "list"])
+            .env("BERTH_API_KEY", "bk_x")
+            .env("BERTH_URL", "127.0.0.1:9")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&down.stderr);
+    assert!(
+        text.contains("http://127.0.0.1:9") && text.contains("berth serve"),
+        "{text}"
+    );
+
+    // keys list shows ids, never keys; revoke takes effect within seconds.
+    let data_dir = temp.path().to_str().unwrap().to_string();
+    let (_, out, _) = berth_at(&app, &["keys", "list", "--data-dir", &data_dir], None).await;
+    assert!(out.contains("tenant-a") && !out.contains(&app.key), "{out}");
+    let (code, _, err) = berth_at(
+        &app,
+        &["keys", "revoke", &app.key, "--data-dir", &data_dir],
+        None,
+    )
+    .await;
+    assert_eq!(code, Some(0), "{err}");
+    let refused = eventually(Duration::from_secs(10), || async {
+        let e = app.client.get_sandbox(&sb.id).await.err()?;
+        (e.status() == Some(reqwest::StatusCode::UNAUTHORIZED)).then_some(())
+    })
+    .await;
+    assert!(refused.is_some(), "a revoked key stops working");
+    app.cleanup().await;
 }

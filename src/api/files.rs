@@ -126,6 +126,18 @@ pub async fn list(
     ))
 }
 
+pub async fn stat(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let q = parse_query(query)?;
+    let path = required_path(&q)?;
+    Ok(relay(state.service.stat_file(&tenant, &id, path).await?))
+}
+
 pub async fn edit(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,

@@ -82,6 +82,7 @@ pub fn router(state: AppState) -> Router {
             get(files::read).put(files::write).delete(files::delete),
         )
         .route("/sandboxes/{id}/files/list", get(files::list))
+        .route("/sandboxes/{id}/files/stat", get(files::stat))
         .route("/sandboxes/{id}/files/edit", post(files::edit))
         .route("/sandboxes/{id}/files/glob", post(files::glob))
         .route("/sandboxes/{id}/files/grep", post(files::grep))

@@ -144,6 +144,14 @@ pub const OPERATIONS: &[Operation] = &[
         Some("FileList"),
     ),
     (
+        "get",
+        "/v1/sandboxes/{id}/files/stat",
+        "Describe one path (?path=); a symlink is described, not followed",
+        None,
+        200,
+        Some("FileEntry"),
+    ),
+    (
         "post",
         "/v1/sandboxes/{id}/files/edit",
         "Replace text in a file",
@@ -277,6 +285,9 @@ fn schemas(c: &Config) -> Value {
         "FileList": {"type": "object", "properties": {"truncated": {"type": "boolean"}, "entries": {"type": "array",
             "items": {"type": "object", "properties": {"path": string, "type": {"enum": ["file", "dir", "symlink", "other"]},
             "size": {"type": "integer"}, "mode": string, "mtime": string}}}}},
+        "FileEntry": {"type": "object", "properties": {"path": string,
+            "type": {"enum": ["file", "dir", "symlink", "other"]},
+            "size": {"type": "integer"}, "mode": string, "mtime": string}},
         "EditRequest": {"type": "object", "required": ["path", "old", "new"], "additionalProperties": false,
             "properties": {"path": {"type": "string", "minLength": 1},
             "old": {"type": "string", "minLength": 1}, "new": string, "replace_all": {"type": "boolean"}}},
@@ -316,7 +327,9 @@ fn query_params(method: &str, path: &str) -> Vec<Value> {
         ],
         ("delete", "/v1/sandboxes/{id}") => vec![q("keep_volume", false, boolean)],
         ("get", "/v1/sandboxes/{id}/processes/{pid}/output") => vec![q("follow", false, boolean)],
-        ("get", "/v1/sandboxes/{id}/files") => vec![path_param(true)],
+        ("get", "/v1/sandboxes/{id}/files" | "/v1/sandboxes/{id}/files/stat") => {
+            vec![path_param(true)]
+        }
         ("put", "/v1/sandboxes/{id}/files") => vec![
             path_param(true),
             q(

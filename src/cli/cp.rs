@@ -1,24 +1,39 @@
-//! `berth cp`: files and directories between this machine and a sandbox (`ID:path`).
-//! Directories travel as tar through the archive routes.
+//! `berth cp`: files and directories between this machine and a sandbox (`ID:path`), by
+//! `docker cp`'s rules: a file into an existing directory keeps its name; a directory
+//! into an existing directory nests under its own name (`SRC/.` copies its contents);
+//! symlinks stay links; `-` is a tar stream on stdin or stdout. Directories and links
+//! travel as tar through the archive routes.
 
 use super::remote::client;
 use super::RemoteOpts;
+use crate::client::Client;
 use crate::domain::SandboxId;
-use std::path::Path;
+use berth_runtime::wire::FileKind;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// `sb-...:path` → (id, path).
 fn remote_part(arg: &str) -> Option<(String, String)> {
     let (id, path) = arg.split_once(':')?;
     SandboxId::parse(id)?;
-    Some((
-        id.to_string(),
-        if path.is_empty() {
-            ".".to_string()
-        } else {
-            path.to_string()
-        },
-    ))
+    let path = if path.is_empty() { "." } else { path };
+    Some((id.to_string(), path.to_string()))
+}
+
+/// The last name of a path (`a/b/` → `b`, `a/b/.` → `b`).
+fn base_name(path: &str) -> String {
+    let trimmed = path.trim_end_matches("/.").trim_end_matches('/');
+    trimmed.rsplit('/').next().unwrap_or(trimmed).to_string()
+}
+
+/// `SRC/.`: copy a directory's contents rather than the directory.
+fn contents_only(path: &str) -> bool {
+    path.ends_with("/.") || path == "."
+}
+
+fn join(dir: &str, name: &str) -> String {
+    format!("{}/{name}", dir.trim_end_matches('/'))
 }
 
 pub async fn copy(
@@ -26,30 +41,9 @@ pub async fn copy(
     source: String,
     destination: String,
 ) -> anyhow::Result<ExitCode> {
-    let client = client(&remote);
     match (remote_part(&source), remote_part(&destination)) {
-        (None, Some((id, path))) => {
-            let local = Path::new(&source);
-            if local.is_dir() {
-                let mut builder = tar::Builder::new(Vec::new());
-                builder.append_dir_all(".", local)?;
-                client
-                    .put_archive(&id, &path, builder.into_inner()?)
-                    .await?;
-            } else {
-                let bytes = tokio::fs::read(local).await?;
-                client.write_file(&id, &path, bytes).await?;
-            }
-        }
-        (Some((id, path)), None) => match client.read_file(&id, &path).await {
-            Ok(bytes) => tokio::fs::write(&destination, bytes).await?,
-            Err(e) if e.status() == Some(reqwest::StatusCode::BAD_REQUEST) => {
-                let tar = client.get_archive(&id, &path).await?;
-                std::fs::create_dir_all(&destination)?;
-                tar::Archive::new(std::io::Cursor::new(tar)).unpack(&destination)?;
-            }
-            Err(e) => return Err(e.into()),
-        },
+        (None, Some((id, path))) => upload(&client(&remote)?, &source, &id, &path).await?,
+        (Some((id, path)), None) => download(&client(&remote)?, &id, &path, &destination).await?,
         (Some(_), Some(_)) => anyhow::bail!(
             "copying between two sandboxes is not supported; copy through this machine"
         ),
@@ -58,4 +52,134 @@ pub async fn copy(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A tar of one local entry under `name` (a link stays a link).
+fn tar_of_entry(local: &Path, name: &str) -> anyhow::Result<Vec<u8>> {
+    let mut builder = tar::Builder::new(Vec::new());
+    builder.follow_symlinks(false);
+    builder.append_path_with_name(local, name)?;
+    Ok(builder.into_inner()?)
+}
+
+/// A tar of a local directory's contents (links stay links).
+fn tar_of_contents(local: &Path) -> anyhow::Result<Vec<u8>> {
+    let mut builder = tar::Builder::new(Vec::new());
+    builder.follow_symlinks(false);
+    builder.append_dir_all(".", local)?;
+    Ok(builder.into_inner()?)
+}
+
+async fn upload(client: &Client, source: &str, id: &str, dest: &str) -> anyhow::Result<()> {
+    if source == "-" {
+        let mut tar = Vec::new();
+        std::io::stdin().lock().read_to_end(&mut tar)?;
+        client.put_archive(id, dest, tar).await?;
+        return Ok(());
+    }
+    let local = Path::new(source);
+    let meta = std::fs::symlink_metadata(local).map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
+    let existing = client.stat(id, dest).await?.map(|e| e.kind);
+    let dest_is_dir = existing == Some(FileKind::Dir);
+    if meta.is_dir() {
+        let target = match existing {
+            None => dest.to_string(),
+            Some(FileKind::Dir) if contents_only(source) => dest.to_string(),
+            Some(FileKind::Dir) => join(dest, &base_name(source)),
+            Some(_) => anyhow::bail!("cannot copy directory {source} onto file {id}:{dest}"),
+        };
+        client
+            .put_archive(id, &target, tar_of_contents(local)?)
+            .await?;
+        return Ok(());
+    }
+    if dest.ends_with('/') && !dest_is_dir {
+        anyhow::bail!("destination directory {id}:{dest} does not exist");
+    }
+    let target = if dest_is_dir {
+        join(dest, &base_name(source))
+    } else {
+        dest.to_string()
+    };
+    if meta.file_type().is_symlink() {
+        let (parent, name) = match target.rsplit_once('/') {
+            Some((parent, name)) => (if parent.is_empty() { "/" } else { parent }, name),
+            None => (".", target.as_str()),
+        };
+        client
+            .put_archive(id, parent, tar_of_entry(local, name)?)
+            .await?;
+        return Ok(());
+    }
+    let bytes = tokio::fs::read(local).await?;
+    client.write_file(id, &target, bytes).await?;
+    Ok(())
+}
+
+async fn download(client: &Client, id: &str, source: &str, dest: &str) -> anyhow::Result<()> {
+    if dest == "-" {
+        let tar = client.get_archive(id, source).await?;
+        let mut out = std::io::stdout().lock();
+        out.write_all(&tar)?;
+        out.flush()?;
+        return Ok(());
+    }
+    let Some(entry) = client.stat(id, source).await? else {
+        anyhow::bail!("{id}:{source}: no such file or directory");
+    };
+    let local = Path::new(dest);
+    let local_meta = std::fs::metadata(local).ok();
+    let local_is_dir = local_meta.as_ref().is_some_and(|m| m.is_dir());
+    if entry.kind == FileKind::Dir {
+        let target: PathBuf = match &local_meta {
+            None => local.to_path_buf(),
+            Some(m) if m.is_dir() && contents_only(source) => local.to_path_buf(),
+            Some(m) if m.is_dir() => local.join(base_name(source)),
+            Some(_) => anyhow::bail!("cannot copy directory {id}:{source} onto file {dest}"),
+        };
+        let tar = client.get_archive(id, source).await?;
+        std::fs::create_dir_all(&target)?;
+        tar::Archive::new(std::io::Cursor::new(tar)).unpack(&target)?;
+        return Ok(());
+    }
+    if dest.ends_with('/') && !local_is_dir {
+        anyhow::bail!("destination directory {dest} does not exist");
+    }
+    let target = if local_is_dir {
+        local.join(base_name(source))
+    } else {
+        local.to_path_buf()
+    };
+    // One entry (a file or a link, kept as it is), written at `target`.
+    let tar = client.get_archive(id, source).await?;
+    let mut archive = tar::Archive::new(std::io::Cursor::new(tar));
+    let mut entries = archive.entries()?;
+    let Some(entry) = entries.next() else {
+        anyhow::bail!("{id}:{source}: the sandbox sent an empty archive");
+    };
+    if std::fs::symlink_metadata(&target).is_ok_and(|m| m.file_type().is_symlink()) {
+        std::fs::remove_file(&target)?;
+    }
+    entry?.unpack(&target)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_contents_follow_docker_cp() {
+        assert_eq!(base_name("src/app/"), "app");
+        assert_eq!(base_name("src/app/."), "app");
+        assert_eq!(base_name("file.txt"), "file.txt");
+        assert!(contents_only("src/."));
+        assert!(!contents_only("src"));
+        assert_eq!(join("a/", "b"), "a/b");
+        assert_eq!(
+            remote_part("sb-0123456789abcdef:"),
+            Some(("sb-0123456789abcdef".into(), ".".into()))
+        );
+        assert_eq!(remote_part("./local:file"), None);
+    }
 }

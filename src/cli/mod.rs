@@ -81,13 +81,21 @@ enum Command {
         #[command(flatten)]
         remote: RemoteOpts,
     },
-    /// Run a command in a sandbox, streaming its output; exits with its exit code.
+    /// Run a command in a sandbox, streaming its output; exits with its exit code. Stdin is
+    /// forwarded when it is a pipe or a file (`-i` forwards a terminal's too).
     Exec {
         /// Sandbox id.
         id: String,
-        /// Seconds before the command's whole process tree is killed.
+        /// Seconds before the command's whole process tree is killed (default: the
+        /// server's, 30 s unless configured).
         #[arg(long)]
         timeout: Option<f64>,
+        /// Bytes of stdout and of stderr kept (head and tail; default 1 MiB each).
+        #[arg(long, value_name = "BYTES")]
+        max_output: Option<u64>,
+        /// Forward stdin even when it is a terminal (read until end of input).
+        #[arg(short, long)]
+        interactive: bool,
         /// Working directory inside the sandbox.
         #[arg(long)]
         cwd: Option<String>,
@@ -165,12 +173,20 @@ enum SandboxCommand {
         #[arg(long = "env", value_name = "KEY=VALUE")]
         env: Vec<String>,
     },
-    /// List sandboxes.
+    /// List sandboxes (terminated and failed ones only with --all or --state).
     List {
+        /// Only this state: creating, running, stopped, terminated, failed, archived.
         #[arg(long)]
         state: Option<String>,
+        /// KEY or KEY=VALUE (repeatable).
         #[arg(long = "label", value_name = "KEY=VALUE")]
         labels: Vec<String>,
+        /// Include terminated and failed sandboxes.
+        #[arg(long, short)]
+        all: bool,
+        /// Print the sandboxes as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Show one sandbox.
     Get { id: String },
@@ -200,10 +216,54 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("berth: {e:#}");
+            eprintln!("berth: {}", describe(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error as a CLI user should read it: what went wrong and what to do, in the CLI's
+/// words rather than HTTP's, once.
+fn describe(err: &anyhow::Error) -> String {
+    use crate::client::ClientError;
+    match err.downcast_ref::<ClientError>() {
+        Some(ClientError::Http(e)) if e.is_connect() || e.is_timeout() => {
+            let url = e
+                .url()
+                .map(|u| format!("{}://{}", u.scheme(), u.authority()))
+                .unwrap_or_else(|| "the server".into());
+            format!(
+                "cannot reach the berth server at {url}; is it running? Start it with `berth serve`, or point BERTH_URL (--url) at it"
+            )
+        }
+        Some(ClientError::Api { status, .. }) if status.as_u16() == 401 => {
+            "the server refused the API key; check BERTH_API_KEY (--api-key), or create a key with `berth keys create --tenant NAME`".into()
+        }
+        Some(ClientError::Api { message, .. }) => cli_words(message),
+        Some(other) => other.to_string(),
+        None => format!("{err:#}"),
+    }
+}
+
+/// Replaces the routes a server message names with the CLI verbs that do the same.
+fn cli_words(message: &str) -> String {
+    let mut out = message.to_string();
+    while let Some(start) = out.find("POST /v1/sandboxes/") {
+        let rest = &out[start + "POST /v1/sandboxes/".len()..];
+        let Some((id, tail)) = rest.split_once('/') else {
+            break;
+        };
+        let verb: String = tail
+            .chars()
+            .take_while(|c| c.is_ascii_alphabetic())
+            .collect();
+        if !matches!(verb.as_str(), "resume" | "stop") {
+            break;
+        }
+        let end = start + "POST /v1/sandboxes/".len() + id.len() + 1 + verb.len();
+        out.replace_range(start..end, &format!("`berth sandbox {verb} {id}`"));
+    }
+    out
 }
 
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
@@ -235,9 +295,22 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             timeout,
             cwd,
             env,
+            max_output,
+            interactive,
             cmd,
             remote,
-        } => remote::exec(remote, id, timeout, cwd, env, cmd).await,
+        } => {
+            let opts = remote::ExecOpts {
+                id,
+                timeout,
+                cwd,
+                env,
+                max_output,
+                interactive,
+                cmd,
+            };
+            remote::exec(remote, opts).await
+        }
         Command::Cp {
             source,
             destination,

@@ -8,15 +8,32 @@ use serde_json::json;
 use std::io::Write;
 use std::process::ExitCode;
 
-/// A client for `remote`, falling back to the default tenant's key file.
-pub fn client(remote: &RemoteOpts) -> Client {
-    let key = remote.api_key.clone().or_else(|| {
-        let config = crate::config::Config::load(None).ok()?;
-        let text =
-            std::fs::read_to_string(config.data_dir.join(crate::startup::DEFAULT_KEY_FILE)).ok()?;
-        Some(text.trim().to_string())
-    });
-    Client::new(remote.url.clone(), key)
+/// A client for `remote`, falling back to the default tenant's key file; a URL without a
+/// scheme is taken as http.
+pub fn client(remote: &RemoteOpts) -> anyhow::Result<Client> {
+    let key = remote
+        .api_key
+        .clone()
+        .filter(|k| !k.is_empty())
+        .or_else(|| {
+            let config = crate::config::Config::load(None).ok()?;
+            let text =
+                std::fs::read_to_string(config.data_dir.join(crate::startup::DEFAULT_KEY_FILE))
+                    .ok()?;
+            Some(text.trim().to_string())
+        });
+    let Some(key) = key else {
+        anyhow::bail!(
+            "no API key: set BERTH_API_KEY (or pass --api-key); on the server's machine, \
+             `berth serve` wrote the default key to ~/.local/share/berth/default-api-key"
+        );
+    };
+    let url = if remote.url.contains("://") {
+        remote.url.clone()
+    } else {
+        format!("http://{}", remote.url)
+    };
+    Ok(Client::new(url, Some(key)))
 }
 
 fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
@@ -25,7 +42,7 @@ fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
 }
 
 pub async fn sandbox(remote: RemoteOpts, command: SandboxCommand) -> anyhow::Result<ExitCode> {
-    let client = client(&remote);
+    let client = client(&remote)?;
     let get = |id: &str| format!("/v1/sandboxes/{id}");
     let value: serde_json::Value = match command {
         SandboxCommand::Create {
@@ -58,22 +75,72 @@ pub async fn sandbox(remote: RemoteOpts, command: SandboxCommand) -> anyhow::Res
             }
             send(&client, reqwest::Method::POST, "/v1/sandboxes", Some(body)).await?
         }
-        SandboxCommand::List { state, labels } => {
+        SandboxCommand::List {
+            state,
+            labels,
+            all,
+            json,
+        } => {
+            let show_ended = all || state.is_some();
             let mut pairs: Vec<(String, String)> = state
                 .into_iter()
                 .map(|s| ("state".to_string(), s))
                 .collect();
             pairs.extend(labels.into_iter().map(|l| ("label".to_string(), l)));
             let query = serde_urlencoded::to_string(&pairs)?;
-            let list = client.list_sandboxes(&query).await?;
+            let raw = send(
+                &client,
+                reqwest::Method::GET,
+                &format!("/v1/sandboxes?{query}"),
+                None,
+            )
+            .await?;
+            let all_entries = raw["sandboxes"].as_array().cloned().unwrap_or_default();
+            let total = all_entries.len();
+            let kept: Vec<serde_json::Value> = all_entries
+                .into_iter()
+                .filter(|s| {
+                    show_ended || !matches!(s["state"].as_str(), Some("terminated" | "failed"))
+                })
+                .collect();
+            let hidden = total - kept.len();
+            if json {
+                print_json(&kept)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let list: Vec<crate::client::SandboxInfo> = kept
+                .into_iter()
+                .map(serde_json::from_value)
+                .collect::<Result<_, _>>()?;
+            if list.is_empty() {
+                eprintln!(
+                    "no sandboxes{}; create one with `berth sandbox create --image python`",
+                    if hidden > 0 {
+                        format!(" ({hidden} terminated or failed; see --all)")
+                    } else {
+                        String::new()
+                    }
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!(
+                "{:<20} {:<11} {:<16} {:<26} LABELS",
+                "ID", "STATE", "IMAGE", "CREATED"
+            );
             for s in &list {
+                let labels: Vec<String> =
+                    s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 println!(
-                    "{}  {:<10} {:<8} {}",
+                    "{:<20} {:<11} {:<16} {:<26} {}",
                     s.id,
                     s.state,
                     s.image,
-                    s.created_at.as_deref().unwrap_or("")
+                    s.created_at.as_deref().unwrap_or(""),
+                    labels.join(",")
                 );
+            }
+            if hidden > 0 {
+                eprintln!("({hidden} terminated or failed not shown; see --all)");
             }
             return Ok(ExitCode::SUCCESS);
         }
@@ -122,32 +189,73 @@ async fn send(
     let status = response.status();
     let value: serde_json::Value = response.json().await.unwrap_or(serde_json::Value::Null);
     if !status.is_success() {
-        let message = value["error"]["message"]
-            .as_str()
-            .unwrap_or("request failed");
-        anyhow::bail!("{status}: {message}");
+        let text = |field: &str| {
+            value["error"][field]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        };
+        return Err(crate::client::ClientError::Api {
+            status,
+            code: text("code"),
+            message: text("message"),
+        }
+        .into());
     }
     Ok(value)
 }
 
-pub async fn exec(
-    remote: RemoteOpts,
-    id: String,
-    timeout: Option<f64>,
-    cwd: Option<String>,
-    env: Vec<String>,
-    cmd: Vec<String>,
-) -> anyhow::Result<ExitCode> {
-    let client = client(&remote);
+/// How `berth exec` runs its command.
+pub struct ExecOpts {
+    pub id: String,
+    pub timeout: Option<f64>,
+    pub cwd: Option<String>,
+    pub env: Vec<String>,
+    pub max_output: Option<u64>,
+    /// Forward stdin even when it is a terminal.
+    pub interactive: bool,
+    pub cmd: Vec<String>,
+}
+
+/// Largest stdin forwarded (it travels base64-encoded inside the JSON request).
+const MAX_STDIN_BYTES: usize = 12 * 1024 * 1024;
+
+/// Stdin to forward: all of it when it is not a terminal (a pipe or a file), or with -i.
+fn read_stdin(interactive: bool) -> anyhow::Result<Option<Vec<u8>>> {
+    use std::io::{IsTerminal, Read};
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() && !interactive {
+        return Ok(None);
+    }
+    let mut bytes = Vec::new();
+    stdin
+        .lock()
+        .take(MAX_STDIN_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() > MAX_STDIN_BYTES {
+        anyhow::bail!(
+            "stdin is larger than {} MiB; upload it with `berth cp FILE ID:FILE` and run the command on the file",
+            MAX_STDIN_BYTES >> 20
+        );
+    }
+    Ok(Some(bytes))
+}
+
+pub async fn exec(remote: RemoteOpts, opts: ExecOpts) -> anyhow::Result<ExitCode> {
+    use base64::Engine;
+    let client = client(&remote)?;
+    let stdin = read_stdin(opts.interactive)?;
     let request = ExecRequest {
-        cmd: Some(cmd),
-        timeout_s: timeout,
-        cwd,
-        env: key_values(&env, "env")?,
+        cmd: Some(opts.cmd),
+        timeout_s: opts.timeout,
+        cwd: opts.cwd,
+        env: key_values(&opts.env, "env")?,
+        max_output_bytes: opts.max_output,
+        stdin_b64: stdin.map(|b| base64::engine::general_purpose::STANDARD.encode(b)),
         ..Default::default()
     };
-    let mut events = Box::pin(client.exec_stream(&id, &request).await?);
-    let mut code = 1u8;
+    let mut events = Box::pin(client.exec_stream(&opts.id, &request).await?);
+    let mut code = None;
     while let Some(event) = events.next().await {
         match event? {
             ExecEvent::Stdout { data } => {
@@ -162,7 +270,7 @@ pub async fn exec(
             }
             ExecEvent::Truncated { stream, cut_bytes } => match cut_bytes {
                 Some(n) => eprintln!(
-                    "\nberth: {n} bytes of {stream} were cut here (the head and the tail are kept; raise --max-output to keep more)"
+                    "\nberth: {n} bytes of {stream} were cut here (the head and the tail are kept; keep more with --max-output BYTES)"
                 ),
                 None => eprintln!("berth: {stream} output was truncated"),
             },
@@ -170,18 +278,32 @@ pub async fn exec(
                 exit_code,
                 timed_out,
                 oom_killed,
+                duration_ms,
                 ..
             } => {
                 if timed_out {
-                    eprintln!("berth: timed out; the command's process tree was killed");
+                    let limit = match opts.timeout {
+                        Some(t) => format!("its --timeout of {t}s"),
+                        None => "the server's default exec timeout".to_string(),
+                    };
+                    eprintln!(
+                        "berth: the command ran past {limit} ({:.1}s) and its process tree was killed; give it longer with --timeout SECONDS",
+                        duration_ms as f64 / 1000.0
+                    );
                 }
                 if oom_killed {
-                    eprintln!("berth: killed for exceeding the sandbox's memory limit");
+                    eprintln!("berth: killed for exceeding the sandbox's memory limit (create the sandbox with a larger --memory-mb)");
                 }
-                code = exit_code.map(|c| c.clamp(0, 255) as u8).unwrap_or(137);
+                code = Some(exit_code.map(|c| c.clamp(0, 255) as u8).unwrap_or(137));
             }
             ExecEvent::Error { message } => anyhow::bail!("{message}"),
         }
     }
-    Ok(ExitCode::from(code))
+    match code {
+        Some(code) => Ok(ExitCode::from(code)),
+        None => anyhow::bail!(
+            "the output ended before the command did (was the sandbox stopped? see `berth sandbox get {}`)",
+            opts.id
+        ),
+    }
 }

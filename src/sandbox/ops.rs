@@ -409,6 +409,19 @@ impl SandboxService {
         .await
     }
 
+    /// One path as it is (a symlink is described, not followed).
+    pub async fn stat_file(
+        self: &Arc<Self>,
+        tenant: &TenantId,
+        id: &SandboxId,
+        path: &str,
+    ) -> Result<AgentReply, SandboxError> {
+        let uri = format!("/files/stat?{}", query_string(&[("path", path)]));
+        let call = self.call(tenant, id, Access::ReadOnly).await?;
+        self.relay(call, AgentRequest::new(Method::GET, &uri), 64 * 1024, SHORT)
+            .await
+    }
+
     async fn json_route(
         self: &Arc<Self>,
         tenant: &TenantId,

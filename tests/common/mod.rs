@@ -105,8 +105,10 @@ impl TestApp {
             .expect("sandbox created")
     }
 
-    /// Stops serving; the data dir and sandboxes stay.
+    /// Stops serving; the data dir and sandboxes stay (for a server started next on the
+    /// same data dir, whose own guard then cleans up).
     pub async fn stop_server(&mut self) {
+        self.cleaned = true;
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }

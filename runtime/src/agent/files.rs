@@ -379,6 +379,12 @@ pub fn display_join(shown: &str, rel: &str) -> String {
     }
 }
 
+/// One path as it is (a symlink is described, not followed).
+pub fn stat(path: &Path, shown: &str) -> Result<FileEntry, AgentError> {
+    let meta = std::fs::symlink_metadata(path).map_err(|e| AgentError::from_io(path, e))?;
+    Ok(entry_for(display_join(shown, ""), &meta))
+}
+
 fn entry_for(shown: String, meta: &std::fs::Metadata) -> FileEntry {
     let ft = meta.file_type();
     let kind = if ft.is_symlink() {

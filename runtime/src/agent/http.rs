@@ -32,6 +32,7 @@ pub fn router(state: Shared) -> Router {
         .route("/processes/{pid}/kill", post(kill_process))
         .route("/files", get(read_file).put(write_file).delete(delete_file))
         .route("/files/list", get(list_files))
+        .route("/files/stat", get(stat_file))
         .route("/files/edit", post(edit_file))
         .route("/files/glob", post(glob))
         .route("/files/grep", post(grep))
@@ -304,6 +305,15 @@ async fn delete_file(
     let workdir = state.workdir.clone();
     blocking(move || files::delete(&path, &workdir, q.recursive)).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+async fn stat_file(
+    State(state): State<Shared>,
+    Query(q): Query<PathQuery>,
+) -> Result<Response, AgentError> {
+    let path = state.resolve(&q.path)?;
+    let entry = blocking(move || files::stat(&path, &q.path)).await?;
+    Ok(Json(entry).into_response())
 }
 
 async fn list_files(
