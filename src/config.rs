@@ -81,6 +81,8 @@ pub struct LimitCeilings {
     pub max_requests_per_tenant: usize,
     /// ... on the whole server.
     pub max_requests: usize,
+    /// Read-only helpers (reads of stopped sandboxes) one tenant may have at once.
+    pub max_readers_per_tenant: usize,
     /// `GET /v1/events` streams open at once for one tenant.
     pub max_event_streams_per_tenant: usize,
     /// ... on the whole server.
@@ -144,6 +146,7 @@ impl Default for LimitCeilings {
             max_requests_per_sandbox: 16,
             max_requests_per_tenant: 64,
             max_requests: 256,
+            max_readers_per_tenant: 8,
             max_event_streams_per_tenant: 16,
             max_event_streams: 1024,
             ended_retention_s: 7 * 24 * 3600,

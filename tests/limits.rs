@@ -241,3 +241,26 @@ async fn metrics_count_states_on_change_and_ended_records_are_pruned() {
     assert_eq!(ready, json!({"docker": "ok", "database": "ok"}));
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn read_only_helpers_count_against_their_tenants_ceiling() {
+    let temp = tempfile::tempdir().unwrap();
+    let mut config = test_config(temp.path());
+    config.limits.max_readers_per_tenant = 1;
+    let app = spawn_with(config).await;
+    let a = app.sandbox(json!({"files": {"f": "a"}})).await;
+    let b = app.sandbox(json!({"files": {"f": "b"}})).await;
+    app.client.stop(&a.id).await.unwrap();
+    app.client.stop(&b.id).await.unwrap();
+    assert_eq!(app.client.read_file(&a.id, "f").await.unwrap(), "a");
+    let err = app.client.read_file(&b.id, "f").await.unwrap_err();
+    assert_eq!(err.status(), Some(StatusCode::TOO_MANY_REQUESTS), "{err}");
+    assert!(err.to_string().contains("read-only helpers"), "{err}");
+    // Its own helper, already running, is reused.
+    assert_eq!(
+        app.client.read_file(&a.id, "f").await.unwrap(),
+        "a",
+        "its own helper is reused"
+    );
+    app.cleanup().await;
+}

@@ -79,7 +79,7 @@ impl FromRequestParts<AppState> for Tenant {
         if let Some(tenant) = state.keys.get(&hash) {
             return Ok(Tenant(tenant));
         }
-        match state.service.store().tenant_for_key(&hash).await? {
+        match state.service.tenant_for_key(&hash).await? {
             Some(tenant) => {
                 state.keys.put(hash, tenant.clone());
                 Ok(Tenant(tenant))

@@ -12,6 +12,7 @@ pub mod openapi;
 mod ops;
 mod request_id;
 mod sandboxes;
+mod views;
 mod volumes;
 
 pub use auth::Tenant;

@@ -2,6 +2,7 @@
 //! resume, delete, patch.
 
 use super::json::ApiJson;
+use super::views::{SandboxList, SandboxView};
 use super::{parse_id, ApiError, AppState, Tenant};
 use crate::domain::{CreateSandboxRequest, LabelFilter, PatchSandbox, SandboxState};
 use crate::sandbox::Idempotency;
@@ -10,7 +11,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use serde_json::json;
 use sha2::{Digest, Sha256};
 
 pub async fn create(
@@ -48,25 +48,25 @@ pub async fn create(
         }
     };
     let sandbox = service.create(&tenant, parsed, idempotency).await?;
-    Ok((StatusCode::CREATED, Json(sandbox.view(None))).into_response())
+    Ok((StatusCode::CREATED, Json(SandboxView::from(sandbox))).into_response())
 }
 
 pub async fn get(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<SandboxView>, ApiError> {
     let id = parse_id(&id)?;
     let sandbox = state.service.get(&tenant, &id).await?;
     let usage = state.service.usage(&sandbox).await;
-    Ok(Json(sandbox.view(usage)))
+    Ok(Json(SandboxView::new(sandbox, usage)))
 }
 
 pub async fn list(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
     RawQuery(query): RawQuery,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<SandboxList>, ApiError> {
     let pairs: Vec<(String, String)> =
         serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
             .map_err(|e| ApiError::invalid(format!("bad query string: {e}")))?;
@@ -86,27 +86,27 @@ pub async fn list(
         }
     }
     let sandboxes = state.service.list(&tenant, wanted_state, &labels).await?;
-    Ok(Json(
-        json!({ "sandboxes": sandboxes.iter().map(|s| s.view(None)).collect::<Vec<_>>() }),
-    ))
+    Ok(Json(SandboxList {
+        sandboxes: sandboxes.into_iter().map(SandboxView::from).collect(),
+    }))
 }
 
 pub async fn stop(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<SandboxView>, ApiError> {
     let id = parse_id(&id)?;
-    Ok(Json(state.service.stop(&tenant, &id).await?.view(None)))
+    Ok(Json(state.service.stop(&tenant, &id).await?.into()))
 }
 
 pub async fn resume(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<SandboxView>, ApiError> {
     let id = parse_id(&id)?;
-    Ok(Json(state.service.resume(&tenant, &id).await?.view(None)))
+    Ok(Json(state.service.resume(&tenant, &id).await?.into()))
 }
 
 #[derive(Deserialize)]
@@ -121,7 +121,7 @@ pub async fn delete(
     Tenant(tenant): Tenant,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<SandboxView>, ApiError> {
     let id = parse_id(&id)?;
     let q: DeleteQuery = serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
         .map_err(|e| ApiError::invalid(format!("bad query string: {e}")))?;
@@ -130,7 +130,7 @@ pub async fn delete(
             .service
             .delete(&tenant, &id, q.keep_volume)
             .await?
-            .view(None),
+            .into(),
     ))
 }
 
@@ -139,9 +139,7 @@ pub async fn patch(
     Tenant(tenant): Tenant,
     Path(id): Path<String>,
     ApiJson(patch): ApiJson<PatchSandbox>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<SandboxView>, ApiError> {
     let id = parse_id(&id)?;
-    Ok(Json(
-        state.service.patch(&tenant, &id, patch).await?.view(None),
-    ))
+    Ok(Json(state.service.patch(&tenant, &id, patch).await?.into()))
 }

@@ -1,11 +1,11 @@
 //! Volume routes: a tenant's volumes, one volume, deleting one (409 while mounted).
 
+use super::views::{VolumeList, VolumeView};
 use super::{ApiError, AppState, Tenant};
 use crate::domain::VolumeName;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use serde_json::json;
 
 fn parse_name(raw: &str) -> Result<VolumeName, ApiError> {
     VolumeName::parse(raw).map_err(|_| ApiError::not_found(format!("volume {raw} not found")))
@@ -14,20 +14,20 @@ fn parse_name(raw: &str) -> Result<VolumeName, ApiError> {
 pub async fn list(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    Ok(Json(
-        json!({ "volumes": state.service.volumes(&tenant).await? }),
-    ))
+) -> Result<Json<VolumeList>, ApiError> {
+    let volumes = state.service.volumes(&tenant).await?;
+    Ok(Json(VolumeList {
+        volumes: volumes.into_iter().map(VolumeView::from).collect(),
+    }))
 }
 
 pub async fn get(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
     Path(name): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    Ok(Json(
-        state.service.volume(&tenant, &parse_name(&name)?).await?,
-    ))
+) -> Result<Json<VolumeView>, ApiError> {
+    let volume = state.service.volume(&tenant, &parse_name(&name)?).await?;
+    Ok(Json(volume.into()))
 }
 
 pub async fn delete(

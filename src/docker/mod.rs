@@ -122,8 +122,27 @@ pub struct ManagedContainer {
     pub name: String,
     pub sandbox_id: String,
     pub running: bool,
-    /// `reader` for read-only helpers, empty for sandbox containers.
-    pub role: String,
+    pub role: ContainerRole,
+}
+
+/// What a managed container is for (its `dev.berth.role` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerRole {
+    /// A sandbox's own container (no role label).
+    Sandbox,
+    /// A short-lived read-only helper of a stopped sandbox.
+    Reader,
+}
+
+impl ContainerRole {
+    pub const READER_LABEL: &'static str = "reader";
+
+    fn from_label(value: Option<&String>) -> Self {
+        match value.map(String::as_str) {
+            Some(Self::READER_LABEL) => ContainerRole::Reader,
+            _ => ContainerRole::Sandbox,
+        }
+    }
 }
 
 /// One-shot resource usage.
@@ -428,7 +447,7 @@ impl DockerEngine {
                     name,
                     sandbox_id: labels.get(LABEL_SANDBOX).cloned().unwrap_or_default(),
                     running: c.state.as_deref() == Some("running"),
-                    role: labels.get(LABEL_ROLE).cloned().unwrap_or_default(),
+                    role: ContainerRole::from_label(labels.get(LABEL_ROLE)),
                 })
             })
             .collect())

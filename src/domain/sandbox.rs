@@ -73,33 +73,6 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
-    /// The public JSON shape (GET, list, and every lifecycle answer).
-    pub fn view(&self, usage: Option<Usage>) -> serde_json::Value {
-        let mut v = serde_json::json!({
-            "id": self.id,
-            "state": self.state,
-            "image": self.image,
-            "volume": self.volume,
-            "workdir": self.workdir,
-            "labels": self.labels,
-            "limits": self.limits,
-            "network": self.network,
-            "auto_resume": self.auto_resume,
-            "created_at": self.created_at,
-            "started_at": self.started_at,
-            "expires_at": self.expires_at,
-            "stopped_at": self.stopped_at,
-            "last_activity_at": self.last_activity_at,
-        });
-        if let Some(reason) = &self.reason {
-            v["reason"] = reason.clone().into();
-        }
-        if let Some(usage) = usage {
-            v["usage"] = serde_json::to_value(usage).unwrap_or_default();
-        }
-        v
-    }
-
     /// A running sandbox with default limits, for unit tests.
     #[cfg(test)]
     pub fn example(id: &SandboxId) -> Sandbox {

@@ -202,8 +202,14 @@ impl SandboxService {
                     Duration::from_secs(30),
                 )
                 .await
-                .map_err(|e| {
-                    SandboxError::Invalid(format!("cannot write starter file {path:?}: {e}"))
+                .map_err(|e| match e {
+                    // The file's path or content was refused: the client's to fix.
+                    crate::agent::AgentError::Rejected { message, .. } => SandboxError::Invalid(
+                        format!("cannot write starter file {path:?}: {message}"),
+                    ),
+                    other => SandboxError::StartFailed(format!(
+                        "cannot write starter file {path:?}: {other}"
+                    )),
                 })?;
         }
         Ok(())

@@ -21,6 +21,7 @@ pub use create::Idempotency;
 pub use error::SandboxError;
 pub use events::{Event, EventKind, Subscription};
 pub use ops::{AgentReply, ExecReply, MAX_LIST_DEPTH};
+pub use volumes::VolumeInfo;
 
 use crate::agent::AgentClient;
 use crate::config::Config;
@@ -54,7 +55,7 @@ pub struct SandboxService {
     instance: String,
     locks: Mutex<HashMap<SandboxId, Arc<tokio::sync::Mutex<()>>>>,
     /// Read-only helpers of sandboxes that are not running, with their last use.
-    readers: Mutex<HashMap<SandboxId, std::time::Instant>>,
+    readers: Mutex<HashMap<SandboxId, reader::ReaderEntry>>,
     activity: Arc<ActivityLog>,
     budget: Arc<Budget>,
     /// Held while a create checks the quota and inserts its record.
@@ -106,8 +107,9 @@ impl SandboxService {
         &self.store
     }
 
-    pub fn docker(&self) -> &DockerEngine {
-        &self.docker
+    /// The tenant an API key (by its hash) belongs to.
+    pub async fn tenant_for_key(&self, key_hash: &str) -> Result<Option<TenantId>, SandboxError> {
+        Ok(self.store.tenant_for_key(key_hash).await?)
     }
 
     /// Subscribes to `tenant`'s lifecycle events; `Busy` when too many streams are open.
@@ -312,7 +314,11 @@ impl SandboxService {
         if running {
             return SandboxError::Agent(err);
         }
-        let reason = if oom { "oom" } else { "exited" };
+        let reason = if oom {
+            stop::StopReason::Oom
+        } else {
+            stop::StopReason::Exited
+        };
         let _ = self.mark_stopped_externally(&sandbox.id, reason).await;
         SandboxError::Conflict(format!(
             "sandbox {} stopped unexpectedly (its container {}); resume it to continue",

@@ -5,8 +5,8 @@
 
 use super::{SandboxError, SandboxService};
 use crate::agent::AgentClient;
-use crate::docker::LABEL_ROLE;
-use crate::domain::{Sandbox, SandboxId, SandboxState};
+use crate::docker::{ContainerRole, LABEL_ROLE};
+use crate::domain::{Sandbox, SandboxId, SandboxState, TenantId};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -16,6 +16,14 @@ pub const READER_IDLE: Duration = Duration::from_secs(60);
 const READER_MEMORY_BYTES: i64 = 128 * 1024 * 1024;
 const READER_PIDS: i64 = 64;
 const READER_NANO_CPUS: i64 = 500_000_000;
+
+/// A read-only helper, counted against its tenant's ceiling from the moment it starts.
+pub struct ReaderEntry {
+    tenant: TenantId,
+    used: Instant,
+    /// Its agent answers (false while it starts).
+    ready: bool,
+}
 
 pub fn reader_name(id: &SandboxId) -> String {
     format!("berth-{id}-reader")
@@ -64,6 +72,7 @@ impl SandboxService {
                 current.state, current.volume
             )));
         }
+        self.reserve_reader(&current)?;
         let mut spec = self.container_spec(&current);
         if !self.docker.image_exists(&spec.image).await? {
             spec.image = self.images.resolve(&current.image).await?;
@@ -77,8 +86,10 @@ impl SandboxService {
             })?;
         spec.name = reader_name(id);
         spec.socket_dir = dir;
-        spec.labels
-            .insert(LABEL_ROLE.to_string(), "reader".to_string());
+        spec.labels.insert(
+            LABEL_ROLE.to_string(),
+            ContainerRole::READER_LABEL.to_string(),
+        );
         spec.read_only = true;
         spec.capabilities = vec!["DAC_OVERRIDE".to_string()];
         spec.network_mode = "none".to_string();
@@ -97,26 +108,59 @@ impl SandboxService {
                 })
         }
         .await;
+        {
+            let mut readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+            match (&started, readers.get_mut(id)) {
+                (Ok(()), Some(entry)) => {
+                    entry.ready = true;
+                    entry.used = Instant::now();
+                }
+                _ => {
+                    readers.remove(id);
+                }
+            }
+        }
         if let Err(e) = started {
             let _ = self.docker.remove_container(&spec.name).await;
             return Err(e);
         }
-        self.readers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id.clone(), Instant::now());
         Ok(client)
+    }
+
+    /// Takes a place for `sandbox`'s reader under its tenant's ceiling.
+    fn reserve_reader(&self, sandbox: &Sandbox) -> Result<(), SandboxError> {
+        let max = self.config.limits.max_readers_per_tenant;
+        let mut readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        let theirs = readers
+            .values()
+            .filter(|r| r.tenant == sandbox.tenant)
+            .count();
+        if theirs >= max {
+            return Err(SandboxError::Busy(format!(
+                "tenant {} already has {max} read-only helpers for stopped sandboxes (each lives a minute after its last read); resume the sandbox or retry later",
+                sandbox.tenant
+            )));
+        }
+        readers.insert(
+            sandbox.id.clone(),
+            ReaderEntry {
+                tenant: sandbox.tenant.clone(),
+                used: Instant::now(),
+                ready: false,
+            },
+        );
+        Ok(())
     }
 
     /// Marks a live reader as used; false when there is none.
     fn touch_reader(&self, id: &SandboxId) -> bool {
         let mut readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
         match readers.get_mut(id) {
-            Some(used) => {
-                *used = Instant::now();
+            Some(entry) if entry.ready => {
+                entry.used = Instant::now();
                 true
             }
-            None => false,
+            _ => false,
         }
     }
 
@@ -141,7 +185,7 @@ impl SandboxService {
             let readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
             readers
                 .iter()
-                .filter(|(_, used)| used.elapsed() >= READER_IDLE)
+                .filter(|(_, r)| r.ready && r.used.elapsed() >= READER_IDLE)
                 .map(|(id, _)| id.clone())
                 .collect()
         };

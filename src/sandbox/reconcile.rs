@@ -2,7 +2,9 @@
 //! vanished, undo creates a crash cut short, remove containers berth does not know, and
 //! count sandboxes by state.
 
+use super::stop::StopReason;
 use super::SandboxService;
+use crate::docker::ContainerRole;
 use crate::domain::{SandboxId, SandboxState};
 use std::collections::HashSet;
 use std::time::Duration;
@@ -25,7 +27,7 @@ impl SandboxService {
         let containers = self.docker.list_managed(&self.instance).await?;
         let mut seen = HashSet::new();
         for container in containers {
-            if container.role == "reader" {
+            if container.role == ContainerRole::Reader {
                 // Read-only helpers are started on demand; none survives a restart.
                 self.docker.remove_container(&container.name).await?;
                 continue;
@@ -52,7 +54,7 @@ impl SandboxService {
                     if healthy {
                         report.adopted += 1;
                     } else {
-                        self.mark_stopped_externally(&sandbox.id, "exited while berth was down")
+                        self.mark_stopped_externally(&sandbox.id, StopReason::Exited)
                             .await?;
                         report.marked_stopped += 1;
                     }
@@ -71,11 +73,8 @@ impl SandboxService {
             }
             match sandbox.state {
                 SandboxState::Running => {
-                    self.mark_stopped_externally(
-                        &sandbox.id,
-                        "container vanished while berth was down",
-                    )
-                    .await?;
+                    self.mark_stopped_externally(&sandbox.id, StopReason::Vanished)
+                        .await?;
                     report.marked_stopped += 1;
                 }
                 SandboxState::Creating => {

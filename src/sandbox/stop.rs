@@ -5,20 +5,28 @@ use crate::domain::{Sandbox, SandboxId, SandboxState, TenantId};
 use chrono::Utc;
 use std::sync::Arc;
 
-/// Why a sandbox stops.
+/// Why a sandbox stops: by berth (requested, timeout, idle) or on its own (its container
+/// was OOM-killed, exited, or vanished while berth was down).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopReason {
     Requested,
     Timeout,
     Idle,
+    Oom,
+    Exited,
+    Vanished,
 }
 
 impl StopReason {
-    fn as_str(self) -> &'static str {
+    /// The `reason` a client sees.
+    pub fn as_str(self) -> &'static str {
         match self {
             StopReason::Requested => "requested",
             StopReason::Timeout => "timeout",
             StopReason::Idle => "idle",
+            StopReason::Oom => "oom",
+            StopReason::Exited => "exited",
+            StopReason::Vanished => "vanished",
         }
     }
 }
@@ -59,29 +67,40 @@ impl SandboxService {
             _ => return Ok(sandbox),
         }
         self.bring_down(&sandbox).await?;
-        self.activity.overlay(&mut sandbox);
-        self.activity.forget(id);
+        self.record_stop(&mut sandbox, reason).await?;
+        Ok(sandbox)
+    }
+
+    /// Writes a stop down: activity folded in, state `stopped` with its reason, events.
+    async fn record_stop(
+        &self,
+        sandbox: &mut Sandbox,
+        reason: StopReason,
+    ) -> Result<(), SandboxError> {
+        self.activity.overlay(sandbox);
+        self.activity.forget(&sandbox.id);
         sandbox.stopped_at = Some(Utc::now());
         self.transition(
-            &mut sandbox,
+            sandbox,
             SandboxState::Stopped,
             Some(reason.as_str().to_string()),
         )
         .await?;
         match reason {
-            StopReason::Timeout => self.emit(EventKind::Timeout, &sandbox),
-            StopReason::Idle => self.emit(EventKind::Idle, &sandbox),
-            StopReason::Requested => {}
+            StopReason::Timeout => self.emit(EventKind::Timeout, sandbox),
+            StopReason::Idle => self.emit(EventKind::Idle, sandbox),
+            StopReason::Oom => self.emit(EventKind::Oom, sandbox),
+            StopReason::Requested | StopReason::Exited | StopReason::Vanished => {}
         }
-        self.emit(EventKind::Stopped, &sandbox);
-        Ok(sandbox)
+        self.emit(EventKind::Stopped, sandbox);
+        Ok(())
     }
 
     /// Records that a running sandbox's container went away on its own.
     pub(super) async fn mark_stopped_externally(
         &self,
         id: &SandboxId,
-        reason: &str,
+        reason: StopReason,
     ) -> Result<(), SandboxError> {
         let lock = self.lock_for(id);
         let _held = lock.lock().await;
@@ -92,19 +111,6 @@ impl SandboxService {
             return Ok(());
         }
         let _ = self.bring_down(&sandbox).await;
-        self.activity.overlay(&mut sandbox);
-        self.activity.forget(id);
-        sandbox.stopped_at = Some(Utc::now());
-        self.transition(
-            &mut sandbox,
-            SandboxState::Stopped,
-            Some(reason.to_string()),
-        )
-        .await?;
-        if reason == "oom" {
-            self.emit(EventKind::Oom, &sandbox);
-        }
-        self.emit(EventKind::Stopped, &sandbox);
-        Ok(())
+        self.record_stop(&mut sandbox, reason).await
     }
 }

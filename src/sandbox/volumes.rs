@@ -2,12 +2,23 @@
 //! (refused while a live sandbox mounts it), in Docker and in the store together.
 
 use super::{SandboxError, SandboxService};
-use crate::domain::{Sandbox, SandboxState, TenantId, VolumeName};
-use chrono::Utc;
+use crate::domain::{Sandbox, SandboxId, SandboxState, TenantId, VolumeName};
+use chrono::{DateTime, Utc};
+
+/// A volume of a tenant, with the sandboxes that use it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VolumeInfo {
+    pub name: VolumeName,
+    pub created_at: DateTime<Utc>,
+    /// Sandboxes (not terminated) on this volume.
+    pub users: Vec<SandboxId>,
+    /// A running sandbox mounts it.
+    pub mounted: bool,
+}
 
 impl SandboxService {
     /// Volumes of a tenant, with the sandboxes that use them.
-    pub async fn volumes(&self, tenant: &TenantId) -> Result<Vec<serde_json::Value>, SandboxError> {
+    pub async fn volumes(&self, tenant: &TenantId) -> Result<Vec<VolumeInfo>, SandboxError> {
         let volumes = self.store.list_volumes(tenant).await?;
         let sandboxes = self.store.list_sandboxes(Some(tenant), None).await?;
         Ok(volumes
@@ -20,7 +31,7 @@ impl SandboxService {
         &self,
         tenant: &TenantId,
         name: &VolumeName,
-    ) -> Result<serde_json::Value, SandboxError> {
+    ) -> Result<VolumeInfo, SandboxError> {
         if self.store.volume_tenant(name).await?.as_ref() != Some(tenant) {
             return Err(SandboxError::NotFound(format!("volume {name}")));
         }
@@ -69,18 +80,15 @@ impl SandboxService {
     }
 }
 
-fn volume_view(
-    name: &VolumeName,
-    created_at: chrono::DateTime<Utc>,
-    sandboxes: &[Sandbox],
-) -> serde_json::Value {
-    let users: Vec<&str> = sandboxes
-        .iter()
-        .filter(|s| &s.volume == name && s.state != SandboxState::Terminated)
-        .map(|s| s.id.as_str())
-        .collect();
-    let mounted = sandboxes
-        .iter()
-        .any(|s| &s.volume == name && s.state == SandboxState::Running);
-    serde_json::json!({ "name": name, "created_at": created_at, "sandboxes": users, "mounted": mounted })
+fn volume_view(name: &VolumeName, created_at: DateTime<Utc>, sandboxes: &[Sandbox]) -> VolumeInfo {
+    let on_it = || sandboxes.iter().filter(|s| &s.volume == name);
+    VolumeInfo {
+        name: name.clone(),
+        created_at,
+        users: on_it()
+            .filter(|s| s.state != SandboxState::Terminated)
+            .map(|s| s.id.clone())
+            .collect(),
+        mounted: on_it().any(|s| s.state == SandboxState::Running),
+    }
 }
