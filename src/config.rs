@@ -65,6 +65,8 @@ pub struct SandboxDefaults {
 pub struct LimitCeilings {
     pub max_cpu: f64,
     pub max_memory_mb: u64,
+    /// Largest `disk_mb` a sandbox may ask for.
+    pub max_disk_mb: u64,
     pub max_pids: i64,
     pub max_timeout_s: u64,
     pub max_exec_timeout_s: f64,
@@ -136,6 +138,7 @@ impl Default for LimitCeilings {
         LimitCeilings {
             max_cpu: 16.0,
             max_memory_mb: 64 * 1024,
+            max_disk_mb: 1024 * 1024,
             max_pids: 32_768,
             max_timeout_s: 7 * 24 * 3600,
             max_exec_timeout_s: 24.0 * 3600.0,
@@ -277,6 +280,9 @@ impl Config {
         }
         if d.memory_mb < 16 || d.memory_mb > l.max_memory_mb {
             return bad("defaults.memory_mb must be >= 16 and <= limits.max_memory_mb");
+        }
+        if d.disk_mb == 0 || d.disk_mb > l.max_disk_mb {
+            return bad("defaults.disk_mb must be > 0 and <= limits.max_disk_mb");
         }
         if d.pids < 8 || d.pids > l.max_pids {
             return bad("defaults.pids must be >= 8 and <= limits.max_pids");

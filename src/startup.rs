@@ -54,12 +54,13 @@ pub struct Application {
 }
 
 impl Application {
-    pub async fn build(config: Config) -> Result<Self, StartupError> {
-        let config = Arc::new(config);
+    pub async fn build(mut config: Config) -> Result<Self, StartupError> {
         prepare_data_dir(&config.data_dir)?;
         let store = store::open(&config.database_url()).await?;
         let docker = DockerEngine::connect(Duration::from_secs(config.docker_timeout_s)).await?;
         docker.ping().await?;
+        fit_to_host(&mut config, docker.host_cpus().await?);
+        let config = Arc::new(config);
         let agent_binary = install_agent(&config.data_dir)?;
         let instance = instance_id(&config.data_dir)?;
         let images = ImageService::new(
@@ -124,6 +125,21 @@ impl Application {
         reaper.abort();
         result
     }
+}
+
+/// Lowers the CPU ceiling (and default) to what the engine can give one container, so a
+/// request past it is a clear 400 rather than Docker's refusal.
+fn fit_to_host(config: &mut Config, host_cpus: u64) {
+    let cpus = host_cpus as f64;
+    if config.limits.max_cpu > cpus {
+        tracing::info!(
+            configured = config.limits.max_cpu,
+            host = cpus,
+            "the CPU ceiling is lowered to this host's CPUs"
+        );
+        config.limits.max_cpu = cpus;
+    }
+    config.defaults.cpu = config.defaults.cpu.min(cpus);
 }
 
 fn prepare_data_dir(dir: &Path) -> Result<(), StartupError> {

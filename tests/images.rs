@@ -99,7 +99,11 @@ async fn templates_have_content_addressed_tags_and_unknown_images_are_refused() 
         .create_sandbox(&json!({"image": "registry.example/never-pulled:1"}))
         .await
         .unwrap_err();
-    assert_eq!(err.status(), Some(StatusCode::BAD_REQUEST));
+    assert_eq!(
+        err.status(),
+        Some(StatusCode::NOT_FOUND),
+        "an absent image, like an absent volume"
+    );
     assert!(err.to_string().contains("never pulls"), "{err}");
     app.cleanup().await;
 }

@@ -21,6 +21,57 @@ pub const EXEC_TIMED_OUT_HEADER: &str = "x-berth-timed-out";
 /// Header of an exec reply: how long the exec ran, in milliseconds.
 pub const EXEC_DURATION_HEADER: &str = "x-berth-duration-ms";
 
+/// Whole numbers as JSON may spell them: `3` or `3.0` (JSON Schema calls both an
+/// integer), never `3.5`, a negative or an overflow.
+pub mod whole {
+    use serde::{Deserialize, Deserializer};
+
+    fn from_number<E: serde::de::Error>(n: serde_json::Number) -> Result<u64, E> {
+        if let Some(v) = n.as_u64() {
+            return Ok(v);
+        }
+        match n.as_f64() {
+            Some(f) if f >= 0.0 && f.fract() == 0.0 && f < 18_446_744_073_709_551_616.0 => {
+                Ok(f as u64)
+            }
+            _ => Err(E::custom(format!(
+                "expected a whole number of at least 0, not {n}"
+            ))),
+        }
+    }
+
+    /// For `Option<u64>` fields (with `#[serde(default)]`).
+    pub fn option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        Option::<serde_json::Number>::deserialize(d)?
+            .map(from_number)
+            .transpose()
+    }
+
+    /// For `Option<i64>` fields (with `#[serde(default)]`); negatives are left for the
+    /// field's own range check.
+    pub fn option_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+        let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+            return Ok(None);
+        };
+        if let Some(v) = n.as_i64() {
+            return Ok(Some(v));
+        }
+        match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() < 9.2e18 => Ok(Some(f as i64)),
+            _ => Err(serde::de::Error::custom(format!(
+                "expected a whole number, not {n}"
+            ))),
+        }
+    }
+
+    /// For `Option<usize>` fields (with `#[serde(default)]`).
+    pub fn option_usize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+        option(d)?
+            .map(|v| usize::try_from(v).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
 /// Body of `POST /exec` and `POST /exec/stream`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -45,7 +96,11 @@ pub struct ExecRequest {
     pub user: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_s: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole::option"
+    )]
     pub max_output_bytes: Option<u64>,
     /// `"base64"` adds exact `stdout_b64`/`stderr_b64` to the result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -213,7 +268,7 @@ pub struct GlobRequest {
     pub pattern: String,
     #[serde(default = "dot")]
     pub path: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole::option_usize")]
     pub max_results: Option<usize>,
     /// Also search hidden entries, vendored directories (`node_modules`, `.venv`, ...)
     /// and what `.gitignore`/`.ignore` exclude; `.git` is never searched.
@@ -236,7 +291,7 @@ pub struct GrepRequest {
     pub path: String,
     #[serde(default)]
     pub glob: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole::option_usize")]
     pub max_results: Option<usize>,
     #[serde(default)]
     pub case_insensitive: bool,
@@ -328,6 +383,23 @@ mod tests {
             ..Default::default()
         };
         assert!(empty.argv().is_err());
+    }
+
+    #[test]
+    fn whole_numbers_may_be_spelled_as_floats_but_fractions_are_refused() {
+        let r: ExecRequest =
+            serde_json::from_str(r#"{"command":"true","max_output_bytes":164.0}"#).unwrap();
+        assert_eq!(r.max_output_bytes, Some(164));
+        assert!(serde_json::from_str::<ExecRequest>(
+            r#"{"command":"true","max_output_bytes":1.5}"#
+        )
+        .is_err());
+        assert!(
+            serde_json::from_str::<ExecRequest>(r#"{"command":"true","max_output_bytes":-1}"#)
+                .is_err()
+        );
+        let r: ExecRequest = serde_json::from_str(r#"{"command":"true"}"#).unwrap();
+        assert_eq!(r.max_output_bytes, None);
     }
 
     #[test]

@@ -188,7 +188,7 @@ impl From<AgentError> for ApiError {
 impl From<ImageError> for ApiError {
     fn from(e: ImageError) -> Self {
         match e {
-            ImageError::UnknownImage(_) => ApiError::invalid(e.to_string()),
+            ImageError::UnknownImage(_) => ApiError::not_found(e.to_string()),
             ImageError::BuilderUnavailable { .. } => {
                 ApiError::unavailable(e.to_string(), "image builder unavailable")
             }

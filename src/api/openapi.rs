@@ -83,7 +83,7 @@ pub const OPERATIONS: &[Operation] = &[
         "post",
         "/v1/sandboxes/{id}/exec/stream",
         "Run a command, streaming NDJSON events",
-        Some("ExecRequest"),
+        Some("ExecStreamRequest"),
         200,
         None,
     ),
@@ -227,8 +227,18 @@ fn schemas(c: &Config) -> Value {
     let string = json!({"type": "string"});
     let time = json!({"type": ["string", "null"], "format": "date-time"});
     let map = json!({"type": "object", "additionalProperties": {"type": "string"}});
-    let seconds = json!({"type": "integer", "minimum": 1, "maximum": l.max_timeout_s});
+    let seconds = json!({"type": ["integer", "null"], "minimum": 1, "maximum": l.max_timeout_s});
     let no_nul = json!({"type": "string", "pattern": "^[^\\u0000]*$"});
+    let env = json!({"type": "object", "maxProperties": 256,
+        "propertyNames": {"pattern": "^(?!BERTH_)[^=\\u0000]{1,256}$"},
+        "additionalProperties": {"type": "string", "maxLength": 65536, "pattern": "^[^\\u0000]*$"}});
+    let labels = json!({"type": "object", "maxProperties": 64,
+        "propertyNames": {"pattern": "^[^=,\\u0000]{1,128}$"},
+        "additionalProperties": {"type": "string", "maxLength": 512, "pattern": "^[^\\u0000]*$"}});
+    let mut nullable_labels = labels.clone();
+    nullable_labels["type"] = json!(["object", "null"]);
+    let files = json!({"type": "object", "propertyNames": {"pattern": "^[^\\u0000]+$"},
+        "additionalProperties": {"type": "string"}});
     json!({
         "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object",
             "required": ["code", "message"],
@@ -238,16 +248,23 @@ fn schemas(c: &Config) -> Value {
             "disk_mb": {"type": "integer"}, "pids": {"type": "integer"}, "timeout_s": {"type": "integer"},
             "idle_timeout_s": {"type": "integer"}}},
         "CreateSandbox": {"type": "object", "required": ["image"], "additionalProperties": false, "properties": {
-            "image": {"type": "string", "minLength": 1, "maxLength": 255,
+            "image": {"type": "string", "minLength": 1,
+                "maxLength": crate::domain::image_ref::MAX_LEN,
+                "pattern": crate::domain::image_ref::PATTERN, "examples": ["base"],
                 "description": "a template (base, python, node) or a local image reference"},
-            "cpu": {"type": "number", "minimum": 0.01, "maximum": l.max_cpu},
-            "memory_mb": {"type": "integer", "minimum": 16, "maximum": l.max_memory_mb},
-            "disk_mb": {"type": "integer", "minimum": 1},
-            "pids": {"type": "integer", "minimum": 8, "maximum": l.max_pids},
+            "cpu": {"type": ["number", "null"], "minimum": 0.01, "maximum": l.max_cpu},
+            "memory_mb": {"type": ["integer", "null"], "minimum": 16, "maximum": l.max_memory_mb},
+            "disk_mb": {"type": ["integer", "null"], "minimum": 1, "maximum": l.max_disk_mb},
+            "pids": {"type": ["integer", "null"], "minimum": 8, "maximum": l.max_pids},
             "timeout_s": seconds, "idle_timeout_s": seconds,
-            "env": map, "workdir": {"type": "string", "pattern": "^/", "maxLength": 256}, "files": map, "labels": map,
-            "network": {"enum": ["none", "bridge"]}, "volume": {"type": ["string", "null"]},
-            "from_snapshot": {"type": ["string", "null"]}, "auto_resume": {"type": "boolean"}}},
+            "env": env, "workdir": {"type": ["string", "null"], "maxLength": 256,
+                "description": "absolute; not /, /proc, /sys, /dev or berth's own dirs; no . or .. components",
+                "pattern": "^(?!/(proc|sys|dev|run/berth|\\.berth)(/|$))(?!.*/\\.\\.?(/|$))/[^\\u0000]+$"},
+            "files": files, "labels": labels,
+            "network": {"enum": ["none", "bridge", null]},
+            "volume": {"type": ["string", "null"], "pattern": "^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$"},
+            "from_snapshot": {"type": "null", "description": "snapshots are not served yet"},
+            "auto_resume": {"type": ["boolean", "null"]}}},
         "Sandbox": {"type": "object", "properties": {
             "id": string, "state": {"enum": ["creating", "running", "stopped", "terminated", "failed", "archived"]},
             "image": string, "volume": string, "workdir": string, "labels": map,
@@ -259,18 +276,30 @@ fn schemas(c: &Config) -> Value {
         "SandboxList": {"type": "object", "properties": {"sandboxes": {"type": "array",
             "items": {"$ref": "#/components/schemas/Sandbox"}}}},
         "PatchSandbox": {"type": "object", "additionalProperties": false, "properties": {
-            "timeout_s": seconds, "idle_timeout_s": seconds, "labels": map}},
+            "timeout_s": seconds, "idle_timeout_s": seconds, "labels": nullable_labels}},
         "ExecRequest": {"type": "object", "additionalProperties": false,
             "description": "exactly one of cmd (argv) and command (run by /bin/sh -c); at most one of stdin and stdin_b64",
-            "oneOf": [{"required": ["cmd"]}, {"required": ["command"]}],
-            "not": {"required": ["stdin", "stdin_b64"]},
+            "oneOf": [
+                {"required": ["cmd"], "properties": {"cmd": {"type": "array"}}},
+                {"required": ["command"], "properties": {"command": {"type": "string"}}}],
+            "not": {"required": ["stdin", "stdin_b64"],
+                "properties": {"stdin": {"type": "string"}, "stdin_b64": {"type": "string"}}},
             "properties": {
-            "cmd": {"type": "array", "minItems": 1, "items": no_nul}, "command": no_nul, "env": map, "cwd": string,
-            "stdin": string, "stdin_b64": {"type": "string", "contentEncoding": "base64"},
+            "cmd": {"type": ["array", "null"], "minItems": 1, "items": no_nul},
+            "command": {"type": ["string", "null"], "pattern": "^[^\\u0000]*$"},
+            "env": {"type": "object", "propertyNames": {"pattern": "^[^=\\u0000]+$"},
+                "additionalProperties": no_nul},
+            "cwd": {"type": ["string", "null"], "minLength": 1, "pattern": "^[^\\u0000]*$"},
+            "stdin": {"type": ["string", "null"]},
+            "stdin_b64": {"type": ["string", "null"], "contentEncoding": "base64",
+                "pattern": "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"},
             "user": {"type": ["string", "null"]},
-            "timeout_s": {"type": "number", "exclusiveMinimum": 0, "maximum": l.max_exec_timeout_s},
-            "max_output_bytes": {"type": "integer", "minimum": 0, "maximum": l.max_output_cap_bytes},
-            "encoding": {"enum": ["utf-8", "base64"]}, "background": {"type": "boolean"}}},
+            "timeout_s": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": l.max_exec_timeout_s},
+            "max_output_bytes": {"type": ["integer", "null"], "minimum": 0, "maximum": l.max_output_cap_bytes},
+            "encoding": {"enum": ["utf-8", "base64", null]}, "background": {"type": "boolean"}}},
+        "ExecStreamRequest": {"description": "an ExecRequest without background",
+            "allOf": [{"$ref": "#/components/schemas/ExecRequest"},
+                {"properties": {"background": {"const": false}}}]},
         "ExecResult": {"type": "object", "properties": {
             "exit_code": {"type": ["integer", "null"]}, "stdout": string, "stderr": string,
             "stdout_b64": string, "stderr_b64": string, "timed_out": {"type": "boolean"},
@@ -293,14 +322,15 @@ fn schemas(c: &Config) -> Value {
             "old": {"type": "string", "minLength": 1}, "new": string, "replace_all": {"type": "boolean"}}},
         "EditResult": {"type": "object", "properties": {"replacements": {"type": "integer"}}},
         "GlobRequest": {"type": "object", "required": ["pattern"], "additionalProperties": false,
-            "properties": {"pattern": string, "path": string,
-            "max_results": {"type": "integer", "minimum": 0},
+            "properties": {"pattern": string, "path": {"type": "string", "minLength": 1},
+            "max_results": {"type": ["integer", "null"], "minimum": 0, "maximum": crate::sandbox::MAX_SEARCH_RESULTS},
             "include_ignored": {"type": "boolean", "description": "also search hidden, .gitignored and vendored paths (node_modules, .venv, ...)"}}},
         "GlobResult": {"type": "object", "properties": {"paths": {"type": "array", "items": string},
             "truncated": {"type": "boolean"}}},
         "GrepRequest": {"type": "object", "required": ["pattern"], "additionalProperties": false,
-            "properties": {"pattern": string, "path": string,
-            "glob": string, "max_results": {"type": "integer", "minimum": 0}, "case_insensitive": {"type": "boolean"},
+            "properties": {"pattern": string, "path": {"type": "string", "minLength": 1},
+            "glob": {"type": ["string", "null"]}, "max_results": {"type": ["integer", "null"], "minimum": 0, "maximum": crate::sandbox::MAX_SEARCH_RESULTS},
+            "case_insensitive": {"type": "boolean"},
             "include_ignored": {"type": "boolean"}}},
         "GrepResult": {"type": "object", "properties": {"truncated": {"type": "boolean"}, "matches": {"type": "array",
             "items": {"type": "object", "properties": {"path": string, "line": {"type": "integer"}, "text": string}}}}},
@@ -310,7 +340,15 @@ fn schemas(c: &Config) -> Value {
 /// The query parameters each operation takes, with what the server enforces.
 fn query_params(method: &str, path: &str) -> Vec<Value> {
     let q = |name: &str, required: bool, schema: Value| json!({"name": name, "in": "query", "required": required, "schema": schema});
-    let path_param = |required| q("path", required, json!({"type": "string", "minLength": 1}));
+    // A required path must be non-empty; an optional one may be empty (meaning ".").
+    let path_param = |required: bool| {
+        let min = if required { 1 } else { 0 };
+        q(
+            "path",
+            required,
+            json!({"type": "string", "minLength": min}),
+        )
+    };
     let boolean = json!({"type": "boolean"});
     match (method, path) {
         ("get", "/v1/sandboxes") => vec![
@@ -358,6 +396,34 @@ fn schema_ref(name: &str) -> Value {
     json!({"$ref": format!("#/components/schemas/{name}")})
 }
 
+/// `get /v1/sandboxes/{id}/files` → `get_sandboxes_id_files`.
+fn operation_id(method: &str, path: &str) -> String {
+    let rest: Vec<&str> = path
+        .trim_start_matches("/v1")
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| s.trim_matches(['{', '}']))
+        .map(|s| s.trim_end_matches(".json"))
+        .collect();
+    format!("{method}_{}", rest.join("_"))
+}
+
+/// Links from a created sandbox to every operation on one sandbox, so clients and
+/// fuzzers can follow them.
+fn sandbox_links() -> Value {
+    let mut links = Map::new();
+    for (method, path, ..) in OPERATIONS {
+        if path.starts_with("/v1/sandboxes/{id}") && !path.contains("{pid}") {
+            links.insert(
+                operation_id(method, path),
+                json!({"operationId": operation_id(method, path),
+                    "parameters": {"id": "$response.body#/id"}}),
+            );
+        }
+    }
+    Value::Object(links)
+}
+
 /// The document, with the ceilings of the server's configuration.
 pub fn document(config: &Config) -> Value {
     let mut paths = Map::new();
@@ -397,7 +463,11 @@ pub fn document(config: &Config) -> Value {
                 "content": {"application/json": {"schema": schema_ref("Error")}}}),
             );
         }
-        let mut op = json!({"summary": summary, "parameters": params, "responses": responses});
+        if *method == "post" && *path == "/v1/sandboxes" {
+            responses[&status.to_string()]["links"] = sandbox_links();
+        }
+        let mut op = json!({"operationId": operation_id(method, path), "summary": summary,
+            "parameters": params, "responses": responses});
         if let Some(name) = request {
             op["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": schema_ref(name)}}});
         }

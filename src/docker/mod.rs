@@ -214,6 +214,12 @@ impl DockerEngine {
             .map(|_| ())
     }
 
+    /// CPUs the engine can give a container (Docker refuses more than this per container).
+    pub async fn host_cpus(&self) -> Result<u64, DockerError> {
+        let info = self.bounded("info", "engine", self.client.info()).await?;
+        Ok(info.ncpu.unwrap_or(1).max(1) as u64)
+    }
+
     pub async fn image_exists(&self, reference: &str) -> Result<bool, DockerError> {
         match self
             .bounded(

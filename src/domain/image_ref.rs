@@ -1,9 +1,25 @@
 //! Docker image references checked before Docker sees them (the reference grammar of
 //! distribution/reference): `[domain[:port]/]path[:tag][@sha256:hex]`.
 
+/// Longest reference accepted (Docker's limit is 255 for the name once normalized to
+/// `docker.io/library/…`).
+pub const MAX_LEN: usize = 200;
+
+/// The same grammar as a regular expression, for the OpenAPI document.
+pub const PATTERN: &str = concat!(
+    // [domain/]path — a first component holding '.' or ':' before a '/' is a domain
+    "^(?:(?:(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)+(?::[0-9]{1,5})?",
+    "|[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?:[0-9]{1,5}|localhost)",
+    "/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*)",
+    "|[a-z0-9]+(?:(?:_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)+",
+    "|[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)",
+    // [:tag][@digest]
+    "(?::[a-zA-Z0-9_][a-zA-Z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$"
+);
+
 /// Whether `raw` is a reference Docker accepts.
 pub fn is_valid(raw: &str) -> bool {
-    if raw.is_empty() || raw.len() > 255 {
+    if raw.is_empty() || raw.len() > MAX_LEN {
         return false;
     }
     let (rest, digest) = match raw.split_once('@') {
@@ -94,7 +110,38 @@ fn valid_path_component(part: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::is_valid;
+    use super::{is_valid, PATTERN};
+
+    #[test]
+    fn the_published_pattern_and_the_check_agree() {
+        let re = regex::Regex::new(PATTERN).unwrap();
+        let alphabet: Vec<char> = "aZ0-._:/@sha256:lhost".chars().collect();
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..200_000 {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let len = (seed >> 59) as usize + 1;
+            let candidate: String = (0..len)
+                .map(|i| alphabet[((seed >> (i * 3 % 56)) as usize) % alphabet.len()])
+                .collect();
+            assert_eq!(
+                re.is_match(&candidate),
+                is_valid(&candidate),
+                "{candidate:?}"
+            );
+        }
+        for known in [
+            "localhost:5000/a/b:v1",
+            "a.b/c",
+            "ab:12/c",
+            "UPPER/case",
+            "a_b/c__d",
+            "x@sha256:",
+        ] {
+            assert_eq!(re.is_match(known), is_valid(known), "{known:?}");
+        }
+    }
 
     #[test]
     fn references_docker_accepts_pass_and_others_do_not() {
@@ -108,6 +155,7 @@ mod tests {
         ] {
             assert!(is_valid(good), "{good}");
         }
+        let long = "0".repeat(256);
         for bad in [
             "³",
             "",
@@ -122,6 +170,7 @@ mod tests {
             "a@sha256:xyz",
             "a..b",
             "host:99999999/a",
+            long.as_str(),
         ] {
             assert!(!is_valid(bad), "{bad}");
         }

@@ -3,6 +3,7 @@
 
 use super::{Limits, Network, VolumeName};
 use crate::config::Config;
+use berth_runtime::wire::whole;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -20,10 +21,15 @@ fn fail<T>(msg: impl Into<String>) -> Result<T, RequestError> {
 pub struct CreateSandboxRequest {
     pub image: Option<String>,
     pub cpu: Option<f64>,
+    #[serde(default, deserialize_with = "whole::option")]
     pub memory_mb: Option<u64>,
+    #[serde(default, deserialize_with = "whole::option")]
     pub disk_mb: Option<u64>,
+    #[serde(default, deserialize_with = "whole::option_i64")]
     pub pids: Option<i64>,
+    #[serde(default, deserialize_with = "whole::option")]
     pub timeout_s: Option<u64>,
+    #[serde(default, deserialize_with = "whole::option")]
     pub idle_timeout_s: Option<u64>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
@@ -94,8 +100,8 @@ impl CreateSandboxRequest {
             ));
         }
         let disk_mb = self.disk_mb.unwrap_or(d.disk_mb);
-        if disk_mb == 0 {
-            return fail("`disk_mb` must be positive");
+        if !(1..=c.max_disk_mb).contains(&disk_mb) {
+            return fail(format!("`disk_mb` must be between 1 and {}", c.max_disk_mb));
         }
         let workdir = self.workdir.unwrap_or_else(|| d.workdir.clone());
         check_workdir(&workdir)?;
@@ -200,7 +206,9 @@ pub(crate) fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), Requ
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PatchSandbox {
+    #[serde(default, deserialize_with = "whole::option")]
     pub timeout_s: Option<u64>,
+    #[serde(default, deserialize_with = "whole::option")]
     pub idle_timeout_s: Option<u64>,
     pub labels: Option<BTreeMap<String, String>>,
 }

@@ -20,7 +20,7 @@ mod volumes;
 pub use create::Idempotency;
 pub use error::SandboxError;
 pub use events::{Event, EventKind, Subscription};
-pub use ops::{AgentReply, ExecReply, MAX_LIST_DEPTH};
+pub use ops::{AgentReply, ExecReply, MAX_LIST_DEPTH, MAX_SEARCH_RESULTS};
 pub use volumes::VolumeInfo;
 
 use crate::agent::AgentClient;

@@ -34,6 +34,17 @@ const UPLOAD_DEADLINE: Duration = Duration::from_secs(3600);
 const MAX_LISTING_BYTES: u64 = 64 * 1024 * 1024;
 /// Deepest listing.
 pub const MAX_LIST_DEPTH: usize = 64;
+/// Most results one glob or grep may ask for.
+pub const MAX_SEARCH_RESULTS: usize = 100_000;
+
+fn check_max_results(max: Option<usize>) -> Result<(), SandboxError> {
+    match max {
+        Some(n) if n > MAX_SEARCH_RESULTS => Err(SandboxError::Invalid(format!(
+            "`max_results` must be at most {MAX_SEARCH_RESULTS}"
+        ))),
+        _ => Ok(()),
+    }
+}
 
 /// An agent's answer on its way to the client: status, the headers worth passing on, and
 /// the body, which holds the request's budget and busy mark until it is done.
@@ -460,6 +471,7 @@ impl SandboxService {
         id: &SandboxId,
         req: &GlobRequest,
     ) -> Result<AgentReply, SandboxError> {
+        check_max_results(req.max_results)?;
         self.json_route(tenant, id, Access::ReadOnly, "/files/glob", req)
             .await
     }
@@ -470,6 +482,7 @@ impl SandboxService {
         id: &SandboxId,
         req: &GrepRequest,
     ) -> Result<AgentReply, SandboxError> {
+        check_max_results(req.max_results)?;
         self.json_route(tenant, id, Access::ReadOnly, "/files/grep", req)
             .await
     }

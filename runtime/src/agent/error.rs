@@ -67,9 +67,12 @@ impl IntoResponse for AgentError {
             AgentError::RangeNotSatisfiable(m) => {
                 (StatusCode::RANGE_NOT_SATISFIABLE, "invalid_range", m)
             }
-            AgentError::Spawn { message, .. } => {
-                (StatusCode::BAD_REQUEST, "invalid_request", message)
-            }
+            // Like a shell: 127 the program is not there, 126 it cannot be run.
+            AgentError::Spawn {
+                exit_code: 127,
+                message,
+            } => (StatusCode::NOT_FOUND, "not_found", message),
+            AgentError::Spawn { message, .. } => (StatusCode::CONFLICT, "conflict", message),
             AgentError::Io(m) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", m),
         };
         (status, Json(ErrorBody::new(code, message))).into_response()

@@ -3,7 +3,7 @@
 
 use super::error::AgentError;
 use super::output::{cut_marker, pump, Chunk, Stream, Utf8Carry};
-use super::spawn::{kill_tree, resolve_user, spawn, SpawnSpec, Spawned};
+use super::spawn::{kill_tree, resolve_user, spawn, SpawnSpec, Spawned, UserError};
 use super::AgentState;
 use crate::wire::{ExecEvent, ExecRequest, ExecResult};
 use base64::Engine;
@@ -63,13 +63,26 @@ pub fn prepare(state: &AgentState, req: &ExecRequest) -> Result<Prepared, AgentE
         .as_deref()
         .map(resolve_user)
         .transpose()
-        .map_err(AgentError::BadRequest)?;
+        .map_err(|e| match e {
+            // A name the sandbox does not know: missing, like a missing file.
+            UserError::Unknown(m) => AgentError::NotFound(m),
+            UserError::Malformed(m) => AgentError::BadRequest(m),
+        })?;
     let cwd = state.resolve(req.cwd.as_deref().unwrap_or("."))?;
-    if !cwd.is_dir() {
-        return Err(AgentError::BadRequest(format!(
-            "cwd {} is not a directory in the sandbox",
-            cwd.display()
-        )));
+    match std::fs::metadata(&cwd) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => {
+            return Err(AgentError::Conflict(format!(
+                "cwd {} is not a directory in the sandbox",
+                cwd.display()
+            )))
+        }
+        Err(_) => {
+            return Err(AgentError::NotFound(format!(
+                "cwd {} does not exist in the sandbox",
+                cwd.display()
+            )))
+        }
     }
     let mut env: Vec<(String, String)> = state.base_env.clone();
     for (k, v) in &req.env {

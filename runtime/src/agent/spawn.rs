@@ -169,10 +169,20 @@ pub fn processes_with_group(gid: u32) -> Vec<i32> {
 }
 
 /// Resolves `user` ("name", "uid" or "uid:gid") against the sandbox's own /etc/passwd.
-pub fn resolve_user(user: &str) -> Result<Credentials, String> {
+/// Why a `user` did not resolve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserError {
+    /// Not a `uid:gid` pair of numbers, or a corrupt passwd entry.
+    Malformed(String),
+    /// No such name in the sandbox's /etc/passwd.
+    Unknown(String),
+}
+
+pub fn resolve_user(user: &str) -> Result<Credentials, UserError> {
+    let bad = |what: &str| UserError::Malformed(format!("bad {what} in user {user:?}"));
     if let Some((u, g)) = user.split_once(':') {
-        let uid = u.parse().map_err(|_| format!("bad uid in user {user:?}"))?;
-        let gid = g.parse().map_err(|_| format!("bad gid in user {user:?}"))?;
+        let uid = u.parse().map_err(|_| bad("uid"))?;
+        let gid = g.parse().map_err(|_| bad("gid"))?;
         return Ok(Credentials { uid, gid });
     }
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
@@ -182,17 +192,16 @@ pub fn resolve_user(user: &str) -> Result<Credentials, String> {
             continue;
         }
         if fields[0] == user || fields[2] == user {
-            let uid = fields[2]
-                .parse()
-                .map_err(|_| format!("bad /etc/passwd entry for {user:?}"))?;
-            let gid = fields[3]
-                .parse()
-                .map_err(|_| format!("bad /etc/passwd entry for {user:?}"))?;
+            let corrupt = || UserError::Malformed(format!("bad /etc/passwd entry for {user:?}"));
+            let uid = fields[2].parse().map_err(|_| corrupt())?;
+            let gid = fields[3].parse().map_err(|_| corrupt())?;
             return Ok(Credentials { uid, gid });
         }
     }
     match user.parse::<u32>() {
         Ok(uid) => Ok(Credentials { uid, gid: uid }),
-        Err(_) => Err(format!("no user {user:?} in the sandbox's /etc/passwd")),
+        Err(_) => Err(UserError::Unknown(format!(
+            "no user {user:?} in the sandbox's /etc/passwd"
+        ))),
     }
 }
