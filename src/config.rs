@@ -75,6 +75,8 @@ pub struct LimitCeilings {
     pub max_upload_bytes: u64,
     /// Largest JSON request body (starter `files` included).
     pub max_json_bytes: usize,
+    /// JSON request bytes being read and handled at once on the whole server.
+    pub max_json_bytes_in_flight: usize,
     /// Sandboxes a tenant may have that are not terminated.
     pub max_sandboxes_per_tenant: usize,
     /// Agent requests (execs, streams, file routes) in flight at once on one sandbox.
@@ -145,6 +147,7 @@ impl Default for LimitCeilings {
             max_output_cap_bytes: 64 * 1024 * 1024,
             max_upload_bytes: 512 * 1024 * 1024,
             max_json_bytes: 16 * 1024 * 1024,
+            max_json_bytes_in_flight: 256 * 1024 * 1024,
             max_sandboxes_per_tenant: 200,
             max_requests_per_sandbox: 16,
             max_requests_per_tenant: 64,

@@ -9,6 +9,7 @@ use crate::domain::{ApiKey, TenantId};
 use crate::images::ImageService;
 use crate::sandbox::SandboxService;
 use crate::store::{self, Store, StoreError};
+use axum::serve::ListenerExt;
 use sha2::{Digest, Sha256};
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
@@ -114,7 +115,14 @@ impl Application {
         let app = api::router(self.state);
         let stopping = Arc::new(tokio::sync::Notify::new());
         let signal = stopping.clone();
-        let serve = axum::serve(self.listener, app).with_graceful_shutdown(async move {
+        // Streamed answers leave in several writes; without TCP_NODELAY the last one waits
+        // for the client's delayed ACK (~40 ms a request).
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
             shutdown.await;
             signal.notify_one();
         });

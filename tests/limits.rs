@@ -264,3 +264,68 @@ async fn read_only_helpers_count_against_their_tenants_ceiling() {
     );
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn json_bodies_being_read_are_bounded_server_wide() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let temp = tempfile::tempdir().unwrap();
+    let mut config = test_config(temp.path());
+    config.limits.max_json_bytes_in_flight = 1024 * 1024;
+    let app = spawn_with(config).await;
+    let sb = app.sandbox(json!({})).await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let head = |len: usize| {
+        format!(
+            "POST /v1/sandboxes/{}/exec HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n",
+            sb.id, app.key
+        )
+    };
+    // A client that declares 1 MiB and sends it slowly holds that much of the budget.
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(head(1024 * 1024).as_bytes()).await.unwrap();
+    slow.write_all(b"{\"command\": \"true\", \"stdin\": \"")
+        .await
+        .unwrap();
+    let refused = eventually(Duration::from_secs(10), || async {
+        let response = app
+            .client
+            .request(
+                reqwest::Method::POST,
+                &format!("/v1/sandboxes/{}/exec", sb.id),
+            )
+            .json(&json!({"command": "true", "stdin": "x".repeat(100_000)}))
+            .send()
+            .await
+            .ok()?;
+        (response.status() == StatusCode::TOO_MANY_REQUESTS).then_some(())
+    })
+    .await;
+    assert!(refused.is_some(), "a second large body waits for room");
+    // Small requests without a body are not held back.
+    assert_eq!(
+        app.client.get_sandbox(&sb.id).await.unwrap().state,
+        "running"
+    );
+    // The slow client finishes (or leaves): its share comes back.
+    let rest = 1024 * 1024 - 30 - 2;
+    slow.write_all("x".repeat(rest).as_bytes()).await.unwrap();
+    slow.write_all(b"\"}").await.unwrap();
+    let mut status = [0u8; 12];
+    slow.read_exact(&mut status).await.unwrap();
+    assert_eq!(&status, b"HTTP/1.1 200");
+    drop(slow);
+    let out = app
+        .client
+        .exec(
+            &sb.id,
+            &ExecRequest {
+                command: Some("wc -c".into()),
+                stdin: Some("x".repeat(100_000)),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.stdout.trim(), "100000");
+    app.cleanup().await;
+}

@@ -231,3 +231,44 @@ impl From<SandboxError> for ApiError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_refusals_keep_the_daemons_words_in_the_log_not_in_the_answer() {
+        let conflict = ApiError::from(DockerError::Conflict {
+            operation: "container create",
+            message:
+                "Conflict. The container name \"/berth-sb-x\" is already in use by container 3f2a"
+                    .into(),
+        });
+        assert_eq!(conflict.status, StatusCode::CONFLICT);
+        assert!(!conflict.message.contains("3f2a"), "{}", conflict.message);
+        assert!(
+            conflict.detail.unwrap().contains("3f2a"),
+            "the cause is logged"
+        );
+        // A Docker 404 on berth's own objects is berth's fault, not a missing resource.
+        let missing = ApiError::from(DockerError::NotFound {
+            what: "container berth-sb-x".into(),
+        });
+        assert_eq!(missing.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!missing.message.contains("berth-sb-x"));
+    }
+
+    #[test]
+    fn a_stop_under_a_request_names_its_reason() {
+        let e = ApiError::from(SandboxError::Stopped {
+            id: "sb-x".into(),
+            reason: "idle".into(),
+        });
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::CONFLICT, "sandbox_stopped")
+        );
+        assert_eq!(e.reason.as_deref(), Some("idle"));
+        assert!(e.message.contains("stopped: idle"));
+    }
+}

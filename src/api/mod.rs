@@ -2,6 +2,7 @@
 //! authentication, request ids, metrics, and the mapping of errors to HTTP.
 
 mod auth;
+mod body_budget;
 mod error;
 mod events;
 mod exec;
@@ -31,14 +32,19 @@ pub struct AppState {
     pub service: Arc<SandboxService>,
     pub metrics: Arc<Metrics>,
     keys: Arc<auth::KeyCache>,
+    bodies: Arc<body_budget::BodyBudget>,
 }
 
 impl AppState {
     pub fn new(service: Arc<SandboxService>) -> Self {
+        let limits = &service.config().limits;
+        let bodies =
+            body_budget::BodyBudget::new(limits.max_json_bytes_in_flight, limits.max_json_bytes);
         AppState {
             service,
             metrics: Arc::new(Metrics::default()),
             keys: Arc::default(),
+            bodies: Arc::new(bodies),
         }
     }
 }
@@ -103,6 +109,10 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(ops::openapi))
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            body_budget::layer,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             request_id::layer,

@@ -318,17 +318,17 @@ fn schemas(c: &Config) -> Value {
             "type": {"enum": ["file", "dir", "symlink", "other"]},
             "size": {"type": "integer"}, "mode": string, "mtime": string}},
         "EditRequest": {"type": "object", "required": ["path", "old", "new"], "additionalProperties": false,
-            "properties": {"path": {"type": "string", "minLength": 1},
+            "properties": {"path": {"type": "string", "minLength": 1, "pattern": "^[^\\u0000]*$"},
             "old": {"type": "string", "minLength": 1}, "new": string, "replace_all": {"type": "boolean"}}},
         "EditResult": {"type": "object", "properties": {"replacements": {"type": "integer"}}},
         "GlobRequest": {"type": "object", "required": ["pattern"], "additionalProperties": false,
-            "properties": {"pattern": string, "path": {"type": "string", "minLength": 1},
+            "properties": {"pattern": string, "path": {"type": "string", "minLength": 1, "pattern": "^[^\\u0000]*$"},
             "max_results": {"type": ["integer", "null"], "minimum": 0, "maximum": crate::sandbox::MAX_SEARCH_RESULTS},
             "include_ignored": {"type": "boolean", "description": "also search hidden, .gitignored and vendored paths (node_modules, .venv, ...)"}}},
         "GlobResult": {"type": "object", "properties": {"paths": {"type": "array", "items": string},
             "truncated": {"type": "boolean"}}},
         "GrepRequest": {"type": "object", "required": ["pattern"], "additionalProperties": false,
-            "properties": {"pattern": string, "path": {"type": "string", "minLength": 1},
+            "properties": {"pattern": string, "path": {"type": "string", "minLength": 1, "pattern": "^[^\\u0000]*$"},
             "glob": {"type": ["string", "null"]}, "max_results": {"type": ["integer", "null"], "minimum": 0, "maximum": crate::sandbox::MAX_SEARCH_RESULTS},
             "case_insensitive": {"type": "boolean"},
             "include_ignored": {"type": "boolean"}}},
@@ -487,4 +487,123 @@ pub fn document(config: &Config) -> Value {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{CreateSandboxRequest, PatchSandbox, Sandbox, SandboxId, Usage};
+    use berth_runtime::wire::{
+        EditRequest, ExecRequest, ExecResult, FileEntry, FileKind, GlobRequest, GrepRequest,
+        KillRequest,
+    };
+    use std::collections::{BTreeMap, BTreeSet};
+
+    fn keys(value: &Value) -> BTreeSet<String> {
+        value.as_object().unwrap().keys().cloned().collect()
+    }
+
+    /// The properties a schema lists (following one `allOf`/`$ref` level is not needed here).
+    fn properties(schema: &str) -> BTreeSet<String> {
+        keys(&schemas(&Config::default())[schema]["properties"])
+    }
+
+    #[test]
+    fn every_field_of_the_rust_types_is_in_the_document_and_nothing_else() {
+        let map = BTreeMap::from([("k".to_string(), "v".to_string())]);
+        let create = CreateSandboxRequest {
+            image: Some("base".into()),
+            cpu: Some(1.0),
+            memory_mb: Some(1),
+            disk_mb: Some(1),
+            pids: Some(1),
+            timeout_s: Some(1),
+            idle_timeout_s: Some(1),
+            env: map.clone(),
+            workdir: Some("/w".into()),
+            files: map.clone(),
+            labels: map.clone(),
+            network: Some("none".into()),
+            volume: Some("v".into()),
+            from_snapshot: Some("s".into()),
+            auto_resume: Some(true),
+        };
+        let exec = ExecRequest {
+            cmd: Some(vec!["true".into()]),
+            command: Some("true".into()),
+            env: map.clone(),
+            cwd: Some(".".into()),
+            stdin: Some(String::new()),
+            stdin_b64: Some(String::new()),
+            user: Some("root".into()),
+            timeout_s: Some(1.0),
+            max_output_bytes: Some(1),
+            encoding: Some("base64".into()),
+            background: true,
+        };
+        let result = ExecResult {
+            stdout_b64: Some(String::new()),
+            stderr_b64: Some(String::new()),
+            signal: Some(9),
+            stdout_cut_bytes: Some(1),
+            stderr_cut_bytes: Some(1),
+            ..Default::default()
+        };
+        let glob = GlobRequest {
+            pattern: "*".into(),
+            path: ".".into(),
+            max_results: Some(1),
+            include_ignored: true,
+        };
+        let grep = GrepRequest {
+            pattern: "x".into(),
+            path: ".".into(),
+            glob: Some("*".into()),
+            max_results: Some(1),
+            case_insensitive: true,
+            include_ignored: true,
+        };
+        let edit = EditRequest {
+            path: "a".into(),
+            old: "o".into(),
+            new: "n".into(),
+            replace_all: true,
+        };
+        let patch = json!({"timeout_s": 1, "idle_timeout_s": 1, "labels": {}});
+        let _: PatchSandbox = serde_json::from_value(patch.clone()).unwrap();
+        let mut sandbox = Sandbox::example(&SandboxId::generate());
+        sandbox.reason = Some("idle".into());
+        let view = super::super::views::SandboxView::new(sandbox, Some(Usage::default()));
+        let entry = FileEntry {
+            path: "a".into(),
+            kind: FileKind::File,
+            size: 1,
+            mode: "0644".into(),
+            mtime: "t".into(),
+        };
+        for (schema, value) in [
+            ("CreateSandbox", serde_json::to_value(&create).unwrap()),
+            ("ExecRequest", serde_json::to_value(&exec).unwrap()),
+            ("ExecResult", serde_json::to_value(&result).unwrap()),
+            ("GlobRequest", serde_json::to_value(&glob).unwrap()),
+            ("GrepRequest", serde_json::to_value(&grep).unwrap()),
+            ("EditRequest", serde_json::to_value(&edit).unwrap()),
+            (
+                "KillRequest",
+                serde_json::to_value(KillRequest {
+                    signal: Some("TERM".into()),
+                })
+                .unwrap(),
+            ),
+            ("PatchSandbox", patch),
+            ("Sandbox", serde_json::to_value(&view).unwrap()),
+            ("FileEntry", serde_json::to_value(&entry).unwrap()),
+        ] {
+            assert_eq!(
+                keys(&value),
+                properties(schema),
+                "{schema} drifted from its Rust type"
+            );
+        }
+    }
 }

@@ -17,6 +17,13 @@ const MAX_TIMEOUT_S: f64 = 86_400.0;
 /// Once the main process has exited, how long to wait for pipes held by its leftovers.
 const DRAIN_GRACE: Duration = Duration::from_millis(50);
 
+/// Standard base64 that also takes unused bits set in the last symbol, as many encoders
+/// (and the JSON Schema pattern) allow.
+const LENIENT_BASE64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true),
+);
+
 /// A validated exec, ready to start.
 pub struct Prepared {
     pub argv: Vec<String>,
@@ -53,7 +60,7 @@ pub fn prepare(state: &AgentState, req: &ExecRequest) -> Result<Prepared, AgentE
             ))
         }
         (Some(text), None) => text.clone().into_bytes(),
-        (None, Some(b64)) => base64::engine::general_purpose::STANDARD
+        (None, Some(b64)) => LENIENT_BASE64
             .decode(b64)
             .map_err(|e| AgentError::BadRequest(format!("`stdin_b64` is not base64: {e}")))?,
         (None, None) => Vec::new(),

@@ -89,7 +89,11 @@ async fn exec_buffered(
 fn exec_reply(result: ExecResult) -> Response {
     let timed_out = if result.timed_out { "true" } else { "false" };
     let duration = header::HeaderValue::from(result.duration_ms);
-    let mut response = Response::new(json_body::streamed(result));
+    let size = result.stdout.len()
+        + result.stderr.len()
+        + result.stdout_b64.as_ref().map_or(0, String::len)
+        + result.stderr_b64.as_ref().map_or(0, String::len);
+    let mut response = Response::new(json_body::json(result, size));
     let h = response.headers_mut();
     h.insert(
         header::CONTENT_TYPE,

@@ -41,8 +41,22 @@ impl Write for ChunkWriter {
     }
 }
 
+/// Answers up to this size (before escaping) are serialized at once, in one write.
+const SMALL: usize = 256 * 1024;
+
+/// A body with `value` as JSON: at once when `size_hint` is small, otherwise serialized
+/// on a blocking thread, chunk by chunk.
+pub fn json<T: Serialize + Send + 'static>(value: T, size_hint: usize) -> Body {
+    if size_hint <= SMALL {
+        if let Ok(bytes) = serde_json::to_vec(&value) {
+            return Body::from(bytes);
+        }
+    }
+    streamed(value)
+}
+
 /// A body that serializes `value` on a blocking thread, chunk by chunk.
-pub fn streamed<T: Serialize + Send + 'static>(value: T) -> Body {
+fn streamed<T: Serialize + Send + 'static>(value: T) -> Body {
     let (tx, mut rx) = mpsc::channel(4);
     tokio::task::spawn_blocking(move || {
         let mut writer = ChunkWriter {
