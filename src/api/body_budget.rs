@@ -1,14 +1,11 @@
-//! JSON request bodies are read whole (up to `max_json_bytes` each), so the bytes they may
-//! hold at once are bounded server-wide: past `max_json_bytes_in_flight` a request is
-//! answered `429 busy` before its body is read. Uploads (PUT) stream and are not counted.
+//! JSON request bodies are read whole (up to `max_json_bytes` each), so the bytes being
+//! read and parsed at once are bounded server-wide: past `max_json_bytes_in_flight` a
+//! request is answered `429 busy` before its body is read. The room is given back once the
+//! body is parsed. Uploads stream and are not counted.
 
-use super::{ApiError, AppState};
-use axum::extract::{Request, State};
-use axum::http::{header, Method};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use super::ApiError;
 use std::sync::Arc;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Bodies are counted in units of this many bytes.
 const UNIT: usize = 64 * 1024;
@@ -33,30 +30,18 @@ impl BodyBudget {
     }
 }
 
-pub async fn layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if !matches!(*request.method(), Method::POST | Method::PATCH) {
-        return next.run(request).await;
-    }
-    let headers = request.headers();
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    // HTTP/1.1: without a length or a transfer coding there is no body at all.
-    let has_body = declared.is_some_and(|n| n > 0)
-        || (declared.is_none() && headers.contains_key(header::TRANSFER_ENCODING));
-    if !has_body {
-        return next.run(request).await;
-    }
-    let budget = &state.bodies;
-    let units = budget.units_for(declared);
-    match budget.units.clone().try_acquire_many_owned(units) {
-        // Held until the handler has answered (the parsed body lives as long).
-        Ok(_held) => next.run(request).await,
-        Err(_) => {
-            ApiError::busy("the server is reading too many request bodies at once; retry shortly")
-                .into_response()
-        }
+impl BodyBudget {
+    /// Takes room for a body of `declared` bytes (or the largest allowed when undeclared),
+    /// or says the server is busy; the room is given back when the permit is dropped.
+    pub fn try_take(&self, declared: Option<usize>) -> Result<OwnedSemaphorePermit, ApiError> {
+        self.units
+            .clone()
+            .try_acquire_many_owned(self.units_for(declared))
+            .map_err(|_| {
+                ApiError::busy(
+                    "the server is reading too many request bodies at once; retry shortly",
+                )
+            })
     }
 }
 

@@ -115,6 +115,7 @@ impl From<StoreError> for ApiError {
             StoreError::Unavailable(_) => {
                 ApiError::unavailable("the database is unavailable; retry shortly", e)
             }
+            StoreError::Missing(what) => ApiError::not_found(format!("{what} not found")),
             other => ApiError::internal(other),
         }
     }

@@ -1,11 +1,15 @@
-//! `ApiJson<T>`: a JSON body read under the configured size limit and parsed with a 400
-//! that says what is wrong (unknown fields included), instead of axum's defaults.
+//! `ApiJson<T>`: a JSON body read under the configured size limit (and the server-wide
+//! budget of bodies being read, and a deadline) and parsed with a 400 that says what is
+//! wrong (unknown fields included), instead of axum's defaults.
 
 use super::{ApiError, AppState};
 use axum::extract::{FromRequest, Request};
 use serde::de::DeserializeOwned;
 
 pub struct ApiJson<T>(pub T);
+
+/// The longest a client may take to send a JSON body.
+const BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     type Rejection = ApiError;
@@ -22,8 +26,17 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
                 "JSON body larger than {limit} bytes"
             )));
         }
-        let bytes = axum::body::to_bytes(req.into_body(), limit)
+        let _room = state.bodies.try_take(declared)?;
+        let read =
+            tokio::time::timeout(BODY_DEADLINE, axum::body::to_bytes(req.into_body(), limit));
+        let bytes = read
             .await
+            .map_err(|_| {
+                ApiError::invalid(format!(
+                    "the request body did not arrive within {}s",
+                    BODY_DEADLINE.as_secs()
+                ))
+            })?
             .map_err(|_| ApiError::too_large(format!("JSON body larger than {limit} bytes")))?;
         if bytes.is_empty() {
             return Err(ApiError::invalid("a JSON body is required"));

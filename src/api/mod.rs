@@ -32,7 +32,7 @@ pub struct AppState {
     pub service: Arc<SandboxService>,
     pub metrics: Arc<Metrics>,
     keys: Arc<auth::KeyCache>,
-    bodies: Arc<body_budget::BodyBudget>,
+    pub(crate) bodies: Arc<body_budget::BodyBudget>,
 }
 
 impl AppState {
@@ -109,10 +109,6 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(ops::openapi))
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            body_budget::layer,
-        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             request_id::layer,

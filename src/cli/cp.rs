@@ -150,23 +150,64 @@ async fn download(client: &Client, id: &str, source: &str, dest: &str) -> anyhow
     } else {
         local.to_path_buf()
     };
-    // One entry (a file or a link, kept as it is), written at `target`.
     let tar = client.get_archive(id, source).await?;
+    write_single_entry(&tar, &target).map_err(|e| anyhow::anyhow!("{id}:{source}: {e}"))
+}
+
+/// Writes the one entry of `tar` (a file or a symlink, kept as it is) at `target`. What a
+/// sandbox sends is untrusted: a hard link or a device would act on this machine's own
+/// files, so nothing else is written.
+fn write_single_entry(tar: &[u8], target: &Path) -> anyhow::Result<()> {
     let mut archive = tar::Archive::new(std::io::Cursor::new(tar));
     let mut entries = archive.entries()?;
     let Some(entry) = entries.next() else {
-        anyhow::bail!("{id}:{source}: the sandbox sent an empty archive");
+        anyhow::bail!("the sandbox sent an empty archive");
     };
-    if std::fs::symlink_metadata(&target).is_ok_and(|m| m.file_type().is_symlink()) {
-        std::fs::remove_file(&target)?;
+    let mut entry = entry?;
+    let kind = entry.header().entry_type();
+    if !(kind.is_file() || kind.is_symlink()) {
+        anyhow::bail!("the sandbox sent a {kind:?} entry; only files and symlinks are copied");
     }
-    entry?.unpack(&target)?;
+    if std::fs::symlink_metadata(target).is_ok_and(|m| m.file_type().is_symlink()) {
+        std::fs::remove_file(target)?;
+    }
+    entry.unpack(target)?;
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_single_entry_from_the_sandbox_is_never_a_hard_link_to_a_host_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "host only").unwrap();
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Link);
+        header.set_size(0);
+        builder
+            .append_link(&mut header, "out.txt", &secret)
+            .unwrap();
+        let tar = builder.into_inner().unwrap();
+        let target = dir.path().join("out.txt");
+        let err = write_single_entry(&tar, &target).unwrap_err();
+        assert!(err.to_string().contains("Link"), "{err}");
+        assert!(!target.exists(), "nothing was written");
+
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(5);
+        header.set_mode(0o644);
+        builder
+            .append_data(&mut header, "out.txt", &b"hello"[..])
+            .unwrap();
+        write_single_entry(&builder.into_inner().unwrap(), &target).unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "hello");
+        assert_eq!(std::fs::read_to_string(&secret).unwrap(), "host only");
+    }
 
     #[test]
     fn names_and_contents_follow_docker_cp() {

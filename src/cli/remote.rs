@@ -124,18 +124,20 @@ pub async fn sandbox(remote: RemoteOpts, command: SandboxCommand) -> anyhow::Res
                 return Ok(ExitCode::SUCCESS);
             }
             println!(
-                "{:<20} {:<11} {:<16} {:<26} LABELS",
-                "ID", "STATE", "IMAGE", "CREATED"
+                "{:<20} {:<11} {:<16} {:<20} LABELS",
+                "ID", "STATE", "IMAGE", "CREATED (UTC)"
             );
             for s in &list {
                 let labels: Vec<String> =
                     s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 println!(
-                    "{:<20} {:<11} {:<16} {:<26} {}",
+                    "{:<20} {:<11} {:<16} {:<20} {}",
                     s.id,
                     s.state,
                     s.image,
-                    s.created_at.as_deref().unwrap_or(""),
+                    s.created_at
+                        .as_deref()
+                        .map_or("", |t| t.get(..19).unwrap_or(t)),
                     labels.join(",")
                 );
             }
@@ -218,7 +220,7 @@ pub struct ExecOpts {
 }
 
 /// Largest stdin forwarded (it travels base64-encoded inside the JSON request).
-const MAX_STDIN_BYTES: usize = 12 * 1024 * 1024;
+const MAX_STDIN_BYTES: usize = 11 * 1024 * 1024;
 
 /// Stdin to forward: all of it when it is not a terminal (a pipe or a file), or with -i.
 fn read_stdin(interactive: bool) -> anyhow::Result<Option<Vec<u8>>> {

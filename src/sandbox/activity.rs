@@ -36,8 +36,11 @@ impl Drop for BusyGuard {
                 log.busy.remove(&self.id);
             }
         }
-        drop(log);
-        self.log.touch(&self.id);
+        // A sandbox forgotten meanwhile (stopped, deleted) is not brought back.
+        if log.latest.contains_key(&self.id) {
+            log.latest.insert(self.id.clone(), Utc::now());
+            log.unflushed.insert(self.id.clone());
+        }
     }
 }
 

@@ -72,6 +72,8 @@ impl SandboxService {
         &self,
         tenant: &TenantId,
         request: &CreateSandbox,
+        id: SandboxId,
+        image_ref: String,
     ) -> Result<Sandbox, SandboxError> {
         let _admission = self.admission.lock().await;
         let live = self.store.count_live_sandboxes(tenant).await?;
@@ -81,8 +83,6 @@ impl SandboxService {
                 "tenant {tenant} already has {live} sandboxes (limit {max}); delete some first"
             )));
         }
-        let image_ref = self.images.resolve(&request.image).await?;
-        let id = SandboxId::generate();
         let (volume, owns_volume) = match &request.volume {
             Some(volume) => {
                 if self.store.volume_tenant(volume).await?.as_ref() != Some(tenant)
@@ -125,10 +125,14 @@ impl SandboxService {
         tenant: &TenantId,
         request: CreateSandbox,
     ) -> Result<Sandbox, SandboxError> {
-        let mut sandbox = self.admit(tenant, &request).await?;
-        self.emit(EventKind::Created, &sandbox);
-        let lock = self.lock_for(&sandbox.id);
+        // A missing template is built here, outside the admission lock (it can take minutes).
+        let image_ref = self.images.resolve(&request.image).await?;
+        let id = SandboxId::generate();
+        // Held from before the record exists, so no other operation sees it half made.
+        let lock = self.lock_for(&id);
         let _held = lock.lock().await;
+        let mut sandbox = self.admit(tenant, &request, id, image_ref).await?;
+        self.emit(EventKind::Created, &sandbox);
         let started = async {
             if sandbox.owns_volume {
                 self.create_volume(&sandbox).await?;
@@ -138,7 +142,10 @@ impl SandboxService {
         }
         .await;
         if let Err(e) = started {
-            self.undo_create(&mut sandbox, &e.to_string()).await?;
+            if let Err(undo) = self.undo_create(&mut sandbox, &e.to_string()).await {
+                tracing::error!(sandbox = %sandbox.id, error = %undo,
+                    "could not undo a failed create; the next start's reconciliation will");
+            }
             return Err(e);
         }
         let now = Utc::now();

@@ -55,7 +55,7 @@ pub struct SandboxService {
     instance: String,
     locks: Mutex<HashMap<SandboxId, Arc<tokio::sync::Mutex<()>>>>,
     /// Read-only helpers of sandboxes that are not running, with their last use.
-    readers: Mutex<HashMap<SandboxId, reader::ReaderEntry>>,
+    readers: reader::Readers,
     activity: Arc<ActivityLog>,
     budget: Arc<Budget>,
     /// Held while a create checks the quota and inserts its record.
@@ -90,7 +90,7 @@ impl SandboxService {
             agent_binary,
             instance,
             locks: Mutex::new(HashMap::new()),
-            readers: Mutex::new(HashMap::new()),
+            readers: reader::Readers::default(),
             activity: Arc::default(),
             budget,
             admission: tokio::sync::Mutex::new(()),
@@ -254,13 +254,14 @@ impl SandboxService {
 
     /// The agent of a sandbox the caller may use now: running, or resumed first when it is
     /// stopped with `auto_resume` and the access is mutating (counts as activity); for
-    /// reads of a stopped or terminated sandbox, a read-only helper on its volume.
-    pub async fn agent_for(
+    /// reads of a stopped or terminated sandbox, a read-only helper on its volume (with
+    /// this request's use of it, to keep while the request runs).
+    pub(super) async fn agent_for(
         self: &Arc<Self>,
         tenant: &TenantId,
         id: &SandboxId,
         access: Access,
-    ) -> Result<(Sandbox, AgentClient), SandboxError> {
+    ) -> Result<(Sandbox, AgentClient, Option<reader::ReaderUse>), SandboxError> {
         let mut sandbox = self.get(tenant, id).await?;
         let readable = matches!(
             sandbox.state,
@@ -268,8 +269,8 @@ impl SandboxService {
         );
         if access == Access::ReadOnly && readable {
             // Reads never resume a sandbox and are not activity.
-            let reader = self.reader_agent(&sandbox).await?;
-            return Ok((sandbox, reader));
+            let (reader, using) = self.reader_agent(&sandbox).await?;
+            return Ok((sandbox, reader, Some(using)));
         }
         if sandbox.state != SandboxState::Running {
             let resumable =
@@ -289,7 +290,7 @@ impl SandboxService {
             sandbox = self.resume(tenant, id).await?;
         }
         self.activity.touch(id);
-        Ok((sandbox.clone(), self.agent_client(id)))
+        Ok((sandbox.clone(), self.agent_client(id), None))
     }
 
     /// Called when a running sandbox's agent cannot be reached: if its container is gone

@@ -5,6 +5,7 @@
 
 use super::activity::BusyGuard;
 use super::budget::Permit;
+use super::reader::ReaderUse;
 use super::{Access, SandboxError, SandboxService};
 use crate::agent::{bytes_body, empty_body, query_string, AgentBody, AgentClient, BoundedBody};
 use crate::domain::{Sandbox, SandboxId, SandboxState, TenantId};
@@ -70,6 +71,7 @@ pub enum ExecReply {
 struct Hold {
     _permit: Permit,
     _busy: Option<BusyGuard>,
+    _reader: Option<ReaderUse>,
 }
 
 struct Call {
@@ -182,7 +184,7 @@ impl SandboxService {
             .budget
             .try_acquire(tenant, id)
             .map_err(|e| SandboxError::Busy(e.to_string()))?;
-        let (sandbox, agent) = self.agent_for(tenant, id, access).await?;
+        let (sandbox, agent, reader) = self.agent_for(tenant, id, access).await?;
         let busy = (sandbox.state == SandboxState::Running).then(|| self.activity.begin(id));
         Ok(Call {
             sandbox,
@@ -190,6 +192,7 @@ impl SandboxService {
             hold: Hold {
                 _permit: permit,
                 _busy: busy,
+                _reader: reader,
             },
         })
     }

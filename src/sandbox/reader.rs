@@ -1,14 +1,18 @@
 //! Read-only access to a sandbox that is not running: a short-lived reader container on the
 //! same image, with the volume mounted read-only, a read-only root filesystem, no network
-//! and tiny limits, serving the agent's read routes. Removed after a minute unused, before
-//! the sandbox resumes or is deleted, and at start-up.
+//! and tiny limits, serving the agent's read routes. Each tenant has a ceiling on them. A
+//! reader starts on its own task (a client that leaves cannot strand it half started), is
+//! never removed while a request uses it, and goes after a minute unused, before the
+//! sandbox resumes or is deleted, and at start-up.
 
 use super::{SandboxError, SandboxService};
 use crate::agent::AgentClient;
-use crate::docker::{ContainerRole, LABEL_ROLE};
+use crate::docker::{ContainerRole, ContainerSpec, LABEL_ROLE};
 use crate::domain::{Sandbox, SandboxId, SandboxState, TenantId};
+use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// A reader unused this long is removed.
@@ -20,9 +24,34 @@ const READER_NANO_CPUS: i64 = 500_000_000;
 /// A read-only helper, counted against its tenant's ceiling from the moment it starts.
 pub struct ReaderEntry {
     tenant: TenantId,
+    /// When its last request ended (or it came up).
     used: Instant,
     /// Its agent answers (false while it starts).
     ready: bool,
+    /// Requests using it now.
+    in_flight: usize,
+}
+
+/// The readers of every sandbox.
+pub type Readers = Arc<Mutex<HashMap<SandboxId, ReaderEntry>>>;
+
+fn lock(readers: &Readers) -> MutexGuard<'_, HashMap<SandboxId, ReaderEntry>> {
+    readers.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A request's use of a reader; while one lives, the reader is not removed for idleness.
+pub struct ReaderUse {
+    readers: Readers,
+    id: SandboxId,
+}
+
+impl Drop for ReaderUse {
+    fn drop(&mut self) {
+        if let Some(entry) = lock(&self.readers).get_mut(&self.id) {
+            entry.in_flight = entry.in_flight.saturating_sub(1);
+            entry.used = Instant::now();
+        }
+    }
 }
 
 pub fn reader_name(id: &SandboxId) -> String {
@@ -37,20 +66,45 @@ impl SandboxService {
             .join(format!("{id}-reader"))
     }
 
-    /// The agent of `sandbox`'s reader, started if needed.
+    /// The agent of `sandbox`'s reader (started if needed) and this request's use of it.
     pub(super) async fn reader_agent(
-        &self,
+        self: &Arc<Self>,
         sandbox: &Sandbox,
-    ) -> Result<AgentClient, SandboxError> {
-        let id = &sandbox.id;
-        let client = AgentClient::new(self.reader_socket_dir(id));
-        if self.touch_reader(id) {
-            return Ok(client);
+    ) -> Result<(AgentClient, ReaderUse), SandboxError> {
+        let id = sandbox.id.clone();
+        let client = AgentClient::new(self.reader_socket_dir(&id));
+        if let Some(using) = self.use_reader(&id) {
+            return Ok((client, using));
         }
-        let lock = self.lock_for(id);
-        let _held = lock.lock().await;
-        if self.touch_reader(id) {
-            return Ok(client);
+        let this = self.clone();
+        let started = id.clone();
+        super::detached(async move { this.start_reader(&started).await }).await?;
+        match self.use_reader(&id) {
+            Some(using) => Ok((client, using)),
+            None => Err(SandboxError::Conflict(format!(
+                "the read-only helper of sandbox {id} went away; retry"
+            ))),
+        }
+    }
+
+    /// Counts a request on a ready reader; `None` when there is none.
+    fn use_reader(&self, id: &SandboxId) -> Option<ReaderUse> {
+        let mut readers = lock(&self.readers);
+        let entry = readers.get_mut(id).filter(|e| e.ready)?;
+        entry.in_flight += 1;
+        entry.used = Instant::now();
+        Some(ReaderUse {
+            readers: self.readers.clone(),
+            id: id.clone(),
+        })
+    }
+
+    /// Starts `id`'s reader under its lifecycle lock (nothing when one is ready already).
+    async fn start_reader(&self, id: &SandboxId) -> Result<(), SandboxError> {
+        let lifecycle = self.lock_for(id);
+        let _held = lifecycle.lock().await;
+        if lock_ready(&self.readers, id) {
+            return Ok(());
         }
         let current = self
             .store
@@ -73,43 +127,10 @@ impl SandboxService {
             )));
         }
         self.reserve_reader(&current)?;
-        let mut spec = self.container_spec(&current);
-        if !self.docker.image_exists(&spec.image).await? {
-            spec.image = self.images.resolve(&current.image).await?;
-        }
-        let dir = self.reader_socket_dir(id);
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir)
-            .and_then(|_| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)))
-            .map_err(|e| {
-                SandboxError::StartFailed(format!("cannot create {}: {e}", dir.display()))
-            })?;
-        spec.name = reader_name(id);
-        spec.socket_dir = dir;
-        spec.labels.insert(
-            LABEL_ROLE.to_string(),
-            ContainerRole::READER_LABEL.to_string(),
-        );
-        spec.read_only = true;
-        spec.capabilities = vec!["DAC_OVERRIDE".to_string()];
-        spec.network_mode = "none".to_string();
-        spec.memory_bytes = READER_MEMORY_BYTES;
-        spec.pids = READER_PIDS;
-        spec.nano_cpus = READER_NANO_CPUS;
-        self.docker.remove_container(&spec.name).await?;
-        let started = async {
-            self.docker.create_container(&spec).await?;
-            self.docker.start_container(&spec.name).await?;
-            client
-                .wait_ready(Duration::from_secs(30))
-                .await
-                .map_err(|e| {
-                    SandboxError::StartFailed(format!("the read-only helper did not come up: {e}"))
-                })
-        }
-        .await;
+        let name = reader_name(id);
+        let started = self.bring_up_reader(&current).await;
         {
-            let mut readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+            let mut readers = lock(&self.readers);
             match (&started, readers.get_mut(id)) {
                 (Ok(()), Some(entry)) => {
                     entry.ready = true;
@@ -120,17 +141,56 @@ impl SandboxService {
                 }
             }
         }
-        if let Err(e) = started {
-            let _ = self.docker.remove_container(&spec.name).await;
-            return Err(e);
+        if started.is_err() {
+            let _ = self.docker.remove_container(&name).await;
         }
-        Ok(client)
+        started
+    }
+
+    fn reader_spec(&self, sandbox: &Sandbox) -> ContainerSpec {
+        let mut spec = self.container_spec(sandbox);
+        spec.name = reader_name(&sandbox.id);
+        spec.socket_dir = self.reader_socket_dir(&sandbox.id);
+        spec.labels.insert(
+            LABEL_ROLE.to_string(),
+            ContainerRole::READER_LABEL.to_string(),
+        );
+        spec.read_only = true;
+        spec.capabilities = vec!["DAC_OVERRIDE".to_string()];
+        spec.network_mode = "none".to_string();
+        spec.memory_bytes = READER_MEMORY_BYTES;
+        spec.pids = READER_PIDS;
+        spec.nano_cpus = READER_NANO_CPUS;
+        spec
+    }
+
+    async fn bring_up_reader(&self, sandbox: &Sandbox) -> Result<(), SandboxError> {
+        let mut spec = self.reader_spec(sandbox);
+        if !self.docker.image_exists(&spec.image).await? {
+            spec.image = self.images.resolve(&sandbox.image).await?;
+        }
+        let dir = &spec.socket_dir;
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir)
+            .and_then(|_| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)))
+            .map_err(|e| {
+                SandboxError::StartFailed(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        self.docker.remove_container(&spec.name).await?;
+        self.docker.create_container(&spec).await?;
+        self.docker.start_container(&spec.name).await?;
+        AgentClient::new(spec.socket_dir.clone())
+            .wait_ready(Duration::from_secs(30))
+            .await
+            .map_err(|e| {
+                SandboxError::StartFailed(format!("the read-only helper did not come up: {e}"))
+            })
     }
 
     /// Takes a place for `sandbox`'s reader under its tenant's ceiling.
     fn reserve_reader(&self, sandbox: &Sandbox) -> Result<(), SandboxError> {
         let max = self.config.limits.max_readers_per_tenant;
-        let mut readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut readers = lock(&self.readers);
         let theirs = readers
             .values()
             .filter(|r| r.tenant == sandbox.tenant)
@@ -147,31 +207,15 @@ impl SandboxService {
                 tenant: sandbox.tenant.clone(),
                 used: Instant::now(),
                 ready: false,
+                in_flight: 0,
             },
         );
         Ok(())
     }
 
-    /// Marks a live reader as used; false when there is none.
-    fn touch_reader(&self, id: &SandboxId) -> bool {
-        let mut readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
-        match readers.get_mut(id) {
-            Some(entry) if entry.ready => {
-                entry.used = Instant::now();
-                true
-            }
-            _ => false,
-        }
-    }
-
     /// Removes `id`'s reader, if any (call with the sandbox's lifecycle lock held).
     pub(super) async fn remove_reader(&self, id: &SandboxId) -> Result<(), SandboxError> {
-        let known = self
-            .readers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id)
-            .is_some();
+        let known = lock(&self.readers).remove(id).is_some();
         if known {
             self.docker.remove_container(&reader_name(id)).await?;
             let _ = std::fs::remove_dir_all(self.reader_socket_dir(id));
@@ -179,22 +223,30 @@ impl SandboxService {
         Ok(())
     }
 
-    /// Removes readers unused for [`READER_IDLE`].
+    /// Removes readers unused for [`READER_IDLE`] (checked again under each one's lock).
     pub(super) async fn reap_readers(&self) {
-        let idle: Vec<SandboxId> = {
-            let readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
-            readers
-                .iter()
-                .filter(|(_, r)| r.ready && r.used.elapsed() >= READER_IDLE)
-                .map(|(id, _)| id.clone())
-                .collect()
-        };
+        let idle: Vec<SandboxId> = lock(&self.readers)
+            .iter()
+            .filter(|(_, r)| is_idle(r))
+            .map(|(id, _)| id.clone())
+            .collect();
         for id in idle {
-            let lock = self.lock_for(&id);
-            let _held = lock.lock().await;
+            let lifecycle = self.lock_for(&id);
+            let _held = lifecycle.lock().await;
+            if !lock(&self.readers).get(&id).is_some_and(is_idle) {
+                continue;
+            }
             if let Err(e) = self.remove_reader(&id).await {
                 tracing::warn!(sandbox = %id, error = %e, "could not remove a read-only helper");
             }
         }
     }
+}
+
+fn is_idle(entry: &ReaderEntry) -> bool {
+    entry.ready && entry.in_flight == 0 && entry.used.elapsed() >= READER_IDLE
+}
+
+fn lock_ready(readers: &Readers, id: &SandboxId) -> bool {
+    lock(readers).get(id).is_some_and(|e| e.ready)
 }

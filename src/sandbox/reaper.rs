@@ -69,6 +69,7 @@ impl SandboxService {
             Ok(pruned) => {
                 for sandbox in &pruned {
                     self.counts.remove(sandbox.state);
+                    self.activity.forget(&sandbox.id);
                 }
                 if !pruned.is_empty() {
                     tracing::info!(

@@ -66,9 +66,26 @@ impl SandboxService {
             // Already not running: nothing to do (idempotent).
             _ => return Ok(sandbox),
         }
+        if !self.still_due(&mut sandbox, reason) {
+            // Activity or a PATCH came in since the reaper looked: not due any more.
+            return Ok(sandbox);
+        }
         self.bring_down(&sandbox).await?;
         self.record_stop(&mut sandbox, reason).await?;
         Ok(sandbox)
+    }
+
+    /// Whether a deadline stop is still due on the fresh record (always, for the others).
+    fn still_due(&self, sandbox: &mut Sandbox, reason: StopReason) -> bool {
+        let now = Utc::now();
+        match reason {
+            StopReason::Timeout => sandbox.expires_at.is_some_and(|at| at <= now),
+            StopReason::Idle => {
+                self.activity.overlay(sandbox);
+                sandbox.idle_deadline().is_some_and(|at| at <= now)
+            }
+            _ => true,
+        }
     }
 
     /// Writes a stop down: activity folded in, state `stopped` with its reason, events.

@@ -44,7 +44,9 @@ impl SandboxService {
         Ok(volume_view(&name, created_at, &sandboxes))
     }
 
-    /// Removes a volume of the tenant; `Conflict` while a live sandbox mounts it.
+    /// Removes a volume of the tenant; `Conflict` while a live sandbox mounts it. Creates
+    /// (which may name the volume) and every user's lifecycle operations wait meanwhile,
+    /// so no resume can mount it while it goes.
     pub async fn delete_volume(
         &self,
         tenant: &TenantId,
@@ -53,23 +55,35 @@ impl SandboxService {
         if self.store.volume_tenant(name).await?.as_ref() != Some(tenant) {
             return Err(SandboxError::NotFound(format!("volume {name}")));
         }
-        let users = self.store.list_sandboxes(Some(tenant), None).await?;
-        if let Some(user) = users.iter().find(|s| {
-            &s.volume == name && matches!(s.state, SandboxState::Running | SandboxState::Creating)
-        }) {
+        let _admission = self.admission.lock().await;
+        let users = |all: Vec<Sandbox>| -> Vec<Sandbox> {
+            all.into_iter().filter(|s| &s.volume == name).collect()
+        };
+        let mut ids: Vec<_> = users(self.store.list_sandboxes(Some(tenant), None).await?)
+            .into_iter()
+            .map(|s| s.id)
+            .collect();
+        ids.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        let locks: Vec<_> = ids.iter().map(|id| self.lock_for(id)).collect();
+        let mut _held = Vec::with_capacity(locks.len());
+        for lock in &locks {
+            _held.push(lock.lock().await);
+        }
+        // Checked again now that nothing can start or resume on it.
+        let now = users(self.store.list_sandboxes(Some(tenant), None).await?);
+        if let Some(user) = now
+            .iter()
+            .find(|s| matches!(s.state, SandboxState::Running | SandboxState::Creating))
+        {
             return Err(SandboxError::Conflict(format!(
                 "volume {name} is mounted by sandbox {}; stop it first",
                 user.id
             )));
         }
-        for user in users.iter().filter(|s| &s.volume == name) {
-            let lock = self.lock_for(&user.id);
-            let _held = lock.lock().await;
+        for user in &now {
             self.remove_reader(&user.id).await?;
         }
-        self.docker.remove_volume(name.as_str()).await?;
-        self.store.delete_volume(name).await?;
-        Ok(())
+        self.remove_volume_record(name).await
     }
 
     /// Removes a volume from Docker, then its record.

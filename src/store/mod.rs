@@ -24,6 +24,9 @@ pub enum StoreError {
     UnsupportedUrl(String),
     #[error("{0} already exists")]
     Duplicate(String),
+    /// The record to update is gone (pruned or deleted meanwhile).
+    #[error("{0} is gone")]
+    Missing(String),
 }
 
 impl StoreError {

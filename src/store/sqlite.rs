@@ -155,7 +155,7 @@ impl Store for SqliteStore {
     }
 
     async fn update_sandbox(&self, sandbox: &Sandbox) -> Result<(), StoreError> {
-        sqlx::query("UPDATE sandboxes SET state = ?, volume = ?, data = ? WHERE id = ?")
+        let done = sqlx::query("UPDATE sandboxes SET state = ?, volume = ?, data = ? WHERE id = ?")
             .bind(sandbox.state.as_str())
             .bind(sandbox.volume.as_str())
             .bind(encode(sandbox)?)
@@ -163,6 +163,9 @@ impl Store for SqliteStore {
             .execute(&self.pool)
             .await
             .map_err(StoreError::from_sqlx)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Missing(format!("sandbox {}", sandbox.id)));
+        }
         Ok(())
     }
 
