@@ -186,6 +186,13 @@ async fn exec_forwards_stdin_and_says_how_to_give_a_command_longer() {
         (Some(0), "10"),
         "stdin reaches the command"
     );
+    let (code, out, _) = berth_at(
+        &app,
+        &["exec", "-n", &sb.id, "--", "sh", "-c", "wc -c"],
+        Some(b"left for the caller's loop"),
+    )
+    .await;
+    assert_eq!((code, out.trim()), (Some(0), "0"), "-n reads no stdin");
     let (code, _, err) = berth_at(
         &app,
         &["exec", &sb.id, "--timeout", "1", "--", "sleep", "5"],

@@ -94,8 +94,11 @@ enum Command {
         #[arg(long, value_name = "BYTES")]
         max_output: Option<u64>,
         /// Forward stdin even when it is a terminal (read until end of input).
-        #[arg(short, long)]
+        #[arg(short, long, conflicts_with = "no_stdin")]
         interactive: bool,
+        /// Never read stdin (as `ssh -n`; for loops that read their own input).
+        #[arg(short = 'n', long)]
+        no_stdin: bool,
         /// Working directory inside the sandbox.
         #[arg(long)]
         cwd: Option<String>,
@@ -297,6 +300,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             env,
             max_output,
             interactive,
+            no_stdin,
             cmd,
             remote,
         } => {
@@ -307,6 +311,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 env,
                 max_output,
                 interactive,
+                no_stdin,
                 cmd,
             };
             remote::exec(remote, opts).await

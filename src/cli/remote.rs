@@ -216,6 +216,8 @@ pub struct ExecOpts {
     pub max_output: Option<u64>,
     /// Forward stdin even when it is a terminal.
     pub interactive: bool,
+    /// Never read stdin.
+    pub no_stdin: bool,
     pub cmd: Vec<String>,
 }
 
@@ -246,7 +248,11 @@ fn read_stdin(interactive: bool) -> anyhow::Result<Option<Vec<u8>>> {
 pub async fn exec(remote: RemoteOpts, opts: ExecOpts) -> anyhow::Result<ExitCode> {
     use base64::Engine;
     let client = client(&remote)?;
-    let stdin = read_stdin(opts.interactive)?;
+    let stdin = if opts.no_stdin {
+        None
+    } else {
+        read_stdin(opts.interactive)?
+    };
     let request = ExecRequest {
         cmd: Some(opts.cmd),
         timeout_s: opts.timeout,

@@ -50,6 +50,8 @@ impl SandboxService {
                 continue;
             };
             match self.stop_for(&sandbox.id, reason).await {
+                // Not due any more once looked at under the lock (activity, a PATCH).
+                Ok(after) if after.state == SandboxState::Running => {}
                 Ok(_) => {
                     stopped += 1;
                     tracing::info!(sandbox = %sandbox.id, ?reason, "stopped sandbox past its deadline");
