@@ -9,18 +9,6 @@ use common::spawn_app;
 use futures_util::StreamExt;
 use serde_json::json;
 
-/// Peak resident memory of this process (the test runs the supervisor in-process).
-fn peak_rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    line.split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse::<u64>()
-        .unwrap()
-        * 1024
-}
-
 /// The supervisor's growth allowed for eight maximal requests in flight.
 const BOUND: u64 = 64 * 1024 * 1024;
 
@@ -29,7 +17,7 @@ async fn eight_concurrent_maximal_execs_keep_the_supervisor_under_64_mib_of_grow
     let app = spawn_app().await;
     let sb = app.sandbox(json!({"memory_mb": 3072, "cpu": 2.0})).await;
     app.client.sh(&sb.id, "echo warm").await.unwrap();
-    let before = peak_rss_bytes();
+    let before = common::peak_rss_bytes();
     let cap: u64 = 64 * 1024 * 1024;
     let mut runs = Vec::new();
     for _ in 0..8 {
@@ -70,7 +58,7 @@ async fn eight_concurrent_maximal_execs_keep_the_supervisor_under_64_mib_of_grow
             "{tail}"
         );
     }
-    let grown = peak_rss_bytes().saturating_sub(before);
+    let grown = common::peak_rss_bytes().saturating_sub(before);
     eprintln!(
         "supervisor peak RSS grew by {} MiB for 8 maximal execs",
         grown >> 20

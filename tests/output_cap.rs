@@ -8,25 +8,13 @@ use common::spawn_app;
 use futures_util::StreamExt;
 use serde_json::json;
 
-/// Peak resident memory of this process (the test runs the supervisor in-process).
-fn peak_rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    line.split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse::<u64>()
-        .unwrap()
-        * 1024
-}
-
 #[tokio::test]
 async fn a_gigabyte_of_output_is_capped_without_the_supervisor_growing() {
     let app = spawn_app().await;
     let sb = app.sandbox(json!({})).await;
     // Warm up every code path once so their one-time allocations are not counted.
     app.client.sh(&sb.id, "echo warm").await.unwrap();
-    let before = peak_rss_bytes();
+    let before = common::peak_rss_bytes();
 
     let gigabyte = ExecRequest {
         command: Some("head -c 1000000000 /dev/zero".into()),
@@ -56,7 +44,7 @@ async fn a_gigabyte_of_output_is_capped_without_the_supervisor_growing() {
     assert!(truncated);
     assert_eq!(streamed, 1024 * 1024);
 
-    let grown = peak_rss_bytes().saturating_sub(before);
+    let grown = common::peak_rss_bytes().saturating_sub(before);
     assert!(
         grown < 48 * 1024 * 1024,
         "supervisor peak memory grew by {} MiB",

@@ -232,3 +232,15 @@ pub async fn docker() -> bollard::Docker {
         .await
         .unwrap()
 }
+
+/// Peak resident memory of this process (the tests run the supervisor in-process).
+pub fn peak_rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        * 1024
+}

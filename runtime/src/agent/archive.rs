@@ -1,54 +1,19 @@
 //! Tar archives of sandbox trees, built and extracted here inside the container (never
 //! on the host); symlinks are stored as links, not followed.
 
+use super::chunks::ChunkWriter;
 use super::error::AgentError;
 use bytes::Bytes;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use tokio::sync::mpsc;
 
-/// A `Write` that hands 64 KiB chunks to an async receiver (blocking the writer when the
-/// receiver is slow: back-pressure down to the disk reads).
-struct ChannelWriter {
-    tx: mpsc::Sender<Result<Bytes, io::Error>>,
-    buf: Vec<u8>,
-}
-
-impl ChannelWriter {
-    fn flush_buf(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let chunk = Bytes::from(std::mem::take(&mut self.buf));
-        self.tx
-            .blocking_send(Ok(chunk))
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "client went away"))
-    }
-}
-
-impl Write for ChannelWriter {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= 64 * 1024 {
-            self.flush_buf()?;
-        }
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.flush_buf()
-    }
-}
-
 /// Streams a tar of `root` (a directory's content, or one file) into the returned channel.
 pub fn create(root: PathBuf) -> Result<mpsc::Receiver<Result<Bytes, io::Error>>, AgentError> {
     let meta = std::fs::symlink_metadata(&root).map_err(|e| AgentError::from_io(&root, e))?;
     let (tx, rx) = mpsc::channel(8);
     tokio::task::spawn_blocking(move || {
-        let writer = ChannelWriter {
-            tx: tx.clone(),
-            buf: Vec::with_capacity(64 * 1024),
-        };
+        let writer = ChunkWriter::new(tx.clone());
         let mut builder = tar::Builder::new(writer);
         builder.follow_symlinks(false);
         let result = if meta.is_dir() {

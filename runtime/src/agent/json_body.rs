@@ -1,45 +1,11 @@
 //! JSON answers serialized as they are sent: a large value (an exec result near its cap,
 //! escaped up to six bytes a byte) never exists twice in memory.
 
+use super::chunks::ChunkWriter;
 use axum::body::Body;
-use bytes::Bytes;
 use serde::Serialize;
 use std::io::{self, Write};
 use tokio::sync::mpsc;
-
-const CHUNK: usize = 64 * 1024;
-
-/// A `Write` that hands fixed-size chunks to an async receiver, blocking when it is slow.
-struct ChunkWriter {
-    tx: mpsc::Sender<Result<Bytes, io::Error>>,
-    buf: Vec<u8>,
-}
-
-impl ChunkWriter {
-    fn send(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
-        self.tx
-            .blocking_send(Ok(chunk))
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "client went away"))
-    }
-}
-
-impl Write for ChunkWriter {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= CHUNK {
-            self.send()?;
-        }
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.send()
-    }
-}
 
 /// Answers up to this size (before escaping) are serialized at once, in one write.
 const SMALL: usize = 256 * 1024;
@@ -59,10 +25,7 @@ pub fn json<T: Serialize + Send + 'static>(value: T, size_hint: usize) -> Body {
 fn streamed<T: Serialize + Send + 'static>(value: T) -> Body {
     let (tx, mut rx) = mpsc::channel(4);
     tokio::task::spawn_blocking(move || {
-        let mut writer = ChunkWriter {
-            tx: tx.clone(),
-            buf: Vec::with_capacity(CHUNK),
-        };
+        let mut writer = ChunkWriter::new(tx.clone());
         let result = serde_json::to_writer(&mut writer, &value)
             .map_err(io::Error::other)
             .and_then(|_| writer.flush());

@@ -3,6 +3,7 @@
 //! supervisor reaches through a bind-mounted per-sandbox host directory.
 
 mod archive;
+mod chunks;
 mod error;
 mod exec;
 mod files;
