@@ -3,6 +3,7 @@
 
 mod auth;
 mod body_budget;
+mod compat;
 mod error;
 mod events;
 mod exec;
@@ -101,8 +102,14 @@ pub fn router(state: AppState) -> Router {
         .route("/volumes/{name}", get(volumes::get).delete(volumes::delete))
         .route("/events", get(events::stream))
         .fallback(ops::not_found);
+    let compat = Router::new()
+        .route("/write_file", post(compat::write_file))
+        .route("/read_file", post(compat::read_file))
+        .route("/list_files", post(compat::list_files))
+        .fallback(ops::not_found);
     Router::new()
         .nest("/v1", v1)
+        .nest("/compat/modal", compat)
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

@@ -209,6 +209,30 @@ pub const OPERATIONS: &[Operation] = &[
         200,
         None,
     ),
+    (
+        "post",
+        "/compat/modal/write_file",
+        "Modal-compatible: write a file in a session's sandbox (created on first use)",
+        Some("ModalWriteFile"),
+        200,
+        None,
+    ),
+    (
+        "post",
+        "/compat/modal/read_file",
+        "Modal-compatible: read a file of a session's sandbox",
+        Some("ModalReadFile"),
+        200,
+        Some("ModalFileContent"),
+    ),
+    (
+        "post",
+        "/compat/modal/list_files",
+        "Modal-compatible: list a directory of a session's sandbox",
+        Some("ModalListFiles"),
+        200,
+        Some("ModalFileList"),
+    ),
     ("get", "/healthz", "Process alive", None, 200, None),
     (
         "get",
@@ -235,6 +259,8 @@ fn schemas(c: &Config) -> Value {
     let labels = json!({"type": "object", "maxProperties": 64,
         "propertyNames": {"pattern": "^[^=,\\u0000]{1,128}$"},
         "additionalProperties": {"type": "string", "maxLength": 512, "pattern": "^[^\\u0000]*$"}});
+    let session_id = json!({"type": "string", "minLength": 1, "maxLength": 128,
+        "pattern": "^[^=,\\u0000-\\u001f\\u007f-\\u009f]+$"});
     let mut nullable_labels = labels.clone();
     nullable_labels["type"] = json!(["object", "null"]);
     let files = json!({"type": "object", "propertyNames": {"pattern": "^[^\\u0000]+$"},
@@ -332,6 +358,19 @@ fn schemas(c: &Config) -> Value {
             "glob": {"type": ["string", "null"]}, "max_results": {"type": ["integer", "null"], "minimum": 0, "maximum": crate::sandbox::MAX_SEARCH_RESULTS},
             "case_insensitive": {"type": "boolean"},
             "include_ignored": {"type": "boolean"}}},
+        "ModalWriteFile": {"type": "object", "required": ["sessionId", "path", "content"],
+            "additionalProperties": false, "properties": {"sessionId": session_id,
+            "path": {"type": "string", "minLength": 1, "pattern": "^[^\\u0000]*$"}, "content": string}},
+        "ModalReadFile": {"type": "object", "required": ["sessionId", "path"],
+            "additionalProperties": false, "properties": {"sessionId": session_id,
+            "path": {"type": "string", "minLength": 1, "pattern": "^[^\\u0000]*$"}}},
+        "ModalListFiles": {"type": "object", "required": ["sessionId"],
+            "additionalProperties": false, "properties": {"sessionId": session_id,
+            "path": {"type": ["string", "null"], "pattern": "^[^\\u0000]*$"}}},
+        "ModalFileContent": {"type": "object", "properties": {"content": string}},
+        "ModalFileList": {"type": "object", "properties": {"files": {"type": "array", "items": {
+            "type": "object", "properties": {"name": string, "path": string,
+            "type": {"enum": ["file", "directory", "symlink", "other"]}, "size": {"type": "integer"}}}}}},
         "GrepResult": {"type": "object", "properties": {"truncated": {"type": "boolean"}, "matches": {"type": "array",
             "items": {"type": "object", "properties": {"path": string, "line": {"type": "integer"}, "text": string}}}}},
     })
@@ -443,7 +482,8 @@ pub fn document(config: &Config) -> Value {
         };
         responses.insert(status.to_string(), ok);
         let error = json!({"description": "error", "content": {"application/json": {"schema": schema_ref("Error")}}});
-        if path.starts_with("/v1") {
+        let authed = path.starts_with("/v1") || path.starts_with("/compat");
+        if authed {
             for code in ["400", "401", "404", "409", "413", "422", "503"] {
                 responses.insert(code.into(), error.clone());
             }
@@ -471,7 +511,7 @@ pub fn document(config: &Config) -> Value {
         if let Some(name) = request {
             op["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": schema_ref(name)}}});
         }
-        if path.starts_with("/v1") {
+        if authed {
             op["security"] = json!([{"bearer": []}]);
         }
         let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));

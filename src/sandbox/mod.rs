@@ -14,6 +14,7 @@ mod reader;
 mod reaper;
 mod reconcile;
 mod resume;
+mod sessions;
 mod stop;
 mod volumes;
 
@@ -21,6 +22,7 @@ pub use create::Idempotency;
 pub use error::SandboxError;
 pub use events::{Event, EventKind, Subscription};
 pub use ops::{AgentReply, ExecReply, MAX_LIST_DEPTH, MAX_SEARCH_RESULTS};
+pub use sessions::SESSION_LABEL;
 pub use volumes::VolumeInfo;
 
 use crate::agent::AgentClient;
@@ -35,6 +37,9 @@ use counts::StateCounts;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+
+/// A lock held across an operation's awaits.
+type LifecycleLock = Arc<tokio::sync::Mutex<()>>;
 
 /// What an operation on a sandbox's agent does, for auto-resume and idle tracking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +58,9 @@ pub struct SandboxService {
     agent_binary: PathBuf,
     /// This server's instance id (labels its containers).
     instance: String,
-    locks: Mutex<HashMap<SandboxId, Arc<tokio::sync::Mutex<()>>>>,
+    locks: Mutex<HashMap<SandboxId, LifecycleLock>>,
+    /// Serialises the first use of a named session (tenant, session id).
+    session_locks: Mutex<HashMap<(TenantId, String), LifecycleLock>>,
     /// Read-only helpers of sandboxes that are not running, with their last use.
     readers: reader::Readers,
     activity: Arc<ActivityLog>,
@@ -90,6 +97,7 @@ impl SandboxService {
             agent_binary,
             instance,
             locks: Mutex::new(HashMap::new()),
+            session_locks: Mutex::new(HashMap::new()),
             readers: reader::Readers::default(),
             activity: Arc::default(),
             budget,
@@ -165,11 +173,23 @@ impl SandboxService {
         locks.entry(id.clone()).or_default().clone()
     }
 
-    /// Forgets the locks nobody holds or waits for (the map would otherwise keep one per
-    /// sandbox ever touched).
+    /// The lock that serialises finding or creating one named session's sandbox.
+    fn session_lock(&self, tenant: &TenantId, session: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.session_locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks
+            .entry((tenant.clone(), session.to_string()))
+            .or_default()
+            .clone()
+    }
+
+    /// Forgets the locks nobody holds or waits for (the maps would otherwise keep one per
+    /// sandbox or session ever touched).
     fn prune_locks(&self) {
         let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
         locks.retain(|_, lock| Arc::strong_count(lock) > 1);
+        drop(locks);
+        let mut sessions = self.session_locks.lock().unwrap_or_else(|p| p.into_inner());
+        sessions.retain(|_, lock| Arc::strong_count(lock) > 1);
     }
 
     fn socket_dir(&self, id: &SandboxId) -> PathBuf {

@@ -1,0 +1,140 @@
+//! The Modal-compatible file endpoints with the payloads an application that used a Modal
+//! executor app sends: one sandbox per session, created on first use, resumed when
+//! stopped, never shared between tenants.
+
+mod common;
+
+use common::spawn_app;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+async fn call(client: &berth::client::Client, route: &str, body: Value) -> (StatusCode, Value) {
+    let response = client
+        .request(reqwest::Method::POST, &format!("/compat/modal/{route}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_session_writes_reads_and_lists_files_in_one_sandbox_of_its_own() {
+    let app = spawn_app().await;
+    // Concurrent first uses of one session make one sandbox.
+    let mut writes = Vec::new();
+    for i in 0..3 {
+        let client = app.client.clone();
+        writes.push(tokio::spawn(async move {
+            call(
+                &client,
+                "write_file",
+                json!({"sessionId": "s-1", "path": format!("src/f{i}.py"), "content": format!("x = {i}\n")}),
+            )
+            .await
+        }));
+    }
+    for w in writes {
+        let (status, body) = w.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["success"], true);
+    }
+    let sessions = app
+        .client
+        .list_sandboxes("label=session=s-1")
+        .await
+        .unwrap();
+    assert_eq!(sessions.len(), 1, "one sandbox for one session");
+    assert_eq!(sessions[0].image, "python");
+
+    let (status, body) = call(
+        &app.client,
+        "read_file",
+        json!({"sessionId": "s-1", "path": "src/f2.py"}),
+    )
+    .await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::OK, json!({"content": "x = 2\n"}))
+    );
+    let (status, body) = call(
+        &app.client,
+        "list_files",
+        json!({"sessionId": "s-1", "path": "src"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let names: Vec<&str> = body["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["f0.py", "f1.py", "f2.py"]);
+    assert_eq!(
+        body["files"][0],
+        json!({"name": "f0.py", "path": "src/f0.py", "type": "file", "size": 6})
+    );
+    let (_, root) = call(&app.client, "list_files", json!({"sessionId": "s-1"})).await;
+    assert_eq!(root["files"][0]["type"], "directory", "{root}");
+
+    // A stopped session's sandbox is resumed with its files.
+    app.client.stop(&sessions[0].id).await.unwrap();
+    let (status, body) = call(
+        &app.client,
+        "read_file",
+        json!({"sessionId": "s-1", "path": "src/f0.py"}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["content"].as_str()),
+        (StatusCode::OK, Some("x = 0\n"))
+    );
+    assert_eq!(
+        app.client.get_sandbox(&sessions[0].id).await.unwrap().state,
+        "running"
+    );
+
+    // Another tenant's session of the same name is another sandbox.
+    let other = app.other_tenant("tenant-b").await;
+    let (status, _) = call(
+        &other,
+        "read_file",
+        json!({"sessionId": "s-1", "path": "src/f0.py"}),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "tenant-b's session s-1 has no such file"
+    );
+
+    // Bad input: a clear 4xx.
+    let (status, body) = call(
+        &app.client,
+        "read_file",
+        json!({"sessionId": "s-1", "path": "nope"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, body) = call(
+        &app.client,
+        "write_file",
+        json!({"sessionId": "a=b", "path": "x", "content": ""}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, _) = call(
+        &app.client,
+        "read_file",
+        json!({"session": "s-1", "path": "x"}),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "unknown fields are refused"
+    );
+    app.cleanup().await;
+}
