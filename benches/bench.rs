@@ -4,6 +4,7 @@
 //! - create → first exec latency of a `base` sandbox (p50/p95)
 //! - exec round trip of `true`: berth's API vs the Docker Engine exec API on the same container
 //! - 1 MiB file write + read through berth
+//! - run-tests: 100 Python cases through berth vs one fresh `docker run` per case
 
 use berth::client::Client;
 use berth::config::Config;
@@ -164,6 +165,74 @@ async fn main() {
     report("1 MiB file write + read (berth)", &mut file_rw);
 
     client.delete(&sb.id, false).await.unwrap();
+
+    run_tests_vs_docker_run(&client).await;
     let _ = stop.send(());
     let _ = server.await;
+}
+
+/// 100 cases against a Python function: one run-tests call vs one `docker run` per case on
+/// the same image (what an evaluation service without a sandbox runtime does).
+async fn run_tests_vs_docker_run(client: &Client) {
+    const CASES: usize = 100;
+    let code = "def solution(x):\n    return x * 2\n";
+    let sb = client
+        .create_sandbox(&json!({"image": "python"}))
+        .await
+        .unwrap();
+    let cases: Vec<_> = (0..CASES)
+        .map(|i| json!({"input": {"x": i}, "expected": i * 2}))
+        .collect();
+    let body = json!({"language": "python", "code": code, "test_cases": cases});
+    let path = format!("/v1/sandboxes/{}/run-tests", sb.id);
+    let start = Instant::now();
+    let report: serde_json::Value = client
+        .request(reqwest::Method::POST, &path)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ours = start.elapsed();
+    assert_eq!(report["passed"], CASES, "{report}");
+    client.delete(&sb.id, false).await.unwrap();
+
+    let start = Instant::now();
+    for i in 0..CASES {
+        let script = format!("{code}\nassert solution({i}) == {}", i * 2);
+        let status = tokio::process::Command::new("docker")
+            .args([
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                "berth/python:latest",
+                "python3",
+                "-c",
+                &script,
+            ])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .await
+            .unwrap();
+        assert!(status.success());
+    }
+    let theirs = start.elapsed();
+    println!(
+        "{:<44} {:>8.1} ms for {CASES} cases",
+        "run-tests (python) via berth",
+        ours.as_secs_f64() * 1e3
+    );
+    println!(
+        "{:<44} {:>8.1} ms for {CASES} cases",
+        "one `docker run` per case (same image)",
+        theirs.as_secs_f64() * 1e3
+    );
+    println!(
+        "{:<44} 1/{:.0} of the docker-run wall time (target: <= 1/50)",
+        "berth run-tests vs docker run per case",
+        theirs.as_secs_f64() / ours.as_secs_f64()
+    );
 }

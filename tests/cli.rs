@@ -379,3 +379,49 @@ async fn the_cli_speaks_its_own_words_and_manages_keys() {
     assert!(refused.is_some(), "a revoked key stops working");
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn berth_test_prints_a_verdict_per_case_and_exits_0_only_when_all_passed() {
+    let temp = tempfile::tempdir().unwrap();
+    let app = spawn_with(test_config(temp.path())).await;
+    let sb = app.sandbox(json!({"image": "python"})).await;
+    let code = temp.path().join("f.py");
+    std::fs::write(&code, "def solution(a, b):\n    return a + b\n").unwrap();
+    let cases = temp.path().join("cases.json");
+    std::fs::write(
+        &cases,
+        r#"[{"name": "adds", "input": {"a": 1, "b": 2}, "expected": 3},
+            {"name": "hidden", "input": [2, 2], "expected": 4, "hidden": true}]"#,
+    )
+    .unwrap();
+    let args = |cases: &std::path::Path| {
+        vec![
+            "test".to_string(),
+            sb.id.clone(),
+            "--code-file".into(),
+            code.to_str().unwrap().into(),
+            "--cases".into(),
+            cases.to_str().unwrap().into(),
+        ]
+    };
+    let ok_args = args(&cases);
+    let refs: Vec<&str> = ok_args.iter().map(String::as_str).collect();
+    let (code_ok, out, err) = berth_at(&app, &refs, None).await;
+    assert_eq!(code_ok, Some(0), "{out}{err}");
+    assert!(
+        out.contains("adds") && out.contains("passed") && out.ends_with("2 passed, 0 failed\n"),
+        "{out}"
+    );
+    let wrong = temp.path().join("wrong.json");
+    std::fs::write(
+        &wrong,
+        r#"[{"name": "adds", "input": [1, 2], "expected": 4}]"#,
+    )
+    .unwrap();
+    let bad_args = args(&wrong);
+    let refs: Vec<&str> = bad_args.iter().map(String::as_str).collect();
+    let (code_bad, out, _) = berth_at(&app, &refs, None).await;
+    assert_eq!(code_bad, Some(1));
+    assert!(out.contains("expected 4 got 3"), "{out}");
+    app.cleanup().await;
+}

@@ -138,3 +138,76 @@ async fn a_session_writes_reads_and_lists_files_in_one_sandbox_of_its_own() {
     );
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn execute_answers_the_modal_payload_in_a_one_shot_or_a_session_sandbox() {
+    let app = spawn_app().await;
+    let payload = json!({"code":"def solution(x):\n    return x * 2","testCases":[{"name":"test","input":{"x":5},"expected":10,"hidden":false}],"language":"python"});
+    let (status, body) = call(&app.client, "execute", payload.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["success"], true);
+    assert_eq!(
+        (body["passedTests"].as_u64(), body["totalTests"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let result = &body["testResults"][0];
+    assert_eq!(
+        (&result["name"], &result["passed"], &result["hidden"]),
+        (&json!("test"), &json!(true), &json!(false))
+    );
+    assert!(
+        result["duration"].is_u64() && body["executionTime"].is_u64(),
+        "{body}"
+    );
+    assert_eq!(result["error"], Value::Null);
+    let live = app
+        .client
+        .list_sandboxes("label=berth.one-shot")
+        .await
+        .unwrap();
+    assert!(
+        live.iter().all(|s| s.state == "terminated"),
+        "the one-shot sandbox is deleted: {live:?}"
+    );
+
+    // With a sessionId the cases run in the session's sandbox, next to its files.
+    let (status, _) = call(
+        &app.client,
+        "write_file",
+        json!({"sessionId": "s-2", "path": "data.txt", "content": "7"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = call(
+        &app.client,
+        "execute",
+        json!({"sessionId": "s-2", "language": "python",
+               "code": "def solution():\n    return int(open('data.txt').read())",
+               "testCases": [{"name": "reads", "input": [], "expected": 7},
+                             {"name": "secret", "input": [], "expected": 8, "hidden": true}]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (body["success"].as_bool(), body["passedTests"].as_u64()),
+        (Some(false), Some(1))
+    );
+    assert_eq!(body["testResults"][1]["hidden"], true);
+    assert_eq!(
+        app.client
+            .list_sandboxes("label=session=s-2")
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    // A language the server cannot run makes no sandbox.
+    let (status, _) = call(
+        &app.client,
+        "execute",
+        json!({"code": "x", "language": "cobol", "testCases": [{"input": 1, "expected": 1}]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    app.cleanup().await;
+}

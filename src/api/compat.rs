@@ -1,7 +1,7 @@
 //! Modal-compatible endpoints under `/compat/modal/`: the payloads and answers of the web
 //! endpoints of a Modal executor app, so switching is a URL change plus the
 //! `Authorization` header. A `sessionId` is one sandbox of the tenant (see
-//! `sandbox::sessions`). `execute` arrives with run-tests.
+//! `sandbox::sessions`); `execute` without one runs in a sandbox made for it and deleted.
 
 use super::json::ApiJson;
 use super::{ApiError, AppState, Tenant};
@@ -134,4 +134,97 @@ pub async fn list_files(
         })
         .collect();
     Ok(Json(json!({ "files": files })))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Execute {
+    code: String,
+    test_cases: Vec<ModalCase>,
+    #[serde(default = "python")]
+    language: String,
+    #[serde(default)]
+    session_id: Option<String>,
+    #[serde(default)]
+    entrypoint: Option<String>,
+    #[serde(default)]
+    timeout: Option<f64>,
+}
+
+fn python() -> String {
+    "python".into()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModalCase {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    input: Value,
+    #[serde(default)]
+    expected: Value,
+    #[serde(default)]
+    hidden: bool,
+}
+
+/// `execute`: the cases run against `code` in the session's sandbox, or in a fresh one
+/// that is deleted afterwards. `success` is true when every case passed; durations are
+/// milliseconds.
+pub async fn execute(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    ApiJson(req): ApiJson<Execute>,
+) -> Result<Json<Value>, ApiError> {
+    use crate::domain::evaluation::{RunTestsRequest, TestCase};
+    let service = &state.service;
+    let request = RunTestsRequest {
+        language: req.language,
+        code: Some(req.code),
+        path: None,
+        entrypoint: req.entrypoint,
+        test_cases: req
+            .test_cases
+            .into_iter()
+            .map(|c| TestCase {
+                name: c.name,
+                input: c.input,
+                expected: c.expected,
+                hidden: c.hidden,
+            })
+            .collect(),
+        timeout_s: req.timeout,
+    };
+    // Refuse a bad request before any sandbox is made for it.
+    request.check().map_err(ApiError::invalid)?;
+    let report = match req.session_id {
+        Some(session) => {
+            let sandbox = service
+                .session_sandbox(&tenant, &session, SESSION_IMAGE)
+                .await?;
+            service.run_tests(&tenant, &sandbox.id, request).await?
+        }
+        None => {
+            service
+                .run_tests_once(&tenant, SESSION_IMAGE, request)
+                .await?
+        }
+    };
+    let results: Vec<Value> = report
+        .results
+        .iter()
+        .map(|r| {
+            let hidden = r.stdout.is_none();
+            json!({"name": r.name, "passed": r.passed,
+                   "output": r.stdout.clone().unwrap_or_default(),
+                   "error": r.error, "duration": r.duration_ms, "hidden": hidden})
+        })
+        .collect();
+    Ok(Json(json!({
+        "success": report.passed == report.total,
+        "testResults": results,
+        "passedTests": report.passed,
+        "totalTests": report.total,
+        "executionTime": report.duration_ms,
+    })))
 }

@@ -1,5 +1,5 @@
-//! Exec routes: buffered, streamed (NDJSON), background processes. Thin: parse, call the
-//! sandbox service, pass its answer on.
+//! Exec routes: buffered, streamed (NDJSON), background processes, run-tests. Thin: parse,
+//! call the sandbox service, pass its answer on.
 
 use super::json::ApiJson;
 use super::{parse_id, relay, ApiError, AppState, Tenant};
@@ -101,4 +101,14 @@ pub async fn kill_process(
         .kill_process(&tenant, &id, pid, request)
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn run_tests(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<crate::domain::evaluation::RunTestsRequest>,
+) -> Result<Json<crate::domain::evaluation::RunTestsReport>, ApiError> {
+    let id = parse_id(&id)?;
+    Ok(Json(state.service.run_tests(&tenant, &id, req).await?))
 }

@@ -76,6 +76,7 @@ pub fn router(state: AppState) -> Router {
         .route("/sandboxes/{id}/resume", post(sandboxes::resume))
         .route("/sandboxes/{id}/exec", post(exec::exec))
         .route("/sandboxes/{id}/exec/stream", post(exec::exec_stream))
+        .route("/sandboxes/{id}/run-tests", post(exec::run_tests))
         .route("/sandboxes/{id}/processes", get(exec::list_processes))
         .route(
             "/sandboxes/{id}/processes/{pid}/output",
@@ -103,6 +104,7 @@ pub fn router(state: AppState) -> Router {
         .route("/events", get(events::stream))
         .fallback(ops::not_found);
     let compat = Router::new()
+        .route("/execute", post(compat::execute))
         .route("/write_file", post(compat::write_file))
         .route("/read_file", post(compat::read_file))
         .route("/list_files", post(compat::list_files))

@@ -88,6 +88,14 @@ pub const OPERATIONS: &[Operation] = &[
         None,
     ),
     (
+        "post",
+        "/v1/sandboxes/{id}/run-tests",
+        "Run test cases against a function; verdicts decided outside the sandbox",
+        Some("RunTestsRequest"),
+        200,
+        Some("RunTestsReport"),
+    ),
+    (
         "get",
         "/v1/sandboxes/{id}/processes",
         "List background processes",
@@ -211,6 +219,14 @@ pub const OPERATIONS: &[Operation] = &[
     ),
     (
         "post",
+        "/compat/modal/execute",
+        "Modal-compatible: run test cases (in sessionId's sandbox, or a one-shot one)",
+        Some("ModalExecute"),
+        200,
+        Some("ModalExecuteResult"),
+    ),
+    (
+        "post",
         "/compat/modal/write_file",
         "Modal-compatible: write a file in a session's sandbox (created on first use)",
         Some("ModalWriteFile"),
@@ -259,8 +275,6 @@ fn schemas(c: &Config) -> Value {
     let labels = json!({"type": "object", "maxProperties": 64,
         "propertyNames": {"pattern": "^[^=,\\u0000]{1,128}$"},
         "additionalProperties": {"type": "string", "maxLength": 512, "pattern": "^[^\\u0000]*$"}});
-    let session_id = json!({"type": "string", "minLength": 1, "maxLength": 128,
-        "pattern": "^[^=,\\u0000-\\u001f\\u007f-\\u009f]+$"});
     let mut nullable_labels = labels.clone();
     nullable_labels["type"] = json!(["object", "null"]);
     let files = json!({"type": "object", "propertyNames": {"pattern": "^[^\\u0000]+$"},
@@ -358,6 +372,65 @@ fn schemas(c: &Config) -> Value {
             "glob": {"type": ["string", "null"]}, "max_results": {"type": ["integer", "null"], "minimum": 0, "maximum": crate::sandbox::MAX_SEARCH_RESULTS},
             "case_insensitive": {"type": "boolean"},
             "include_ignored": {"type": "boolean"}}},
+        "GrepResult": {"type": "object", "properties": {"truncated": {"type": "boolean"}, "matches": {"type": "array",
+            "items": {"type": "object", "properties": {"path": string, "line": {"type": "integer"}, "text": string}}}}},
+    })
+}
+
+fn all_schemas(config: &Config) -> Value {
+    let mut all = schemas(config);
+    if let (Some(all), Value::Object(more)) = (all.as_object_mut(), evaluation_schemas()) {
+        all.extend(more);
+    }
+    all
+}
+
+/// Schemas of run-tests and the Modal-compatible routes.
+fn evaluation_schemas() -> Value {
+    let string = json!({"type": "string"});
+    let session_id = json!({"type": "string", "minLength": 1, "maxLength": 128,
+        "pattern": "^[^=,\\u0000-\\u001f\\u007f-\\u009f]+$"});
+    json!({
+        "RunTestsRequest": {"type": "object", "required": ["language", "test_cases"],
+            "additionalProperties": false,
+            "description": "exactly one of code and path; python today (javascript and typescript answer 400)",
+            "oneOf": [
+                {"required": ["code"], "properties": {"code": {"type": "string"}}},
+                {"required": ["path"], "properties": {"path": {"type": "string"}}}],
+            "properties": {
+            "language": {"enum": ["python"]},
+            "code": {"type": ["string", "null"]},
+            "path": {"type": ["string", "null"], "minLength": 1, "pattern": "^[^\\u0000]*$"},
+            "entrypoint": {"type": ["string", "null"]},
+            "timeout_s": {"type": ["number", "null"], "exclusiveMinimum": 0,
+                "maximum": crate::domain::evaluation::MAX_CASE_TIMEOUT_S},
+            "test_cases": {"type": "array", "minItems": 1, "maxItems": crate::domain::evaluation::MAX_CASES,
+                "items": {"type": "object", "additionalProperties": false, "properties": {
+                    "name": {"type": ["string", "null"]}, "input": {}, "expected": {},
+                    "hidden": {"type": "boolean"}}}}}},
+        "RunTestsReport": {"type": "object", "properties": {
+            "passed": {"type": "integer"}, "failed": {"type": "integer"}, "total": {"type": "integer"},
+            "duration_ms": {"type": "integer"}, "results": {"type": "array", "items": {"type": "object",
+                "properties": {"name": string, "passed": {"type": "boolean"},
+                "status": {"enum": ["passed", "failed", "error", "timeout", "memory"]},
+                "actual": {}, "expected": {}, "error": string, "stdout": string,
+                "duration_ms": {"type": "integer"}}}}}},
+        "ModalExecute": {"type": "object", "required": ["code", "testCases"], "additionalProperties": false,
+            "properties": {"code": string, "language": {"enum": ["python"]}, "sessionId": session_id,
+                "entrypoint": {"type": ["string", "null"]},
+                "timeout": {"type": ["number", "null"], "exclusiveMinimum": 0,
+                    "maximum": crate::domain::evaluation::MAX_CASE_TIMEOUT_S},
+                "testCases": {"type": "array", "minItems": 1, "maxItems": crate::domain::evaluation::MAX_CASES,
+                    "items": {"type": "object", "additionalProperties": false, "properties": {
+                        "name": {"type": ["string", "null"]}, "input": {}, "expected": {},
+                        "hidden": {"type": "boolean"}}}}}},
+        "ModalExecuteResult": {"type": "object", "properties": {"success": {"type": "boolean"},
+            "testResults": {"type": "array", "items": {"type": "object", "properties": {
+                "name": string, "passed": {"type": "boolean"}, "output": string,
+                "error": {"type": ["string", "null"]}, "duration": {"type": "integer"},
+                "hidden": {"type": "boolean"}}}},
+            "passedTests": {"type": "integer"}, "totalTests": {"type": "integer"},
+            "executionTime": {"type": "integer"}}},
         "ModalWriteFile": {"type": "object", "required": ["sessionId", "path", "content"],
             "additionalProperties": false, "properties": {"sessionId": session_id,
             "path": {"type": "string", "minLength": 1, "pattern": "^[^\\u0000]*$"}, "content": string}},
@@ -370,9 +443,7 @@ fn schemas(c: &Config) -> Value {
         "ModalFileContent": {"type": "object", "properties": {"content": string}},
         "ModalFileList": {"type": "object", "properties": {"files": {"type": "array", "items": {
             "type": "object", "properties": {"name": string, "path": string,
-            "type": {"enum": ["file", "directory", "symlink", "other"]}, "size": {"type": "integer"}}}}}},
-        "GrepResult": {"type": "object", "properties": {"truncated": {"type": "boolean"}, "matches": {"type": "array",
-            "items": {"type": "object", "properties": {"path": string, "line": {"type": "integer"}, "text": string}}}}},
+            "type": {"enum": ["file", "directory", "symlink", "other"]}, "size": {"type": "integer"}}}}}}
     })
 }
 
@@ -523,7 +594,7 @@ pub fn document(config: &Config) -> Value {
             "description": "Self-hosted sandboxes: one container per session, with exec, files and more."},
         "paths": paths,
         "components": {
-            "schemas": schemas(config),
+            "schemas": all_schemas(config),
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     })

@@ -111,6 +111,34 @@ enum Command {
         #[command(flatten)]
         remote: RemoteOpts,
     },
+    /// Run test cases against a function in a sandbox and print a verdict per case; exits 0
+    /// only when every case passed. Cases are a JSON array of
+    /// {"name","input","expected","hidden"}.
+    Test {
+        /// Sandbox id.
+        id: String,
+        /// python (javascript and typescript are not served yet).
+        #[arg(long, default_value = "python")]
+        language: String,
+        /// A local file with the code to test.
+        #[arg(long, conflicts_with = "path", required_unless_present = "path")]
+        code_file: Option<PathBuf>,
+        /// A file in the sandbox to test instead (its sibling modules can be imported).
+        #[arg(long)]
+        path: Option<String>,
+        /// The cases, a JSON file.
+        #[arg(long)]
+        cases: PathBuf,
+        /// Function to call (default: `solution`, else the only function, else the only
+        /// method of class Solution).
+        #[arg(long)]
+        entrypoint: Option<String>,
+        /// Seconds per case.
+        #[arg(long)]
+        timeout: Option<f64>,
+        #[command(flatten)]
+        remote: RemoteOpts,
+    },
     /// Copy files or directories: `berth cp ./src ID:src` or `berth cp ID:out.txt ./out.txt`.
     Cp {
         source: String,
@@ -321,6 +349,27 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             destination,
             remote,
         } => cp::copy(remote, source, destination).await,
+        Command::Test {
+            id,
+            language,
+            code_file,
+            path,
+            cases,
+            entrypoint,
+            timeout,
+            remote,
+        } => {
+            let opts = remote::TestOpts {
+                id,
+                language,
+                code_file,
+                path,
+                cases,
+                entrypoint,
+                timeout,
+            };
+            remote::test(remote, opts).await
+        }
     }
 }
 

@@ -315,3 +315,70 @@ pub async fn exec(remote: RemoteOpts, opts: ExecOpts) -> anyhow::Result<ExitCode
         ),
     }
 }
+
+/// How `berth test` runs.
+pub struct TestOpts {
+    pub id: String,
+    pub language: String,
+    pub code_file: Option<std::path::PathBuf>,
+    pub path: Option<String>,
+    pub cases: std::path::PathBuf,
+    pub entrypoint: Option<String>,
+    pub timeout: Option<f64>,
+}
+
+pub async fn test(remote: RemoteOpts, opts: TestOpts) -> anyhow::Result<ExitCode> {
+    let read = |p: &std::path::Path| {
+        std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))
+    };
+    let cases: serde_json::Value = serde_json::from_str(&read(&opts.cases)?).map_err(|e| {
+        anyhow::anyhow!(
+            "{} is not JSON ({e}); it must be an array of {{\"name\",\"input\",\"expected\",\"hidden\"}}",
+            opts.cases.display()
+        )
+    })?;
+    let code = opts.code_file.as_deref().map(read).transpose()?;
+    let mut body = json!({"language": opts.language, "test_cases": cases});
+    for (k, v) in [
+        ("code", code.map(serde_json::Value::from)),
+        ("path", opts.path.map(serde_json::Value::from)),
+        ("entrypoint", opts.entrypoint.map(serde_json::Value::from)),
+        ("timeout_s", opts.timeout.map(serde_json::Value::from)),
+    ] {
+        if let Some(v) = v {
+            body[k] = v;
+        }
+    }
+    let client = client(&remote)?;
+    let path = format!("/v1/sandboxes/{}/run-tests", opts.id);
+    let report = send(&client, reqwest::Method::POST, &path, Some(body)).await?;
+    println!("{:<24} {:<8} {:>8}  DETAIL", "CASE", "STATUS", "MS");
+    for r in report["results"].as_array().into_iter().flatten() {
+        let text = |k: &str| r[k].as_str().unwrap_or_default().to_string();
+        let detail = match text("status").as_str() {
+            "passed" => String::new(),
+            "failed" if r.get("actual").is_some() => {
+                format!("expected {} got {}", r["expected"], r["actual"])
+            }
+            "failed" => "wrong answer (hidden)".into(),
+            _ => text("error"),
+        };
+        println!(
+            "{:<24} {:<8} {:>8}  {}",
+            text("name"),
+            text("status"),
+            r["duration_ms"].as_u64().unwrap_or(0),
+            detail
+        );
+    }
+    let (passed, total) = (
+        report["passed"].as_u64().unwrap_or(0),
+        report["total"].as_u64().unwrap_or(0),
+    );
+    println!("{passed} passed, {} failed", total - passed);
+    Ok(if passed == total {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

@@ -1,6 +1,7 @@
 //! Domain types every layer shares: ids, the sandbox state machine, limits, the sandbox
 //! record and the parsed create request. No I/O here.
 
+pub mod evaluation;
 mod ids;
 pub mod image_ref;
 mod request;

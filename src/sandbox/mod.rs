@@ -14,6 +14,7 @@ mod reader;
 mod reaper;
 mod reconcile;
 mod resume;
+mod run_tests;
 mod sessions;
 mod stop;
 mod volumes;

@@ -74,9 +74,9 @@ struct Hold {
     _reader: Option<ReaderUse>,
 }
 
-struct Call {
-    sandbox: Sandbox,
-    agent: AgentClient,
+pub(super) struct Call {
+    pub(super) sandbox: Sandbox,
+    pub(super) agent: AgentClient,
     hold: Hold,
 }
 
@@ -174,7 +174,7 @@ impl SandboxService {
 
     /// Takes a place in the budget, then the sandbox's agent (resuming it or starting a
     /// read-only helper as `access` allows).
-    async fn call(
+    pub(super) async fn call(
         self: &Arc<Self>,
         tenant: &TenantId,
         id: &SandboxId,
