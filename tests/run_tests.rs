@@ -72,6 +72,9 @@ def solution(x):
     if x == "recurse":
         def f(n): return f(n + 1)
         return f(0)
+    if x == "leftover":
+        os.system("sleep 300 &")
+        return "left"
     if x == "state": return len(calls)
     if x == "float": return 0.1 + 0.2
     if x == "big": return 2 ** 80
@@ -88,6 +91,7 @@ def solution(x):
         {"input": ["_exit"], "expected": 0},
         {"input": ["memory"], "expected": 0},
         {"input": ["recurse"], "expected": 0},
+        {"input": ["leftover"], "expected": "left"},
         {"input": ["state"], "expected": 1},
         {"input": ["float"], "expected": 0.3},
         {"input": ["big"], "expected": 1.2089258196146292e24},
@@ -105,7 +109,7 @@ def solution(x):
         statuses(&report),
         [
             "passed", "failed", "error", "timeout", "error", "error", "memory", "error", "passed",
-            "passed", "passed", "passed", "passed", "error"
+            "passed", "passed", "passed", "passed", "passed", "error"
         ],
         "{report}"
     );
@@ -134,8 +138,14 @@ def solution(x):
         "{}",
         r[7]
     );
-    assert_eq!(r[8]["actual"], 1, "every case sees fresh module state");
-    let hidden = &r[13];
+    assert_eq!(r[9]["actual"], 1, "every case sees fresh module state");
+    let ps = app
+        .client
+        .sh(&sb.id, "ps -eo args | grep -c '^sleep 300' || true")
+        .await
+        .unwrap();
+    assert_eq!(ps.stdout.trim(), "0", "what a case left running is gone");
+    let hidden = &r[14];
     assert_eq!(
         hidden["error"], "ValueError (line 7)",
         "the message could echo the input"

@@ -11,6 +11,7 @@
 import inspect, json, math, os, resource, select, signal, sys, time, traceback
 
 MAX_VALUE = 256 * 1024
+DRAIN_GRACE = 0.05
 OUT = os.dup(1)
 spec = json.loads(sys.stdin.read())
 devnull = os.open(os.devnull, os.O_RDWR)
@@ -165,6 +166,14 @@ def child(case, result_w, out_w):
     os._exit(0)
 
 
+def kill_case(pid):
+    for target in (-pid, pid):
+        try:
+            os.kill(target, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
 def run(case):
     result_r, result_w = os.pipe()
     out_r, out_w = os.pipe()
@@ -179,28 +188,30 @@ def run(case):
     os.close(out_w)
     deadline = started + spec["timeout_s"]
     result, output, kept = bytearray(), bytearray(), spec["max_stdout"]
-    open_fds, timed_out = {result_r, out_r}, False
+    open_fds, timed_out, drained = {result_r, out_r}, False, False
     while open_fds:
         left = deadline - time.monotonic()
         if left <= 0:
-            timed_out = True
+            timed_out = not drained
             break
         ready, _, _ = select.select(list(open_fds), [], [], left)
         for fd in ready:
             chunk = os.read(fd, 65536)
             if not chunk:
                 open_fds.discard(fd)
+                if fd == result_r:
+                    # The case is over; leftovers may hold its stdout open forever.
+                    deadline = min(deadline, time.monotonic() + DRAIN_GRACE)
+                    drained = True
             elif fd == result_r:
                 result += chunk
             elif len(output) < kept:
                 output += chunk[: kept - len(output)]
     if timed_out:
-        for target in (-pid, pid):
-            try:
-                os.kill(target, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        kill_case(pid)
     _, status = os.waitpid(pid, 0)
+    # Whatever the case left running in its process group goes with it.
+    kill_case(pid)
     for fd in (result_r, out_r):
         os.close(fd)
     duration = int((time.monotonic() - started) * 1000)
