@@ -210,7 +210,12 @@ impl AgentClient {
     }
 }
 
-async fn read_limited(body: Incoming, max: usize) -> Result<Bytes, AgentError> {
+/// Reads a body whole, up to `max` bytes.
+pub async fn read_limited<B>(body: B, max: usize) -> Result<Bytes, AgentError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     match Limited::new(body, max).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e)

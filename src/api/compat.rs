@@ -5,12 +5,11 @@
 
 use super::json::ApiJson;
 use super::{ApiError, AppState, Tenant};
-use crate::agent::bytes_body;
+use crate::agent::{bytes_body, read_limited, AgentError};
 use crate::sandbox::AgentReply;
 use axum::extract::State;
 use axum::Json;
 use berth_runtime::wire::{FileKind, FileList};
-use http_body_util::{BodyExt, Limited};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -55,21 +54,12 @@ pub struct ListedFile {
 
 /// Reads a sandbox's answer whole, up to `max` bytes.
 async fn collect(reply: AgentReply, max: usize) -> Result<bytes::Bytes, ApiError> {
-    match Limited::new(reply.body, max).collect().await {
-        Ok(body) => Ok(body.to_bytes()),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(ApiError::too_large(format!(
-                "the answer is larger than {max} bytes; use the /v1 file routes"
-            )))
-        }
-        Err(e) => Err(ApiError::unavailable(
-            "the sandbox's answer broke off; retry",
-            e,
+    read_limited(reply.body, max).await.map_err(|e| match e {
+        AgentError::TooLarge(_) => ApiError::too_large(format!(
+            "the answer is larger than {max} bytes; use the /v1 file routes"
         )),
-    }
+        other => ApiError::unavailable("the sandbox's answer broke off; retry", other),
+    })
 }
 
 pub async fn write_file(

@@ -9,6 +9,7 @@ mod create;
 mod delete;
 mod error;
 mod events;
+mod locks;
 mod ops;
 mod reader;
 mod reaper;
@@ -35,12 +36,8 @@ use crate::store::Store;
 use activity::ActivityLog;
 use budget::{Budget, BudgetLimits};
 use counts::StateCounts;
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-
-/// A lock held across an operation's awaits.
-type LifecycleLock = Arc<tokio::sync::Mutex<()>>;
+use std::sync::Arc;
 
 /// What an operation on a sandbox's agent does, for auto-resume and idle tracking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,9 +56,9 @@ pub struct SandboxService {
     agent_binary: PathBuf,
     /// This server's instance id (labels its containers).
     instance: String,
-    locks: Mutex<HashMap<SandboxId, LifecycleLock>>,
+    locks: locks::LockMap<SandboxId>,
     /// Serialises the first use of a named session (tenant, session id).
-    session_locks: Mutex<HashMap<(TenantId, String), LifecycleLock>>,
+    session_locks: locks::LockMap<(TenantId, String)>,
     /// Read-only helpers of sandboxes that are not running, with their last use.
     readers: reader::Readers,
     activity: Arc<ActivityLog>,
@@ -97,8 +94,8 @@ impl SandboxService {
             images,
             agent_binary,
             instance,
-            locks: Mutex::new(HashMap::new()),
-            session_locks: Mutex::new(HashMap::new()),
+            locks: locks::LockMap::default(),
+            session_locks: locks::LockMap::default(),
             readers: reader::Readers::default(),
             activity: Arc::default(),
             budget,
@@ -169,28 +166,20 @@ impl SandboxService {
     }
 
     /// The lock that serialises lifecycle operations on one sandbox.
-    fn lock_for(&self, id: &SandboxId) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-        locks.entry(id.clone()).or_default().clone()
+    fn lock_for(&self, id: &SandboxId) -> locks::KeyLock {
+        self.locks.get(id.clone())
     }
 
     /// The lock that serialises finding or creating one named session's sandbox.
-    fn session_lock(&self, tenant: &TenantId, session: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.session_locks.lock().unwrap_or_else(|p| p.into_inner());
-        locks
-            .entry((tenant.clone(), session.to_string()))
-            .or_default()
-            .clone()
+    fn session_lock(&self, tenant: &TenantId, session: &str) -> locks::KeyLock {
+        self.session_locks
+            .get((tenant.clone(), session.to_string()))
     }
 
-    /// Forgets the locks nobody holds or waits for (the maps would otherwise keep one per
-    /// sandbox or session ever touched).
+    /// Forgets the locks nobody holds or waits for.
     fn prune_locks(&self) {
-        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-        locks.retain(|_, lock| Arc::strong_count(lock) > 1);
-        drop(locks);
-        let mut sessions = self.session_locks.lock().unwrap_or_else(|p| p.into_inner());
-        sessions.retain(|_, lock| Arc::strong_count(lock) > 1);
+        self.locks.prune();
+        self.session_locks.prune();
     }
 
     fn socket_dir(&self, id: &SandboxId) -> PathBuf {

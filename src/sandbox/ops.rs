@@ -75,8 +75,8 @@ struct Hold {
 }
 
 pub(super) struct Call {
-    pub(super) sandbox: Sandbox,
-    pub(super) agent: AgentClient,
+    sandbox: Sandbox,
+    agent: AgentClient,
     hold: Hold,
 }
 
@@ -216,6 +216,24 @@ impl SandboxService {
         }
     }
 
+    /// Runs an exec whose (small, or bounded by `max_bytes`) JSON answer is read whole.
+    pub(super) async fn exec_json<T: serde::de::DeserializeOwned>(
+        &self,
+        call: &Call,
+        body: Vec<u8>,
+        deadline: Duration,
+        max_bytes: usize,
+    ) -> Result<T, SandboxError> {
+        match call
+            .agent
+            .json(Method::POST, "/exec", Some(body), deadline, max_bytes)
+            .await
+        {
+            Ok(answer) => Ok(answer),
+            Err(e) => Err(self.explain_failure(&call.sandbox, e).await),
+        }
+    }
+
     /// Sends one request whose answer has no body worth passing on (204s).
     async fn command(&self, call: Call, req: AgentRequest<'_>) -> Result<(), SandboxError> {
         match call
@@ -238,14 +256,8 @@ impl SandboxService {
         let checked = self.check_exec(req)?;
         let call = self.call(tenant, id, Access::Mutating).await?;
         if background {
-            let started = call
-                .agent
-                .json(Method::POST, "/exec", Some(checked.body), SHORT, 4096)
-                .await;
-            return match started {
-                Ok(started) => Ok(ExecReply::Started(started)),
-                Err(e) => Err(self.explain_failure(&call.sandbox, e).await),
-            };
+            let started = self.exec_json(&call, checked.body, SHORT, 4096).await?;
+            return Ok(ExecReply::Started(started));
         }
         let reply = self
             .relay(

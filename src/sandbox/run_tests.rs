@@ -9,7 +9,6 @@ use crate::domain::evaluation::{
 use crate::domain::{SandboxId, TenantId};
 use berth_runtime::harness::{self, HarnessCase, HarnessRecord, HarnessSpec};
 use berth_runtime::wire::{ExecRequest, ExecResult};
-use hyper::Method;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -64,20 +63,9 @@ impl SandboxService {
         let call = self.call(tenant, id, Access::Mutating).await?;
         let body = serde_json::to_vec(&exec).map_err(|e| SandboxError::Invalid(e.to_string()))?;
         let deadline = Duration::from_secs_f64(run_timeout) + Duration::from_secs(15);
-        let answer: Result<ExecResult, _> = call
-            .agent
-            .json(
-                Method::POST,
-                "/exec",
-                Some(body),
-                deadline,
-                (4 * cap + 64 * 1024) as usize,
-            )
-            .await;
-        let result = match answer {
-            Ok(r) => r,
-            Err(e) => return Err(self.explain_failure(&call.sandbox, e).await),
-        };
+        let result: ExecResult = self
+            .exec_json(&call, body, deadline, (4 * cap + 64 * 1024) as usize)
+            .await?;
         let mut records = result
             .stdout
             .lines()
