@@ -1,17 +1,23 @@
-# berth's Python test harness: run as `python3 -c <this> ` with a JSON spec on stdin:
+# berth's Python test harness, run as `python3 -c <this>` with a JSON spec on stdin:
 #   {"code": str | null, "path": str | null, "entrypoint": str | null,
-#    "cases": [{"input": any}], "timeout_s": float, "max_stdout": int}
+#    "cases": [{"i": int, "input": any}], "timeout_s": float, "max_stdout": int,
+#    "modules": {filename: {"code": str}} | null}
 # The candidate's code is compiled once; every case runs in a fresh forked child that
 # executes the module and calls the entrypoint, so no case can change what the next sees.
-# One JSON line per case goes to the harness's own copy of stdout (user code never runs in
-# this process, and each child closes that copy first):
-#   {"status": "ok"|"error"|"timeout"|"memory", "value": any, "error": str,
-#    "stdout": str, "duration_ms": int}
-# Expected values never come here: the supervisor compares.
-import inspect, json, math, os, resource, select, signal, sys, time, traceback
+# Lines go to the harness's own copy of stdout (user code never runs in this process,
+# each child closes that copy first, and this process is not dumpable, so a child cannot
+# reach it through /proc):
+#   {"ready": true, "modules": {...}}  the code compiled; cases follow (the supervisor passes
+#                                      `modules` back if it must start this harness again)
+#   {"compile_error": str}             it did not; nothing follows
+#   {"i": int, "status": "ok"|"error"|"timeout"|"memory", "value": any, "error": str,
+#    "stdout": str, "duration_ms": int}          one per case, in order
+# Expected values never come here: the supervisor compares. If a case kills this process,
+# the supervisor starts it again from the next case.
+import inspect, json, math, os, select, signal, sys, time, traceback
 
 MAX_VALUE = 256 * 1024
-DRAIN_GRACE = 0.05
+TAG_GID_BASE = 2_100_000_000
 OUT = os.dup(1)
 spec = json.loads(sys.stdin.read())
 devnull = os.open(os.devnull, os.O_RDWR)
@@ -21,8 +27,23 @@ os.dup2(devnull, 2)
 os.set_inheritable(OUT, False)
 
 
+def not_dumpable():
+    """PR_SET_DUMPABLE 0: a case (same uid) cannot open /proc/<harness>/fd or its memory."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)
+    except Exception:
+        pass
+
+
+not_dumpable()
+
+
 def emit(record):
-    os.write(OUT, (json.dumps(record) + "\n").encode())
+    data = (json.dumps(record) + "\n").encode()
+    view = memoryview(data)
+    while view:
+        view = view[os.write(OUT, view):]
 
 
 def oom_kills():
@@ -37,22 +58,71 @@ def oom_kills():
     return 0
 
 
+def groups_of(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("Groups:"):
+                    return line.split()[1:]
+    except OSError:
+        pass
+    return []
+
+
+# The exec's tag group (given by berth's agent to every process of this exec, and
+# impossible to shed): whatever carries it, other than this process, is a case's leftover.
+TAG = next((g for g in groups_of("self") if int(g) >= TAG_GID_BASE), None)
+ME = os.getpid()
+
+
+def kill_leftovers():
+    if TAG is None:
+        return
+    for _ in range(100):
+        found = False
+        for name in os.listdir("/proc"):
+            if not name.isdigit() or int(name) == ME:
+                continue
+            if TAG in groups_of(name):
+                found = True
+                try:
+                    os.kill(int(name), signal.SIGKILL)
+                except OSError:
+                    pass
+        if not found:
+            return
+
+
+def kill_group(pgid):
+    """SIGKILL the case's process group until it is empty (a fork bomb keeps forking)."""
+    for _ in range(1000):
+        try:
+            os.kill(-pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        except PermissionError:
+            return
+
+
 filename = spec.get("path") or "solution.py"
 source = spec.get("code")
+if spec.get("modules"):
+    source = spec["modules"][filename]["code"]
 if source is None:
     try:
         source = open(filename).read()
     except OSError as e:
-        for _ in spec["cases"]:
-            emit({"status": "error", "error": f"cannot read {filename}: {e.strerror}", "duration_ms": 0})
+        emit({"compile_error": f"cannot read {filename}: {e.strerror}"})
         sys.exit(0)
 try:
     compiled = compile(source, filename, "exec")
 except SyntaxError as e:
-    message = f"SyntaxError: {e.msg} (line {e.lineno})"
-    for _ in spec["cases"]:
-        emit({"status": "error", "error": message, "duration_ms": 0})
+    emit({"compile_error": f"{type(e).__name__}: {e.msg} (line {e.lineno})"})
     sys.exit(0)
+except (ValueError, TypeError) as e:
+    emit({"compile_error": f"{type(e).__name__}: {e}"})
+    sys.exit(0)
+emit({"ready": True, "modules": {filename: {"code": source}}})
 
 
 def candidate_line(tb):
@@ -98,6 +168,8 @@ def resolve(namespace):
     name = spec.get("entrypoint")
     if name and "." in name:
         cls, method = name.split(".", 1)
+        if not inspect.isclass(namespace.get(cls)):
+            raise LookupError(f"no class named {cls!r} in the code")
         return getattr(namespace[cls](), method)
     if name:
         if name not in namespace:
@@ -136,6 +208,9 @@ def child(case, result_w, out_w):
     os.setsid()
     os.dup2(out_w, 1)
     os.dup2(out_w, 2)
+    os.close(out_w)
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     sys.stdout = os.fdopen(1, "w", buffering=1)
     sys.stderr = sys.stdout
     sys.setrecursionlimit(10_000)
@@ -161,67 +236,90 @@ def child(case, result_w, out_w):
         data = json.dumps({"status": "error",
                            "error": f"the returned value is larger than {MAX_VALUE} bytes as JSON"}).encode()
     view = memoryview(data)
-    while view:
-        view = view[os.write(result_w, view[:65536]):]
+    try:
+        while view:
+            view = view[os.write(result_w, view[:65536]):]
+    except OSError:
+        pass
     os._exit(0)
 
 
-def kill_case(pid):
-    for target in (-pid, pid):
+# A case's exit wakes the loop below through this pipe.
+wake_r, wake_w = os.pipe()
+os.set_blocking(wake_r, False)
+os.set_blocking(wake_w, False)
+signal.set_wakeup_fd(wake_w)
+signal.signal(signal.SIGCHLD, lambda *_: None)
+
+
+def drain(fd, into, room):
+    """Reads what is there without blocking; False at end of file."""
+    while True:
         try:
-            os.kill(target, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            return True
+        if not chunk:
+            return False
+        if room is None or len(into) < room:
+            into += chunk if room is None else chunk[: room - len(into)]
 
 
 def run(case):
+    kill_leftovers()
     result_r, result_w = os.pipe()
     out_r, out_w = os.pipe()
+    for fd in (result_r, out_r):
+        os.set_blocking(fd, False)
     oom_before = oom_kills()
     started = time.monotonic()
     pid = os.fork()
     if pid == 0:
         os.close(result_r)
         os.close(out_r)
+        os.close(wake_r)
+        os.close(wake_w)
         child(case, result_w, out_w)
     os.close(result_w)
     os.close(out_w)
     deadline = started + spec["timeout_s"]
     result, output, kept = bytearray(), bytearray(), spec["max_stdout"]
-    open_fds, timed_out, drained = {result_r, out_r}, False, False
-    while open_fds:
+    status, timed_out = None, False
+    while status is None:
         left = deadline - time.monotonic()
         if left <= 0:
-            timed_out = not drained
+            timed_out = True
             break
-        ready, _, _ = select.select(list(open_fds), [], [], left)
-        for fd in ready:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                open_fds.discard(fd)
-                if fd == result_r:
-                    # The case is over; leftovers may hold its stdout open forever.
-                    deadline = min(deadline, time.monotonic() + DRAIN_GRACE)
-                    drained = True
-            elif fd == result_r:
-                result += chunk
-            elif len(output) < kept:
-                output += chunk[: kept - len(output)]
-    if timed_out:
-        kill_case(pid)
-    _, status = os.waitpid(pid, 0)
-    # Whatever the case left running in its process group goes with it.
-    kill_case(pid)
+        select.select([result_r, out_r, wake_r], [], [], left)
+        try:
+            while os.read(wake_r, 512):
+                pass
+        except BlockingIOError:
+            pass
+        drain(result_r, result, MAX_VALUE + 4096)
+        drain(out_r, output, kept)
+        done, code = os.waitpid(pid, os.WNOHANG)
+        if done:
+            status = code
+    # The case is over: it, and whatever it left running, go.
+    kill_group(pid)
+    if status is None:
+        _, status = os.waitpid(pid, 0)
+    kill_leftovers()
+    drain(result_r, result, MAX_VALUE + 4096)
+    drain(out_r, output, kept)
     for fd in (result_r, out_r):
         os.close(fd)
     duration = int((time.monotonic() - started) * 1000)
-    record = {"stdout": output.decode("utf-8", "replace"), "duration_ms": duration}
+    record = {"i": case["i"], "stdout": output.decode("utf-8", "replace"), "duration_ms": duration}
     if timed_out:
-        record.update(status="timeout", error=f"the case ran past its {spec['timeout_s']}s")
+        record.update(status="timeout", error=f"the case ran past its {spec['timeout_s']:g}s")
     elif result:
         try:
-            record.update(json.loads(result))
-        except ValueError:
+            reported = json.loads(result)
+            record.update(status=reported.get("status", "error"), value=reported.get("value"),
+                          error=reported.get("error"))
+        except (ValueError, AttributeError):
             record.update(status="error", error="the case's result was garbled")
     elif oom_kills() > oom_before:
         record.update(status="memory", error="killed for exceeding the sandbox's memory limit")

@@ -108,6 +108,10 @@ pub struct ExecRequest {
     /// Start and return `{"pid"}` at once.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub background: bool,
+    /// When the command itself exits, kill whatever of its tree is still running (an
+    /// addition; without it, processes it started in the background outlive it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub kill_on_exit: bool,
 }
 
 impl ExecRequest {

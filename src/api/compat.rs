@@ -13,8 +13,10 @@ use berth_runtime::wire::{FileKind, FileList};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-/// The template a session's sandbox is created from.
-const SESSION_IMAGE: &str = "python";
+/// The template a session's sandbox is created from: `node`, which has Node.js, TypeScript
+/// and python3, so one session runs all three languages. A one-shot `execute` (no
+/// `sessionId`) uses its language's own template.
+const SESSION_IMAGE: &str = "node";
 /// Largest file `read_file` returns (its answer is one JSON string).
 const MAX_READ_BYTES: usize = 16 * 1024 * 1024;
 /// Largest listing `list_files` reads.
@@ -145,18 +147,8 @@ fn python() -> String {
     "python".into()
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModalCase {
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    input: Value,
-    #[serde(default)]
-    expected: Value,
-    #[serde(default)]
-    hidden: bool,
-}
+/// A Modal test case: the same fields as a run-tests case.
+type ModalCase = crate::domain::evaluation::TestCase;
 
 /// `execute`: the cases run against `code` in the session's sandbox, or in a fresh one
 /// that is deleted afterwards. `success` is true when every case passed; durations are
@@ -166,23 +158,14 @@ pub async fn execute(
     Tenant(tenant): Tenant,
     ApiJson(req): ApiJson<Execute>,
 ) -> Result<Json<Value>, ApiError> {
-    use crate::domain::evaluation::{RunTestsRequest, TestCase};
+    use crate::domain::evaluation::RunTestsRequest;
     let service = &state.service;
     let request = RunTestsRequest {
         language: req.language,
         code: Some(req.code),
         path: None,
         entrypoint: req.entrypoint,
-        test_cases: req
-            .test_cases
-            .into_iter()
-            .map(|c| TestCase {
-                name: c.name,
-                input: c.input,
-                expected: c.expected,
-                hidden: c.hidden,
-            })
-            .collect(),
+        test_cases: req.test_cases,
         timeout_s: req.timeout,
     };
     // Refuse a bad request before any sandbox is made for it.
@@ -194,11 +177,7 @@ pub async fn execute(
                 .await?;
             service.run_tests(&tenant, &sandbox.id, request).await?
         }
-        None => {
-            service
-                .run_tests_once(&tenant, SESSION_IMAGE, request)
-                .await?
-        }
+        None => service.run_tests_once(&tenant, request).await?,
     };
     let results: Vec<Value> = report
         .results

@@ -336,7 +336,9 @@ fn schemas(c: &Config) -> Value {
             "user": {"type": ["string", "null"]},
             "timeout_s": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": l.max_exec_timeout_s},
             "max_output_bytes": {"type": ["integer", "null"], "minimum": 0, "maximum": l.max_output_cap_bytes},
-            "encoding": {"enum": ["utf-8", "base64", null]}, "background": {"type": "boolean"}}},
+            "encoding": {"enum": ["utf-8", "base64", null]}, "background": {"type": "boolean"},
+            "kill_on_exit": {"type": "boolean",
+                "description": "when the command exits, kill whatever it left running"}}},
         "ExecStreamRequest": {"description": "an ExecRequest without background",
             "allOf": [{"$ref": "#/components/schemas/ExecRequest"},
                 {"properties": {"background": {"const": false}}}]},
@@ -390,18 +392,21 @@ fn evaluation_schemas() -> Value {
     let string = json!({"type": "string"});
     let session_id = json!({"type": "string", "minLength": 1, "maxLength": 128,
         "pattern": "^[^=,\\u0000-\\u001f\\u007f-\\u009f]+$"});
+    let entrypoint = json!({"type": ["string", "null"], "maxLength": 200,
+        "description": "a function name or Class.method",
+        "pattern": "^[A-Za-z_$][A-Za-z0-9_$]*(\\.[A-Za-z_$][A-Za-z0-9_$]*)?$"});
     json!({
         "RunTestsRequest": {"type": "object", "required": ["language", "test_cases"],
             "additionalProperties": false,
-            "description": "exactly one of code and path; python today (javascript and typescript answer 400)",
+            "description": "exactly one of code and path",
             "oneOf": [
                 {"required": ["code"], "properties": {"code": {"type": "string"}}},
                 {"required": ["path"], "properties": {"path": {"type": "string"}}}],
             "properties": {
-            "language": {"enum": ["python"]},
+            "language": {"enum": ["python", "javascript", "typescript"]},
             "code": {"type": ["string", "null"]},
             "path": {"type": ["string", "null"], "minLength": 1, "pattern": "^[^\\u0000]*$"},
-            "entrypoint": {"type": ["string", "null"]},
+            "entrypoint": entrypoint.clone(),
             "timeout_s": {"type": ["number", "null"], "exclusiveMinimum": 0,
                 "maximum": crate::domain::evaluation::MAX_CASE_TIMEOUT_S},
             "test_cases": {"type": "array", "minItems": 1, "maxItems": crate::domain::evaluation::MAX_CASES,
@@ -416,8 +421,8 @@ fn evaluation_schemas() -> Value {
                 "actual": {}, "expected": {}, "error": string, "stdout": string,
                 "duration_ms": {"type": "integer"}}}}}},
         "ModalExecute": {"type": "object", "required": ["code", "testCases"], "additionalProperties": false,
-            "properties": {"code": string, "language": {"enum": ["python"]}, "sessionId": session_id,
-                "entrypoint": {"type": ["string", "null"]},
+            "properties": {"code": string, "language": {"enum": ["python", "javascript", "typescript"]}, "sessionId": session_id,
+                "entrypoint": entrypoint,
                 "timeout": {"type": ["number", "null"], "exclusiveMinimum": 0,
                     "maximum": crate::domain::evaluation::MAX_CASE_TIMEOUT_S},
                 "testCases": {"type": "array", "minItems": 1, "maxItems": crate::domain::evaluation::MAX_CASES,
@@ -651,6 +656,7 @@ mod tests {
             max_output_bytes: Some(1),
             encoding: Some("base64".into()),
             background: true,
+            kill_on_exit: true,
         };
         let result = ExecResult {
             stdout_b64: Some(String::new()),

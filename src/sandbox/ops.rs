@@ -80,6 +80,13 @@ pub(super) struct Call {
     hold: Hold,
 }
 
+impl Call {
+    /// The sandbox as it was when the call began.
+    pub(super) fn sandbox(&self) -> &Sandbox {
+        &self.sandbox
+    }
+}
+
 /// One request to a sandbox's agent.
 struct AgentRequest<'a> {
     method: Method,
@@ -232,6 +239,27 @@ impl SandboxService {
             Ok(answer) => Ok(answer),
             Err(e) => Err(self.explain_failure(&call.sandbox, e).await),
         }
+    }
+
+    /// Starts an exec whose output streams as NDJSON events (`ExecEvent` lines), for the
+    /// service's own use: at most `max_reply` bytes; the caller bounds the time. Dropping
+    /// the body kills the exec's whole tree.
+    pub(super) async fn exec_events(
+        &self,
+        call: Call,
+        body: Vec<u8>,
+        max_reply: u64,
+        idle: Duration,
+    ) -> Result<BoundedBody, SandboxError> {
+        let reply = self
+            .relay(
+                call,
+                AgentRequest::new(Method::POST, "/exec/stream").json(body),
+                max_reply,
+                idle,
+            )
+            .await?;
+        Ok(reply.body)
     }
 
     /// Sends one request whose answer has no body worth passing on (204s).

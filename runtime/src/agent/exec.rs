@@ -31,6 +31,7 @@ pub struct Prepared {
     stdin: Vec<u8>,
     timeout: Duration,
     cap: u64,
+    kill_on_exit: bool,
 }
 
 pub fn prepare(state: &AgentState, req: &ExecRequest) -> Result<Prepared, AgentError> {
@@ -112,6 +113,7 @@ pub fn prepare(state: &AgentState, req: &ExecRequest) -> Result<Prepared, AgentE
         stdin,
         timeout: Duration::from_secs_f64(timeout_s.min(MAX_TIMEOUT_S)),
         cap,
+        kill_on_exit: req.kill_on_exit,
     })
 }
 
@@ -178,6 +180,7 @@ pub fn start(state: &AgentState, prepared: Prepared) -> Result<Running, AgentErr
         stdin,
         timeout,
         cap,
+        kill_on_exit,
     } = prepared;
     let oom_before = oom_kill_count();
     let started = Instant::now();
@@ -210,7 +213,7 @@ pub fn start(state: &AgentState, prepared: Prepared) -> Result<Running, AgentErr
             Ok(status) => (status.ok(), false),
             Err(_) => (None, true),
         };
-        if timed_out {
+        if timed_out || kill_on_exit {
             kill_tree(pid, tag);
         }
         // The OOM killer may pick any process of the tree (often a child of a shell, whose

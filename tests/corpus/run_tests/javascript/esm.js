@@ -1,0 +1,9 @@
+export function maxProfit(prices) {
+  let best = 0;
+  let low = Infinity;
+  for (const p of prices) {
+    low = Math.min(low, p);
+    best = Math.max(best, p - low);
+  }
+  return best;
+}

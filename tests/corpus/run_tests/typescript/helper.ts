@@ -1,0 +1,3 @@
+export function indexOf(seen: Map<number, number>, n: number): number | undefined {
+  return seen.get(n);
+}
