@@ -2,6 +2,7 @@
 //! (→ command-line flags, applied by the CLI). Every limit has a default.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -44,7 +45,13 @@ pub struct Config {
     /// Upper bounds a request may not exceed.
     pub limits: LimitCeilings,
     pub images: ImagesConfig,
+    /// Started sandboxes kept ready per template (`pool = {python = 2, node = 1}`), with
+    /// the default limits; a create that fits adopts one instead of starting a container.
+    pub pool: BTreeMap<String, usize>,
 }
+
+/// Most sandboxes the pool keeps ready for one template.
+pub const MAX_POOL_PER_TEMPLATE: usize = 32;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -115,6 +122,7 @@ impl Default for Config {
             defaults: SandboxDefaults::default(),
             limits: LimitCeilings::default(),
             images: ImagesConfig::default(),
+            pool: BTreeMap::from([("python".to_string(), 2), ("node".to_string(), 1)]),
         }
     }
 }
@@ -271,6 +279,13 @@ impl Config {
         if let Some(v) = lookup("BERTH_IMAGES_MIRROR") {
             self.images.mirror = v;
         }
+        if let Some(v) = lookup("BERTH_POOL") {
+            self.pool = parse_pool(&v).map_err(|reason| ConfigError::Env {
+                name: "BERTH_POOL".into(),
+                value: v.clone(),
+                reason,
+            })?;
+        }
         Ok(())
     }
 
@@ -300,6 +315,18 @@ impl Config {
         if !d.workdir.starts_with('/') {
             return bad("defaults.workdir must be an absolute path");
         }
+        for (template, n) in &self.pool {
+            if crate::images::template(template).is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "pool: {template:?} is not a template (base, python, node)"
+                )));
+            }
+            if *n > MAX_POOL_PER_TEMPLATE {
+                return Err(ConfigError::Invalid(format!(
+                    "pool: at most {MAX_POOL_PER_TEMPLATE} ready sandboxes per template, not {n}"
+                )));
+            }
+        }
         Ok(())
     }
 
@@ -314,9 +341,58 @@ impl Config {
     }
 }
 
+/// `python:2,node:1` (or `off`, or empty) → template → count.
+fn parse_pool(text: &str) -> Result<BTreeMap<String, usize>, String> {
+    let text = text.trim();
+    if text.is_empty() || text == "off" || text == "0" {
+        return Ok(BTreeMap::new());
+    }
+    text.split(',')
+        .map(|part| {
+            let (name, n) = part
+                .trim()
+                .split_once(':')
+                .ok_or_else(|| format!("{part:?} is not TEMPLATE:COUNT (e.g. python:2,node:1)"))?;
+            let n = n
+                .trim()
+                .parse::<usize>()
+                .map_err(|_| format!("{n:?} in {part:?} is not a count"))?;
+            Ok((name.trim().to_string(), n))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pool_is_on_by_default_and_set_by_file_or_env() {
+        let config = Config::default();
+        assert_eq!(config.pool.get("python"), Some(&2));
+        assert_eq!(config.pool.get("node"), Some(&1));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("berth.toml");
+        std::fs::write(&file, "pool = {python = 3}\n").unwrap();
+        let mut config = Config::from_file(&file).unwrap();
+        assert_eq!(config.pool, BTreeMap::from([("python".to_string(), 3)]));
+        config
+            .apply_env(|n| (n == "BERTH_POOL").then(|| "python:1, node:4".into()))
+            .unwrap();
+        assert_eq!(config.pool.get("node"), Some(&4));
+        config
+            .apply_env(|n| (n == "BERTH_POOL").then(|| "off".into()))
+            .unwrap();
+        assert!(config.pool.is_empty());
+        let err = config
+            .apply_env(|n| (n == "BERTH_POOL").then(|| "python=2".into()))
+            .unwrap_err();
+        assert!(err.to_string().contains("TEMPLATE:COUNT"), "{err}");
+        config.pool = BTreeMap::from([("ruby".to_string(), 1)]);
+        assert!(config.validate().is_err());
+        config.pool = BTreeMap::from([("python".to_string(), 1000)]);
+        assert!(config.validate().is_err());
+    }
 
     #[test]
     fn env_overrides_file_which_overrides_defaults() {

@@ -112,6 +112,7 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let reaper = self.state.service.spawn_reaper();
+        let pool = self.state.service.spawn_pool_filler();
         let app = api::router(self.state);
         let stopping = Arc::new(tokio::sync::Notify::new());
         let signal = stopping.clone();
@@ -131,6 +132,9 @@ impl Application {
             _ = async { stopping.notified().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => Ok(()),
         };
         reaper.abort();
+        if let Some(pool) = pool {
+            pool.abort();
+        }
         result
     }
 }

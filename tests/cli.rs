@@ -423,5 +423,37 @@ async fn berth_test_prints_a_verdict_per_case_and_exits_0_only_when_all_passed()
     let (code_bad, out, _) = berth_at(&app, &refs, None).await;
     assert_eq!(code_bad, Some(1));
     assert!(out.contains("expected 4 got 3"), "{out}");
+
+    // The language follows the file's extension.
+    let node = app.sandbox(json!({"image": "node"})).await;
+    let ts = temp.path().join("f.ts");
+    std::fs::write(
+        &ts,
+        "export function add(a: number, b: number): number {\n  return a + b;\n}\n",
+    )
+    .unwrap();
+    let ts_args = [
+        "test",
+        node.id.as_str(),
+        "--code-file",
+        ts.to_str().unwrap(),
+        "--cases",
+        cases.to_str().unwrap(),
+    ];
+    let (code_ts, out, err) = berth_at(&app, &ts_args, None).await;
+    assert_eq!(code_ts, Some(0), "{out}{err}");
+    let odd = temp.path().join("f.rb");
+    std::fs::write(&odd, "x").unwrap();
+    let odd_args = [
+        "test",
+        node.id.as_str(),
+        "--code-file",
+        odd.to_str().unwrap(),
+        "--cases",
+        cases.to_str().unwrap(),
+    ];
+    let (code_odd, _, err) = berth_at(&app, &odd_args, None).await;
+    assert_ne!(code_odd, Some(0));
+    assert!(err.contains("--language"), "{err}");
     app.cleanup().await;
 }

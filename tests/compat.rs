@@ -4,9 +4,10 @@
 
 mod common;
 
-use common::spawn_app;
+use common::{eventually, metric, spawn_app, spawn_with, test_config};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use std::time::Duration;
 
 async fn call(client: &berth::client::Client, route: &str, body: Value) -> (StatusCode, Value) {
     let response = client
@@ -46,7 +47,10 @@ async fn a_session_writes_reads_and_lists_files_in_one_sandbox_of_its_own() {
         .await
         .unwrap();
     assert_eq!(sessions.len(), 1, "one sandbox for one session");
-    assert_eq!(sessions[0].image, "python");
+    assert_eq!(
+        sessions[0].image, "node",
+        "the template that runs all three languages"
+    );
 
     let (status, body) = call(
         &app.client,
@@ -160,15 +164,17 @@ async fn execute_answers_the_modal_payload_in_a_one_shot_or_a_session_sandbox() 
         "{body}"
     );
     assert_eq!(result["error"], Value::Null);
-    let live = app
-        .client
-        .list_sandboxes("label=berth.one-shot")
-        .await
-        .unwrap();
-    assert!(
-        live.iter().all(|s| s.state == "terminated"),
-        "the one-shot sandbox is deleted: {live:?}"
-    );
+    // Deleted once the answer is out.
+    let deleted = eventually(Duration::from_secs(30), || async {
+        let live = app
+            .client
+            .list_sandboxes("label=berth.one-shot")
+            .await
+            .unwrap();
+        (!live.is_empty() && live.iter().all(|s| s.state == "terminated")).then_some(())
+    })
+    .await;
+    assert!(deleted.is_some(), "the one-shot sandbox is deleted");
 
     // With a sessionId the cases run in the session's sandbox, next to its files.
     let (status, _) = call(
@@ -209,5 +215,82 @@ async fn execute_answers_the_modal_payload_in_a_one_shot_or_a_session_sandbox() 
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn execute_runs_javascript_and_typescript_and_one_session_runs_all_three() {
+    let app = spawn_app().await;
+    for (language, code) in [
+        ("javascript", "function solution(x) {\n  return x * 2;\n}"),
+        (
+            "typescript",
+            "function solution(x: number): number {\n  return x * 2;\n}",
+        ),
+    ] {
+        let (status, body) = call(
+            &app.client,
+            "execute",
+            json!({"code": code, "language": language,
+                   "testCases": [{"name": "test", "input": {"x": 5}, "expected": 10, "hidden": false},
+                                 {"name": "wrong", "input": {"x": 1}, "expected": 3, "hidden": false}]}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(
+            (body["success"].as_bool(), body["passedTests"].as_u64()),
+            (Some(false), Some(1)),
+            "{language}: {body}"
+        );
+    }
+    for (language, code) in [
+        ("python", "def solution(x):\n    return x + 1"),
+        ("javascript", "const solution = (x) => x + 1;"),
+        (
+            "typescript",
+            "export const solution = (x: number): number => x + 1;",
+        ),
+    ] {
+        let (status, body) = call(
+            &app.client,
+            "execute",
+            json!({"sessionId": "poly", "code": code, "language": language,
+                   "testCases": [{"name": "inc", "input": [1], "expected": 2}]}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["success"], true, "{language}: {body}");
+    }
+    assert_eq!(
+        app.client
+            .list_sandboxes("label=session=poly")
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "one session, one sandbox, three languages"
+    );
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_one_shot_execute_takes_a_pooled_sandbox() {
+    let temp = tempfile::tempdir().unwrap();
+    let mut config = test_config(temp.path());
+    config.pool = [("python".to_string(), 1)].into();
+    let app = spawn_with(config).await;
+    let ready = eventually(Duration::from_secs(120), || async {
+        (metric(&app, "berth_pool_ready{template=\"python\"}").await == Some(1.0)).then_some(())
+    })
+    .await;
+    assert!(ready.is_some());
+    let payload = json!({"code":"def solution(x):\n    return x * 2","testCases":[{"name":"test","input":{"x":5},"expected":10,"hidden":false}],"language":"python"});
+    let (status, body) = call(&app.client, "execute", payload).await;
+    assert_eq!(
+        (status, &body["success"]),
+        (StatusCode::OK, &json!(true)),
+        "{body}"
+    );
+    assert_eq!(metric(&app, "berth_pool_adopted_total").await, Some(1.0));
     app.cleanup().await;
 }

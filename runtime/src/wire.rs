@@ -217,6 +217,14 @@ pub struct ProcessList {
     pub processes: Vec<ProcessInfo>,
 }
 
+/// Body of the agent's `PUT /env`: the sandbox's own variables, given to every exec
+/// (a request's `env` still wins). Replaces what was set before.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxEnv {
+    pub env: BTreeMap<String, String>,
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct KillRequest {

@@ -40,7 +40,12 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition, with `sandboxes` as (state, count).
-    pub fn render(&self, sandboxes: &[(&str, u64)], requests_in_flight: usize) -> String {
+    pub fn render(
+        &self,
+        sandboxes: &[(&str, u64)],
+        requests_in_flight: usize,
+        pool: &PoolView,
+    ) -> String {
         let mut out = String::new();
         out.push_str("# HELP berth_http_requests_total HTTP requests by route and status.\n");
         out.push_str("# TYPE berth_http_requests_total counter\n");
@@ -63,8 +68,34 @@ impl Metrics {
         for (state, count) in sandboxes {
             let _ = writeln!(out, "berth_sandboxes{{state=\"{state}\"}} {count}");
         }
+        out.push_str("# HELP berth_pool_ready Started sandboxes the warm pool holds ready, by template (not in berth_sandboxes).\n# TYPE berth_pool_ready gauge\n");
+        for f in &pool.figures {
+            let _ = writeln!(
+                out,
+                "berth_pool_ready{{template=\"{}\"}} {}",
+                f.template, f.ready
+            );
+        }
+        out.push_str("# HELP berth_pool_target Ready sandboxes the warm pool keeps, by template.\n# TYPE berth_pool_target gauge\n");
+        for f in &pool.figures {
+            let _ = writeln!(
+                out,
+                "berth_pool_target{{template=\"{}\"}} {}",
+                f.template, f.target
+            );
+        }
+        let _ = writeln!(out, "# HELP berth_pool_adopted_total Creates served by the warm pool.\n# TYPE berth_pool_adopted_total counter\nberth_pool_adopted_total {}", pool.adopted);
+        let _ = writeln!(out, "# HELP berth_pool_missed_total Creates that fit the warm pool but found it empty.\n# TYPE berth_pool_missed_total counter\nberth_pool_missed_total {}", pool.missed);
         out
     }
+}
+
+/// The warm pool as `/metrics` shows it.
+#[derive(Debug, Default)]
+pub struct PoolView {
+    pub figures: Vec<crate::sandbox::PoolFigures>,
+    pub adopted: u64,
+    pub missed: u64,
 }
 
 #[cfg(test)]
@@ -76,7 +107,19 @@ mod tests {
         let m = Metrics::default();
         m.observe_request("GET", "/v1/sandboxes", 200, Duration::from_millis(3));
         m.observe_exec(12, true);
-        let text = m.render(&[("running", 2)], 3);
+        let pool = PoolView {
+            figures: vec![crate::sandbox::PoolFigures {
+                template: "python".into(),
+                target: 2,
+                ready: 1,
+            }],
+            adopted: 5,
+            missed: 1,
+        };
+        let text = m.render(&[("running", 2)], 3, &pool);
+        assert!(text.contains("berth_pool_ready{template=\"python\"} 1"));
+        assert!(text.contains("berth_pool_target{template=\"python\"} 2"));
+        assert!(text.contains("berth_pool_adopted_total 5"));
         assert!(text.contains(
             "berth_http_requests_total{method=\"GET\",route=\"/v1/sandboxes\",status=\"200\"} 1"
         ));

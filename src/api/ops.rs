@@ -37,9 +37,15 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let counts = state.service.state_counts();
     let in_flight = state.service.requests_in_flight();
+    let (figures, adopted, missed) = state.service.pool_figures();
+    let pool = super::metrics::PoolView {
+        figures,
+        adopted,
+        missed,
+    };
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(&counts, in_flight),
+        state.metrics.render(&counts, in_flight, &pool),
     )
         .into_response()
 }

@@ -117,9 +117,10 @@ enum Command {
     Test {
         /// Sandbox id.
         id: String,
-        /// python (javascript and typescript are not served yet).
-        #[arg(long, default_value = "python")]
-        language: String,
+        /// python, javascript or typescript (default: from the file's extension: .py, .js,
+        /// .mjs, .cjs, .ts).
+        #[arg(long)]
+        language: Option<String>,
         /// A local file with the code to test.
         #[arg(long, conflicts_with = "path", required_unless_present = "path")]
         code_file: Option<PathBuf>,

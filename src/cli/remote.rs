@@ -319,12 +319,24 @@ pub async fn exec(remote: RemoteOpts, opts: ExecOpts) -> anyhow::Result<ExitCode
 /// How `berth test` runs.
 pub struct TestOpts {
     pub id: String,
-    pub language: String,
+    pub language: Option<String>,
     pub code_file: Option<std::path::PathBuf>,
     pub path: Option<String>,
     pub cases: std::path::PathBuf,
     pub entrypoint: Option<String>,
     pub timeout: Option<f64>,
+}
+
+/// The run-tests language of a file, by its extension.
+fn language_of(file: &str) -> Option<String> {
+    let extension = file.rsplit_once('.')?.1;
+    let language = match extension {
+        "py" => "python",
+        "js" | "mjs" | "cjs" => "javascript",
+        "ts" | "mts" | "cts" => "typescript",
+        _ => return None,
+    };
+    Some(language.to_string())
 }
 
 pub async fn test(remote: RemoteOpts, opts: TestOpts) -> anyhow::Result<ExitCode> {
@@ -338,7 +350,21 @@ pub async fn test(remote: RemoteOpts, opts: TestOpts) -> anyhow::Result<ExitCode
         )
     })?;
     let code = opts.code_file.as_deref().map(read).transpose()?;
-    let mut body = json!({"language": opts.language, "test_cases": cases});
+    let named = opts
+        .code_file
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .or(opts.path.clone())
+        .unwrap_or_default();
+    let language = match opts.language {
+        Some(language) => language,
+        None => language_of(&named).ok_or_else(|| {
+            anyhow::anyhow!(
+                "cannot tell the language of {named:?} from its extension; say --language python|javascript|typescript"
+            )
+        })?,
+    };
+    let mut body = json!({"language": language, "test_cases": cases});
     for (k, v) in [
         ("code", code.map(serde_json::Value::from)),
         ("path", opts.path.map(serde_json::Value::from)),

@@ -357,6 +357,24 @@ impl DockerEngine {
         .map(|_| ())
     }
 
+    /// Applies `spec`'s CPU, memory and pids limits to a running container (lowering
+    /// memory below what it uses fails).
+    pub async fn update_limits(&self, name: &str, spec: &ContainerSpec) -> Result<(), DockerError> {
+        let options = bollard::container::UpdateContainerOptions::<String> {
+            nano_cpus: Some(spec.nano_cpus),
+            memory: Some(spec.memory_bytes),
+            memory_swap: Some(spec.memory_bytes),
+            pids_limit: Some(spec.pids),
+            ..Default::default()
+        };
+        self.bounded(
+            "container update",
+            name,
+            self.client.update_container(name, options),
+        )
+        .await
+    }
+
     pub async fn start_container(&self, name: &str) -> Result<(), DockerError> {
         self.bounded(
             "container start",

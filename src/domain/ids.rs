@@ -77,6 +77,16 @@ impl TenantId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The reserved tenant that owns the warm pool's sandboxes. Its name is not one
+    /// `parse` accepts, so no key can ever belong to it.
+    pub fn pool() -> Self {
+        TenantId("berth.pool".to_string())
+    }
+
+    pub fn is_pool(&self) -> bool {
+        self.0 == "berth.pool"
+    }
 }
 
 impl fmt::Display for TenantId {

@@ -76,13 +76,7 @@ impl SandboxService {
         image_ref: String,
     ) -> Result<Sandbox, SandboxError> {
         let _admission = self.admission.lock().await;
-        let live = self.store.count_live_sandboxes(tenant).await?;
-        let max = self.config.limits.max_sandboxes_per_tenant as u64;
-        if live >= max {
-            return Err(SandboxError::Quota(format!(
-                "tenant {tenant} already has {live} sandboxes (limit {max}); delete some first"
-            )));
-        }
+        self.check_quota(tenant).await?;
         let (volume, owns_volume) = match &request.volume {
             Some(volume) => {
                 if self.store.volume_tenant(volume).await?.as_ref() != Some(tenant)
@@ -120,11 +114,26 @@ impl SandboxService {
         Ok(sandbox)
     }
 
+    /// `Quota` when `tenant` may not have another sandbox (call under the admission lock).
+    pub(super) async fn check_quota(&self, tenant: &TenantId) -> Result<(), SandboxError> {
+        let live = self.store.count_live_sandboxes(tenant).await?;
+        let max = self.config.limits.max_sandboxes_per_tenant as u64;
+        if live >= max {
+            return Err(SandboxError::Quota(format!(
+                "tenant {tenant} already has {live} sandboxes (limit {max}); delete some first"
+            )));
+        }
+        Ok(())
+    }
+
     async fn create_now(
         &self,
         tenant: &TenantId,
         request: CreateSandbox,
     ) -> Result<Sandbox, SandboxError> {
+        if let Some(sandbox) = self.adopt_pooled(tenant, &request).await? {
+            return Ok(sandbox);
+        }
         // A missing template is built here, outside the admission lock (it can take minutes).
         let image_ref = self.images.resolve(&request.image).await?;
         let id = SandboxId::generate();
@@ -148,26 +157,37 @@ impl SandboxService {
             }
             return Err(e);
         }
+        self.finish_start(&mut sandbox).await?;
+        Ok(sandbox)
+    }
+
+    /// A created sandbox (its container up, its files written) becomes `running`: its
+    /// clocks start now (call with its lifecycle lock held).
+    pub(super) async fn finish_start(&self, sandbox: &mut Sandbox) -> Result<(), SandboxError> {
         let now = Utc::now();
         sandbox.started_at = Some(now);
         sandbox.last_activity_at = Some(now);
         sandbox.expires_at = Some(now + chrono::Duration::seconds(sandbox.limits.timeout_s as i64));
-        self.transition(&mut sandbox, SandboxState::Running, None)
+        self.transition(sandbox, SandboxState::Running, None)
             .await?;
         self.activity.touch(&sandbox.id);
-        self.emit(EventKind::Started, &sandbox);
-        Ok(sandbox)
+        self.emit(EventKind::Started, sandbox);
+        Ok(())
     }
 
-    async fn create_volume(&self, sandbox: &Sandbox) -> Result<(), SandboxError> {
-        let labels = HashMap::from([
+    /// The labels of a sandbox's own volume.
+    pub(super) fn volume_labels(&self, sandbox: &Sandbox) -> HashMap<String, String> {
+        HashMap::from([
             (LABEL_MANAGED.to_string(), "true".to_string()),
             (LABEL_SANDBOX.to_string(), sandbox.id.to_string()),
             (LABEL_TENANT.to_string(), sandbox.tenant.to_string()),
             (LABEL_INSTANCE.to_string(), self.instance.clone()),
-        ]);
+        ])
+    }
+
+    async fn create_volume(&self, sandbox: &Sandbox) -> Result<(), SandboxError> {
         self.docker
-            .create_volume(sandbox.volume.as_str(), labels)
+            .create_volume(sandbox.volume.as_str(), self.volume_labels(sandbox))
             .await?;
         self.store
             .insert_volume(&sandbox.tenant, &sandbox.volume)
@@ -192,7 +212,7 @@ impl SandboxService {
         Ok(())
     }
 
-    async fn write_starter_files(
+    pub(super) async fn write_starter_files(
         &self,
         sandbox: &Sandbox,
         files: &std::collections::BTreeMap<String, String>,

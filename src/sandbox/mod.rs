@@ -11,6 +11,7 @@ mod error;
 mod events;
 mod locks;
 mod ops;
+mod pool;
 mod reader;
 mod reaper;
 mod reconcile;
@@ -24,6 +25,7 @@ pub use create::Idempotency;
 pub use error::SandboxError;
 pub use events::{Event, EventKind, Subscription};
 pub use ops::{AgentReply, ExecReply, MAX_LIST_DEPTH, MAX_SEARCH_RESULTS};
+pub use pool::PoolFigures;
 pub use sessions::SESSION_LABEL;
 pub use volumes::VolumeInfo;
 
@@ -67,6 +69,7 @@ pub struct SandboxService {
     admission: tokio::sync::Mutex<()>,
     counts: StateCounts,
     events: Arc<events::EventHub>,
+    pool: pool::Pool,
 }
 
 impl SandboxService {
@@ -88,7 +91,6 @@ impl SandboxService {
             total: config.limits.max_event_streams,
         });
         Arc::new(SandboxService {
-            config,
             store,
             docker,
             images,
@@ -102,6 +104,8 @@ impl SandboxService {
             admission: tokio::sync::Mutex::new(()),
             counts: StateCounts::default(),
             events,
+            pool: pool::Pool::new(config.pool.clone()),
+            config,
         })
     }
 
@@ -157,7 +161,10 @@ impl SandboxService {
         sandbox.state = to;
         sandbox.reason = reason;
         self.store.update_sandbox(sandbox).await?;
-        self.counts.moved(from, to);
+        // The pool's sandboxes are nobody's yet: not counted until adopted.
+        if !sandbox.tenant.is_pool() {
+            self.counts.moved(from, to);
+        }
         Ok(())
     }
 

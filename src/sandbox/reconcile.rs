@@ -17,6 +17,8 @@ pub struct Reconciled {
     /// Creates cut short by a crash: container and own volume removed, record `failed`.
     pub undone: usize,
     pub removed_unknown: usize,
+    /// Ready sandboxes of the warm pool, removed (the pool starts new ones).
+    pub pooled_removed: usize,
     /// Idempotency keys of cut-short creates, forgotten so a retry creates anew.
     pub keys_forgotten: u64,
 }
@@ -76,6 +78,11 @@ impl SandboxService {
                     self.mark_stopped_externally(&sandbox.id, StopReason::Vanished)
                         .await?;
                     report.marked_stopped += 1;
+                }
+                // A pooled sandbox: never handed out, so simply removed (the pool refills).
+                SandboxState::Creating if sandbox.tenant.is_pool() => {
+                    self.discard_pooled(&sandbox).await;
+                    report.pooled_removed += 1;
                 }
                 SandboxState::Creating => {
                     let lock = self.lock_for(&sandbox.id);

@@ -191,8 +191,9 @@ impl SandboxService {
 }
 
 impl SandboxService {
-    /// Runs the cases in a sandbox made for them from the language's template, deleted
-    /// afterwards (also when the run fails, and on its own task if the client leaves).
+    /// Runs the cases in a sandbox made for them from the language's template (from the
+    /// warm pool when it has one ready), deleted afterwards: also when the run fails or
+    /// the client leaves, and after the answer, so the caller does not wait for it.
     pub async fn run_tests_once(
         self: &Arc<Self>,
         tenant: &TenantId,
@@ -213,9 +214,11 @@ impl SandboxService {
         let (this, tenant, id) = (self.clone(), tenant.clone(), sandbox.id.clone());
         super::detached(async move {
             let report = this.run_tests(&tenant, &id, request).await;
-            if let Err(e) = this.delete(&tenant, &id, false).await {
-                tracing::warn!(sandbox = %id, error = %e, "could not delete a one-shot sandbox");
-            }
+            tokio::spawn(async move {
+                if let Err(e) = this.delete(&tenant, &id, false).await {
+                    tracing::warn!(sandbox = %id, error = %e, "could not delete a one-shot sandbox");
+                }
+            });
             report
         })
         .await

@@ -84,6 +84,15 @@ pub trait Store: Send + Sync + 'static {
 
     async fn insert_sandbox(&self, sandbox: &Sandbox) -> Result<(), StoreError>;
     async fn update_sandbox(&self, sandbox: &Sandbox) -> Result<(), StoreError>;
+    /// Saves `sandbox` as its tenant's if it still belongs to `from`; false when it does
+    /// not (another claim took it first). How a pooled sandbox is handed out once.
+    async fn reassign_sandbox(
+        &self,
+        sandbox: &Sandbox,
+        from: &TenantId,
+    ) -> Result<bool, StoreError>;
+    /// Forgets a record at once (a pooled sandbox that was removed unused).
+    async fn delete_sandbox(&self, id: &SandboxId) -> Result<(), StoreError>;
     async fn get_sandbox(&self, id: &SandboxId) -> Result<Option<Sandbox>, StoreError>;
     /// A tenant's sandboxes (all tenants' with `None`), newest first, optionally by state.
     async fn list_sandboxes(

@@ -169,6 +169,37 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn reassign_sandbox(
+        &self,
+        sandbox: &Sandbox,
+        from: &TenantId,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE sandboxes SET tenant_id = ?, state = ?, volume = ?, created_at = ?, data = ? \
+             WHERE id = ? AND tenant_id = ?",
+        )
+        .bind(sandbox.tenant.as_str())
+        .bind(sandbox.state.as_str())
+        .bind(sandbox.volume.as_str())
+        .bind(sandbox.created_at.to_rfc3339())
+        .bind(encode(sandbox)?)
+        .bind(sandbox.id.as_str())
+        .bind(from.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete_sandbox(&self, id: &SandboxId) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM sandboxes WHERE id = ?")
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        Ok(())
+    }
+
     async fn get_sandbox(&self, id: &SandboxId) -> Result<Option<Sandbox>, StoreError> {
         let row = sqlx::query("SELECT data FROM sandboxes WHERE id = ?")
             .bind(id.as_str())

@@ -24,13 +24,28 @@ pub struct TestApp {
     _temp: Option<tempfile::TempDir>,
 }
 
+/// A test server's config: port 0, a fresh data dir, a quick reaper and no warm pool
+/// (the pool's own tests turn it on).
 pub fn test_config(data_dir: &Path) -> Config {
     Config {
         listen: "127.0.0.1:0".into(),
         data_dir: data_dir.to_path_buf(),
         reaper_interval_ms: 200,
+        pool: Default::default(),
         ..Default::default()
     }
+}
+
+/// A value of `/metrics` (the first line starting with `series`).
+pub async fn metric(app: &TestApp, series: &str) -> Option<f64> {
+    let text = reqwest::get(format!("{}/metrics", app.base))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -117,29 +132,24 @@ impl TestApp {
         }
     }
 
-    /// Deletes every sandbox of every tenant (volumes too) and stops the server.
+    /// Stops the server, deletes every sandbox of every tenant (volumes too), and removes
+    /// whatever else carries its instance label (the warm pool's).
     pub async fn cleanup(mut self) {
-        self.cleaned = true;
+        self.stop_server().await;
         let all = self
             .service
             .store()
             .list_sandboxes(None, None)
             .await
             .unwrap_or_default();
-        for s in all {
+        for s in all.iter().filter(|s| !s.tenant.is_pool()) {
             let _ = self.service.delete(&s.tenant, &s.id, false).await;
         }
-        self.stop_server().await;
+        self.remove_leftovers();
     }
-}
 
-impl Drop for TestApp {
-    /// A test that panicked before `cleanup` still removes what its server created:
-    /// everything carrying its instance label.
-    fn drop(&mut self) {
-        if self.cleaned {
-            return;
-        }
+    /// Removes every container and volume of this server's instance.
+    fn remove_leftovers(&self) {
         let Ok(instance) = std::fs::read_to_string(self.data_dir.join("instance-id")) else {
             return;
         };
@@ -169,6 +179,16 @@ impl Drop for TestApp {
                 .args(["volume", "rm", "-f"])
                 .args(&volumes)
                 .output();
+        }
+    }
+}
+
+impl Drop for TestApp {
+    /// A test that panicked before `cleanup` still removes what its server created:
+    /// everything carrying its instance label.
+    fn drop(&mut self) {
+        if !self.cleaned {
+            self.remove_leftovers();
         }
     }
 }

@@ -93,14 +93,25 @@ pub fn prepare(state: &AgentState, req: &ExecRequest) -> Result<Prepared, AgentE
         }
     }
     let mut env: Vec<(String, String)> = state.base_env.clone();
+    let mut set = |k: &str, v: &str| {
+        env.retain(|(name, _)| name != k);
+        env.push((k.to_string(), v.to_string()));
+    };
+    for (k, v) in state
+        .sandbox_env
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+    {
+        set(k, v);
+    }
     for (k, v) in &req.env {
-        if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
+        if !valid_env(k, v) {
             return Err(AgentError::BadRequest(format!(
                 "invalid env var name or value: {k:?}"
             )));
         }
-        env.retain(|(name, _)| name != k);
-        env.push((k.clone(), v.clone()));
+        set(k, v);
     }
     Ok(Prepared {
         argv: argv.clone(),
@@ -115,6 +126,11 @@ pub fn prepare(state: &AgentState, req: &ExecRequest) -> Result<Prepared, AgentE
         cap,
         kill_on_exit: req.kill_on_exit,
     })
+}
+
+/// Whether `k=v` can be a process's environment entry.
+pub fn valid_env(k: &str, v: &str) -> bool {
+    !(k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0'))
 }
 
 /// How a run ended.

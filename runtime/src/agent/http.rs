@@ -5,7 +5,7 @@ use super::error::AgentError;
 use super::{archive, exec, files, json_body, process, search, AgentState};
 use crate::wire::{
     AgentHealth, EditRequest, ExecEvent, ExecRequest, ExecResult, GlobRequest, GrepRequest,
-    KillRequest, ProcessList, EXEC_DURATION_HEADER, EXEC_TIMED_OUT_HEADER,
+    KillRequest, ProcessList, SandboxEnv, EXEC_DURATION_HEADER, EXEC_TIMED_OUT_HEADER,
 };
 use axum::body::Body;
 use axum::extract::{Path as UrlPath, Query, State};
@@ -25,6 +25,7 @@ type Shared = Arc<AgentState>;
 pub fn router(state: Shared) -> Router {
     Router::new()
         .route("/health", get(health))
+        .route("/env", axum::routing::put(set_env))
         .route("/exec", post(exec_buffered))
         .route("/exec/stream", post(exec_stream))
         .route("/processes", get(list_processes))
@@ -47,6 +48,19 @@ async fn health(State(state): State<Shared>) -> Json<AgentHealth> {
         version: env!("CARGO_PKG_VERSION").into(),
         workdir: state.workdir.display().to_string(),
     })
+}
+
+async fn set_env(
+    State(state): State<Shared>,
+    Json(req): Json<SandboxEnv>,
+) -> Result<StatusCode, AgentError> {
+    if let Some((k, _)) = req.env.iter().find(|(k, v)| !exec::valid_env(k, v)) {
+        return Err(AgentError::BadRequest(format!(
+            "invalid env var name or value: {k:?}"
+        )));
+    }
+    *state.sandbox_env.write().unwrap_or_else(|p| p.into_inner()) = req.env.into_iter().collect();
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Runs blocking filesystem work off the async workers.

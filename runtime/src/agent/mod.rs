@@ -32,6 +32,9 @@ pub struct AgentState {
     pub workdir: PathBuf,
     pub reaper: Arc<Reaper>,
     pub base_env: Vec<(String, String)>,
+    /// The sandbox's own variables, set by the supervisor after start (a pooled sandbox
+    /// learns them when it is adopted); they override `base_env`.
+    pub sandbox_env: std::sync::RwLock<Vec<(String, String)>>,
     pub default_timeout_s: f64,
     pub default_output_cap: u64,
     pub processes: Mutex<HashMap<u32, Arc<BackgroundProcess>>>,
@@ -99,6 +102,7 @@ async fn serve() -> std::io::Result<()> {
         workdir,
         reaper,
         base_env,
+        sandbox_env: Default::default(),
         default_timeout_s: env_number(ENV_DEFAULT_EXEC_TIMEOUT).unwrap_or(30.0),
         default_output_cap: env_number(ENV_DEFAULT_OUTPUT_CAP)
             .map(|v| v as u64)

@@ -1,0 +1,200 @@
+//! The warm pool against the real engine: a create that fits adopts a started sandbox
+//! (with its own env, files, labels and limits), the pool refills, pooled sandboxes are
+//! invisible to tenants, never handed out twice, and a restart leaks none of them.
+
+mod common;
+
+use common::{docker, eventually, metric, spawn_with, test_config};
+use serde_json::json;
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+fn pooled(data_dir: &std::path::Path, base: usize) -> berth::config::Config {
+    let mut config = test_config(data_dir);
+    config.pool = BTreeMap::from([("base".to_string(), base)]);
+    config
+}
+
+async fn wait_ready(app: &common::TestApp, n: f64) {
+    let ready = eventually(Duration::from_secs(60), || async {
+        (metric(app, "berth_pool_ready{template=\"base\"}").await == Some(n)).then_some(())
+    })
+    .await;
+    assert!(ready.is_some(), "the pool reached {n} ready sandboxes");
+}
+
+/// Containers and volumes of this server's instance, by name.
+async fn owned(app: &common::TestApp) -> (Vec<String>, Vec<String>) {
+    let instance = std::fs::read_to_string(app.data_dir.join("instance-id")).unwrap();
+    let filter = format!("dev.berth.instance={}", instance.trim());
+    let d = docker().await;
+    let containers = d
+        .list_containers(Some(bollard::container::ListContainersOptions::<String> {
+            all: true,
+            filters: [("label".to_string(), vec![filter.clone()])].into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_iter()
+        .flat_map(|c| c.names.unwrap_or_default())
+        .collect();
+    let volumes = d
+        .list_volumes(Some(bollard::volume::ListVolumesOptions::<String> {
+            filters: [("label".to_string(), vec![filter])].into(),
+        }))
+        .await
+        .unwrap()
+        .volumes
+        .unwrap_or_default()
+        .into_iter()
+        .map(|v| v.name)
+        .collect();
+    (containers, volumes)
+}
+
+#[tokio::test]
+async fn a_create_that_fits_adopts_a_started_sandbox_and_the_pool_refills() {
+    let temp = tempfile::tempdir().unwrap();
+    let app = spawn_with(pooled(temp.path(), 1)).await;
+    wait_ready(&app, 1.0).await;
+    // Ready, but nobody's: no tenant sees it, and it is not in the state counts.
+    assert!(app.client.list_sandboxes("").await.unwrap().is_empty());
+    let other = app.other_tenant("tenant-b").await;
+    assert!(other.list_sandboxes("").await.unwrap().is_empty());
+    assert_eq!(
+        metric(&app, "berth_sandboxes{state=\"creating\"}").await,
+        Some(0.0)
+    );
+    let (before, _) = owned(&app).await;
+    assert_eq!(before.len(), 1);
+
+    let sb = app
+        .client
+        .create_sandbox(
+            &json!({"image": "base", "memory_mb": 256, "env": {"GREETING": "hi"},
+            "labels": {"session": "s1"}, "files": {"notes/a.txt": "from the request\n"}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        metric(&app, "berth_pool_adopted_total").await,
+        Some(1.0),
+        "served by the pool"
+    );
+    assert_eq!(
+        before[0],
+        format!("/berth-{}", sb.id),
+        "the sandbox is the container that was waiting"
+    );
+    let out = app
+        .client
+        .sh(
+            &sb.id,
+            "echo $GREETING; cat notes/a.txt; cat /sys/fs/cgroup/memory/memory.limit_in_bytes",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        out.stdout,
+        format!("hi\nfrom the request\n{}\n", 256 * 1024 * 1024),
+        "{out:?}"
+    );
+    let got = app.client.get_sandbox(&sb.id).await.unwrap();
+    assert_eq!(got.state, "running");
+    assert_eq!(got.labels.get("session").map(String::as_str), Some("s1"));
+    assert_eq!(
+        metric(&app, "berth_sandboxes{state=\"running\"}").await,
+        Some(1.0)
+    );
+    // The pool starts another one.
+    wait_ready(&app, 1.0).await;
+    let (after, _) = owned(&app).await;
+    assert_eq!(after.len(), 2);
+
+    // Beyond the pool's limits, a named volume or another image: a cold start.
+    for body in [
+        json!({"image": "base", "memory_mb": 4096}),
+        json!({"image": "base", "network": "bridge"}),
+        json!({"image": "python"}),
+    ] {
+        let cold = app.client.create_sandbox(&body).await.unwrap();
+        assert!(cold.id != sb.id);
+    }
+    assert_eq!(metric(&app, "berth_pool_adopted_total").await, Some(1.0));
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn concurrent_claims_never_get_the_same_sandbox() {
+    let temp = tempfile::tempdir().unwrap();
+    let app = spawn_with(pooled(temp.path(), 2)).await;
+    wait_ready(&app, 2.0).await;
+    let creates = (0..5).map(|i| {
+        let client = app.client.clone();
+        async move {
+            client
+                .create_sandbox(&json!({"image": "base", "labels": {"n": i.to_string()}}))
+                .await
+                .unwrap()
+        }
+    });
+    let made = futures_util::future::join_all(creates).await;
+    let ids: HashSet<_> = made.iter().map(|s| s.id.clone()).collect();
+    assert_eq!(ids.len(), 5, "five different sandboxes");
+    assert_eq!(metric(&app, "berth_pool_adopted_total").await, Some(2.0));
+    assert_eq!(metric(&app, "berth_pool_missed_total").await, Some(3.0));
+    // Each is its own container with its own label and files.
+    for (i, sb) in made.iter().enumerate() {
+        app.client
+            .write_file(&sb.id, "mine.txt", format!("{i}").into_bytes())
+            .await
+            .unwrap();
+    }
+    for (i, sb) in made.iter().enumerate() {
+        let out = app.client.sh(&sb.id, "cat mine.txt").await.unwrap();
+        assert_eq!(out.stdout, i.to_string());
+    }
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_restart_with_a_full_pool_leaks_nothing() {
+    let temp = tempfile::tempdir().unwrap();
+    let mut app = spawn_with(pooled(temp.path(), 2)).await;
+    wait_ready(&app, 2.0).await;
+    let kept = app
+        .client
+        .create_sandbox(&json!({"image": "base"}))
+        .await
+        .unwrap();
+    wait_ready(&app, 2.0).await;
+    let (old_containers, old_volumes) = owned(&app).await;
+    assert_eq!(old_containers.len(), 3);
+    app.stop_server().await;
+
+    let app = spawn_with(pooled(temp.path(), 2)).await;
+    wait_ready(&app, 2.0).await;
+    let (containers, volumes) = owned(&app).await;
+    assert_eq!(
+        containers.len(),
+        3,
+        "the adopted one and two new: {containers:?}"
+    );
+    assert_eq!(volumes.len(), 3, "{volumes:?}");
+    let old_pooled: Vec<_> = old_containers
+        .iter()
+        .filter(|c| !c.contains(kept.id.as_str()))
+        .collect();
+    for name in old_pooled {
+        assert!(!containers.contains(name), "{name} was removed");
+    }
+    assert!(
+        old_volumes.iter().filter(|v| volumes.contains(v)).count() == 1,
+        "only the adopted sandbox's volume stays"
+    );
+    // The adopted sandbox is still its tenant's and still runs.
+    let out = app.client.sh(&kept.id, "echo alive").await.unwrap();
+    assert_eq!(out.stdout, "alive\n");
+    app.cleanup().await;
+}
