@@ -48,6 +48,9 @@ pub struct Config {
     /// Started sandboxes kept ready per template (`pool = {python = 2, node = 1}`), with
     /// the default limits; a create that fits adopts one instead of starting a container.
     pub pool: BTreeMap<String, usize>,
+    /// Browser origins (`https://app.example.com`) allowed to open terminals besides this
+    /// server's own; `*` allows any.
+    pub terminal_origins: Vec<String>,
 }
 
 /// Most sandboxes the pool keeps ready for one template.
@@ -100,6 +103,8 @@ pub struct LimitCeilings {
     pub max_event_streams: usize,
     /// Terminated and failed sandbox records are forgotten this long after they ended.
     pub ended_retention_s: u64,
+    /// Largest terminal recording (asciicast file); past it recording stops.
+    pub max_recording_bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -123,6 +128,7 @@ impl Default for Config {
             limits: LimitCeilings::default(),
             images: ImagesConfig::default(),
             pool: BTreeMap::from([("python".to_string(), 2), ("node".to_string(), 1)]),
+            terminal_origins: Vec::new(),
         }
     }
 }
@@ -164,6 +170,7 @@ impl Default for LimitCeilings {
             max_event_streams_per_tenant: 16,
             max_event_streams: 1024,
             ended_retention_s: 7 * 24 * 3600,
+            max_recording_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -276,6 +283,14 @@ impl Config {
             self.limits.max_event_streams_per_tenant
         );
         overlay!("BERTH_ENDED_RETENTION_S", self.limits.ended_retention_s);
+        overlay!("BERTH_MAX_RECORDING_BYTES", self.limits.max_recording_bytes);
+        if let Some(v) = lookup("BERTH_TERMINAL_ORIGINS") {
+            self.terminal_origins = v
+                .split(',')
+                .map(|o| o.trim().to_string())
+                .filter(|o| !o.is_empty())
+                .collect();
+        }
         if let Some(v) = lookup("BERTH_IMAGES_MIRROR") {
             self.images.mirror = v;
         }

@@ -112,6 +112,11 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let reaper = self.state.service.spawn_reaper();
+        // Terminals that lived on in running sandboxes are recorded again.
+        let recorders = tokio::spawn({
+            let service = self.state.service.clone();
+            async move { service.resume_recorders().await }
+        });
         let pool = self.state.service.spawn_pool_filler();
         let app = api::router(self.state);
         let stopping = Arc::new(tokio::sync::Notify::new());
@@ -132,6 +137,7 @@ impl Application {
             _ = async { stopping.notified().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => Ok(()),
         };
         reaper.abort();
+        recorders.abort();
         if let Some(pool) = pool {
             pool.abort();
         }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{docker, eventually, metric, spawn_with, test_config};
+use common::{cgroup_limits, docker, eventually, metric, spawn_with, test_config};
 use serde_json::json;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -25,32 +25,7 @@ async fn wait_ready(app: &common::TestApp, n: f64) {
 
 /// Containers and volumes of this server's instance, by name.
 async fn owned(app: &common::TestApp) -> (Vec<String>, Vec<String>) {
-    let instance = std::fs::read_to_string(app.data_dir.join("instance-id")).unwrap();
-    let filter = format!("dev.berth.instance={}", instance.trim());
-    let d = docker().await;
-    let containers = d
-        .list_containers(Some(bollard::container::ListContainersOptions::<String> {
-            all: true,
-            filters: [("label".to_string(), vec![filter.clone()])].into(),
-            ..Default::default()
-        }))
-        .await
-        .unwrap()
-        .into_iter()
-        .flat_map(|c| c.names.unwrap_or_default())
-        .collect();
-    let volumes = d
-        .list_volumes(Some(bollard::volume::ListVolumesOptions::<String> {
-            filters: [("label".to_string(), vec![filter])].into(),
-        }))
-        .await
-        .unwrap()
-        .volumes
-        .unwrap_or_default()
-        .into_iter()
-        .map(|v| v.name)
-        .collect();
-    (containers, volumes)
+    common::instance_objects(&app.data_dir)
 }
 
 #[tokio::test]
@@ -72,8 +47,9 @@ async fn a_create_that_fits_adopts_a_started_sandbox_and_the_pool_refills() {
     let sb = app
         .client
         .create_sandbox(
-            &json!({"image": "base", "memory_mb": 256, "env": {"GREETING": "hi"},
-            "labels": {"session": "s1"}, "files": {"notes/a.txt": "from the request\n"}}),
+            &json!({"image": "base", "memory_mb": 256, "pids": 64, "cpu": 0.5,
+            "env": {"GREETING": "hi"}, "labels": {"session": "s1"},
+            "files": {"notes/a.txt": "from the request\n"}}),
         )
         .await
         .unwrap();
@@ -84,22 +60,24 @@ async fn a_create_that_fits_adopts_a_started_sandbox_and_the_pool_refills() {
     );
     assert_eq!(
         before[0],
-        format!("/berth-{}", sb.id),
+        format!("berth-{}", sb.id),
         "the sandbox is the container that was waiting"
     );
     let out = app
         .client
-        .sh(
-            &sb.id,
-            "echo $GREETING; cat notes/a.txt; cat /sys/fs/cgroup/memory/memory.limit_in_bytes",
-        )
+        .sh(&sb.id, "echo $GREETING; cat notes/a.txt")
         .await
         .unwrap();
+    assert_eq!(out.stdout, "hi\nfrom the request\n", "{out:?}");
+    let limits = cgroup_limits(&app, &sb.id).await;
     assert_eq!(
-        out.stdout,
-        format!("hi\nfrom the request\n{}\n", 256 * 1024 * 1024),
-        "{out:?}"
+        (limits.memory.as_str(), limits.pids.as_str()),
+        ((256u64 * 1024 * 1024).to_string().as_str(), "64"),
+        "the request's limits, not the pool's"
     );
+    let quota: f64 = limits.cpu_quota.parse().unwrap();
+    let period: f64 = limits.cpu_period.parse().unwrap();
+    assert!((quota / period - 0.5).abs() < 0.01, "{limits:?}");
     let got = app.client.get_sandbox(&sb.id).await.unwrap();
     assert_eq!(got.state, "running");
     assert_eq!(got.labels.get("session").map(String::as_str), Some("s1"));
@@ -196,5 +174,61 @@ async fn a_restart_with_a_full_pool_leaks_nothing() {
     // The adopted sandbox is still its tenant's and still runs.
     let out = app.client.sh(&kept.id, "echo alive").await.unwrap();
     assert_eq!(out.stdout, "alive\n");
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_create_refused_at_quota_leaves_the_pool_as_it_was() {
+    let temp = tempfile::tempdir().unwrap();
+    let mut config = pooled(temp.path(), 1);
+    config.limits.max_sandboxes_per_tenant = 1;
+    let app = spawn_with(config).await;
+    wait_ready(&app, 1.0).await;
+    app.client
+        .create_sandbox(&json!({"image": "base"}))
+        .await
+        .unwrap();
+    wait_ready(&app, 1.0).await;
+    for _ in 0..5 {
+        let refused = app.client.create_sandbox(&json!({"image": "base"})).await;
+        assert_eq!(
+            refused.unwrap_err().status(),
+            Some(reqwest::StatusCode::TOO_MANY_REQUESTS)
+        );
+    }
+    assert_eq!(
+        metric(&app, "berth_pool_ready{template=\"base\"}").await,
+        Some(1.0)
+    );
+    let (containers, volumes) = owned(&app).await;
+    assert_eq!(
+        (containers.len(), volumes.len()),
+        (2, 2),
+        "the tenant's and the pool's one: {containers:?}"
+    );
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_pooled_sandbox_that_died_is_never_handed_out() {
+    let temp = tempfile::tempdir().unwrap();
+    let app = spawn_with(pooled(temp.path(), 1)).await;
+    wait_ready(&app, 1.0).await;
+    let (dead, _) = owned(&app).await;
+    let d = docker().await;
+    d.kill_container::<String>(&dead[0], None).await.unwrap();
+    let sb = app
+        .client
+        .create_sandbox(&json!({"image": "base"}))
+        .await
+        .unwrap();
+    assert_ne!(format!("berth-{}", sb.id), dead[0]);
+    let out = app.client.sh(&sb.id, "echo works").await.unwrap();
+    assert_eq!(out.stdout, "works\n");
+    // The dead one is gone, and no failed record was left for the tenant.
+    let (containers, _) = owned(&app).await;
+    assert!(!containers.contains(&dead[0]), "{containers:?}");
+    let all = app.client.list_sandboxes("").await.unwrap();
+    assert_eq!(all.len(), 1, "{all:?}");
     app.cleanup().await;
 }

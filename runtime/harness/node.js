@@ -2,11 +2,15 @@
 // on stdin:
 //   {"language": "javascript"|"typescript", "code": str|null, "path": str|null,
 //    "entrypoint": str|null, "cases": [{"i": int, "input": any}], "timeout_s": float,
-//    "max_stdout": int, "modules": {file: {"code"|"js", "map"?}}|null}
+//    "max_stdout": int, "max_value": int, "modules": {file: {"code"|"js", "map"?}}|null}
 // The code is loaded (TypeScript type-checked and compiled) once; every case then runs in
 // a fresh V8 context (its own globals and built-ins, its own copy of every module of the
-// candidate's), under a deadline that covers its promises and timers too. User code never
-// writes to this process's stdout: its console goes to a per-case buffer. Lines out:
+// candidate's), under a deadline that covers its promises and timers too. No object of
+// this process ever reaches a case: Node's built-in modules are not offered (`require`
+// loads the candidate's own files and packages, inside the context), host functions are
+// reached only through closures, and whatever they throw is replaced by an error of the
+// case's own realm. So a case cannot write to this process's stdout, or change what the
+// next case sees. Its console goes to a per-case buffer. Lines out:
 //   {"ready": true, "modules": {...}}   loaded; the supervisor passes `modules` back if it
 //                                       must start this harness again (a case crashed it)
 //   {"compiled": true, "modules": {...}} TypeScript compiled; nothing follows: the cases run
@@ -21,9 +25,10 @@ const vm = require('vm');
 const path = require('path');
 const Module = require('module');
 
-const MAX_VALUE = 256 * 1024;
 const TAG_GID_BASE = 2100000000;
 const spec = JSON.parse(fs.readFileSync(0, 'utf8'));
+// Bytes of a case's value as sent (JSON, non-ASCII escaped); the supervisor sets it.
+const MAX_VALUE = Math.max(1024, Number(spec.max_value) || 256 * 1024);
 const cwd = process.cwd();
 const typescript = spec.language === 'typescript';
 const mainFile = path.resolve(cwd, spec.path || (typescript ? 'solution.ts' : 'solution.js'));
@@ -248,6 +253,43 @@ function load() {
     return;
   }
   compileModule(mainFile, { code: source });
+  loadSiblings(mainFile, new Set([mainFile]));
+}
+
+// The candidate's own files that a module names statically (`require('./x')`, `import …
+// from './x'`), compiled now, so a restart is given them as they were loaded.
+function loadSiblings(file, seen) {
+  const entry = modules[file];
+  const source = entry && (entry.code !== undefined ? entry.code : entry.js);
+  if (typeof source !== 'string' || seen.size > 200) return;
+  const names = /(?:require\s*\(\s*|\bfrom\s+|\bimport\s+)['"](\.{1,2}\/[^'"]+)['"]/g;
+  for (const m of source.matchAll(names)) {
+    let found = null;
+    try {
+      found = candidateModule(file, m[1]);
+    } catch (_) {}
+    if (found && found.record && !seen.has(found.file)) {
+      seen.add(found.file);
+      loadSiblings(found.file, seen);
+    }
+  }
+}
+
+// A package the candidate's code names (`require('lodash')`), from a node_modules folder
+// beside it or above: its main file, loaded like the candidate's own files.
+function packageFile(fromFile, id) {
+  if (!/^(@[\w.-]+\/)?[\w.-]+(\/[\w./-]+)?$/.test(id)) return null;
+  for (let dir = path.dirname(fromFile); ; dir = path.dirname(dir)) {
+    const root = path.join(dir, 'node_modules', id);
+    let main = root;
+    try {
+      const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8'));
+      if (typeof pkg.main === 'string') main = path.join(root, pkg.main);
+    } catch (_) {}
+    const found = candidateModule(path.join(dir, 'x'), main);
+    if (found) return found;
+    if (dir === '/') return null;
+  }
 }
 
 // A module file of the candidate's, compiled once, found like Node's resolver would.
@@ -288,7 +330,18 @@ function candidateModule(fromFile, id) {
 // functions are reached only through these closures, never handed to the candidate.
 const BOOT = new vm.Script(`(function (host) {
   'use strict';
-  const { write, resolve, settle, setTimer, clearTimer, takeTimer, cwd, now } = host;
+  const { write: write_, resolve, settle: settle_, setTimer: setTimer_, clearTimer: clearTimer_,
+    takeTimer: takeTimer_, cwd, now: now_ } = host;
+  // Calls a host function; whatever it throws (even a stack overflow inside it, which
+  // would be the host's error object, and so a way to the host's Function) becomes an
+  // error of this context.
+  const host_ = (call) => { try { return call(); } catch (_) { throw new RangeError('berth harness call failed'); } };
+  const write = (s) => host_(() => write_(s));
+  const settle = (s) => host_(() => settle_(s));
+  const setTimer = (ms, repeat) => host_(() => setTimer_(ms, repeat));
+  const clearTimer = (id) => host_(() => clearTimer_(id));
+  const takeTimer = () => host_(() => takeTimer_());
+  const now = () => host_(() => now_());
   const J = JSON, stringify = J.stringify, parse = J.parse;
   const O = Object, keys = O.keys, getProto = O.getPrototypeOf, defineProperty = O.defineProperty;
   const own = O.prototype.hasOwnProperty, fnToString = Function.prototype.toString;
@@ -335,9 +388,8 @@ const BOOT = new vm.Script(`(function (host) {
   const cache = new MapC();
   function makeRequire(from) {
     return function require(id) {
-      const found = resolve(from, StrFn(id));
-      if (found.error !== undefined) { const e = new ErrorC(found.error); e.code = found.code; throw e; }
-      if (found.builtin !== undefined) return found.builtin;
+      const found = host_(() => resolve(from, StrFn(id)));
+      if (found.error !== undefined) { const e = new ErrorC(StrFn(found.error)); e.code = StrFn(found.code); throw e; }
       if (cache.has(found.file)) return cache.get(found.file).exports;
       const module = { exports: {}, id: found.file, filename: found.file, loaded: false, children: [] };
       cache.set(found.file, module);
@@ -602,8 +654,6 @@ function killLeftovers() {
 
 // ---- one case -----------------------------------------------------------------------------
 
-const hostRequire = Module.createRequire(mainFile);
-
 function runCase(c) {
   killLeftovers();
   const started = Date.now();
@@ -630,7 +680,16 @@ function runCase(c) {
           if (found.json !== undefined) return { file: found.file, json: found.json };
           return { file: found.file, dir: path.dirname(found.file), wrapper: found.record.script.runInContext(ctx) };
         }
-        return { builtin: hostRequire(id) };
+        if (Module.builtinModules.includes(id.replace(/^node:/, ''))) {
+          return {
+            error: `Node's built-in module '${id}' is not offered to code under test (run-tests gives it JavaScript's built-ins, console, timers and a stand-in process)`,
+            code: 'MODULE_NOT_FOUND',
+          };
+        }
+        const found = packageFile(from, id);
+        if (!found) return { error: `Cannot find module '${id}'`, code: 'MODULE_NOT_FOUND' };
+        if (found.json !== undefined) return { file: found.file, json: found.json };
+        return { file: found.file, dir: path.dirname(found.file), wrapper: found.record.script.runInContext(ctx) };
       } catch (e) {
         if (e && e.compileError !== undefined) return { error: e.compileError, code: 'SYNTAX' };
         return { error: String((e && e.message) || e), code: (e && e.code) || 'ERROR' };
@@ -724,7 +783,7 @@ function record(c, text, output, duration) {
   if (r.status === 'error') head.error = String(r.error).slice(0, 2000) + candidateLine(r.stack || '');
   let line = JSON.stringify(head);
   if (r.status === 'ok') {
-    const value = String(r.value);
+    const value = ascii(String(r.value));
     let valid = value.length <= MAX_VALUE && !/[\r\n]/.test(value);
     if (valid) {
       try {

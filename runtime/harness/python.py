@@ -1,7 +1,7 @@
 # berth's Python test harness, run as `python3 -c <this>` with a JSON spec on stdin:
 #   {"code": str | null, "path": str | null, "entrypoint": str | null,
 #    "cases": [{"i": int, "input": any}], "timeout_s": float, "max_stdout": int,
-#    "modules": {filename: {"code": str}} | null}
+#    "max_value": int, "modules": {filename: {"code": str}} | null}
 # The candidate's code is compiled once; every case runs in a fresh forked child that
 # executes the module and calls the entrypoint, so no case can change what the next sees.
 # Lines go to the harness's own copy of stdout (user code never runs in this process,
@@ -18,10 +18,11 @@
 # a quarter to its start-up; it is imported only for callables that are not plain code).
 import json, math, os, select, signal, sys, time, types
 
-MAX_VALUE = 256 * 1024
 TAG_GID_BASE = 2_100_000_000
 OUT = os.dup(1)
 spec = json.loads(sys.stdin.read())
+# Bytes of a case's value as sent (JSON, ASCII); the supervisor sets it.
+MAX_VALUE = max(1024, int(spec.get("max_value") or 256 * 1024))
 devnull = os.open(os.devnull, os.O_RDWR)
 os.dup2(devnull, 0)
 os.dup2(devnull, 1)
@@ -220,6 +221,9 @@ def call(fn, given):
 
 
 def child(case, result_w, out_w):
+    # What this case must not see: the other cases' inputs, hidden ones included.
+    spec["cases"] = []
+    spec["modules"] = None
     os.close(OUT)
     os.setsid()
     os.dup2(out_w, 1)

@@ -23,6 +23,8 @@ pub struct HarnessSpec<'a> {
     pub cases: Vec<HarnessCase<'a>>,
     pub timeout_s: f64,
     pub max_stdout: u64,
+    /// Bytes of a case's value (JSON, ASCII) past which the case is an error.
+    pub max_value: u64,
     /// What an earlier run of the harness loaded (its `ready` line), so a restart loads
     /// exactly the same code without compiling it again.
     #[serde(skip_serializing_if = "Option::is_none")]

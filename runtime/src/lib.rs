@@ -2,6 +2,7 @@
 //! and (feature `agent`) `berth-agent` itself, PID 1 of every sandbox container.
 
 pub mod harness;
+pub mod term;
 pub mod wire;
 
 #[cfg(feature = "agent")]

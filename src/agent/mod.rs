@@ -141,6 +141,56 @@ impl AgentClient {
         Ok(response)
     }
 
+    /// Opens an upgraded connection (`GET path_and_query` with `Upgrade: protocol`): a
+    /// byte stream both ways once the agent answers 101. A refusal comes back as
+    /// [`AgentError::Rejected`].
+    pub async fn upgrade(
+        &self,
+        path_and_query: &str,
+        protocol: &str,
+        deadline: Duration,
+    ) -> Result<TokioIo<hyper::upgrade::Upgraded>, AgentError> {
+        let exchange = async {
+            let stream = self.connect().await?;
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                    .await
+                    .map_err(|e| AgentError::Unreachable(e.to_string()))?;
+            tokio::spawn(async move {
+                let _ = connection.with_upgrades().await;
+            });
+            let request = Request::builder()
+                .method(Method::GET)
+                .uri(path_and_query)
+                .header("host", "agent")
+                .header(hyper::header::CONNECTION, "upgrade")
+                .header(hyper::header::UPGRADE, protocol)
+                .body(empty_body())
+                .map_err(|e| AgentError::Protocol(e.to_string()))?;
+            sender
+                .send_request(request)
+                .await
+                .map_err(|e| AgentError::Unreachable(e.to_string()))
+        };
+        let response = tokio::time::timeout(deadline, exchange)
+            .await
+            .map_err(|_| AgentError::Timeout(deadline))??;
+        if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+            if response.status().is_client_error() || response.status().is_server_error() {
+                return Err(rejection(response).await);
+            }
+            return Err(AgentError::Protocol(format!(
+                "expected 101 Switching Protocols, got {}",
+                response.status()
+            )));
+        }
+        let upgraded = tokio::time::timeout(deadline, hyper::upgrade::on(response))
+            .await
+            .map_err(|_| AgentError::Timeout(deadline))?
+            .map_err(|e| AgentError::Unreachable(e.to_string()))?;
+        Ok(TokioIo::new(upgraded))
+    }
+
     /// Sends JSON (or nothing) and reads a JSON answer of at most `max_bytes` within `deadline`.
     pub async fn json<T: DeserializeOwned>(
         &self,

@@ -40,22 +40,34 @@ impl KeyCache {
 pub struct Tenant(pub TenantId);
 
 fn presented_key(parts: &Parts) -> Option<String> {
-    if let Some(value) = parts.headers.get(axum::http::header::AUTHORIZATION) {
+    presented(&parts.headers, &parts.uri)
+}
+
+/// The hash of the key a request presents (for re-checking it later, as an open
+/// terminal does).
+pub fn presented_key_hash(
+    headers: &axum::http::HeaderMap,
+    uri: &axum::http::Uri,
+) -> Option<String> {
+    presented(headers, uri).map(|key| ApiKey::from_presented(&key).hash())
+}
+
+fn presented(headers: &axum::http::HeaderMap, uri: &axum::http::Uri) -> Option<String> {
+    if let Some(value) = headers.get(axum::http::header::AUTHORIZATION) {
         let value = value.to_str().ok()?;
         let (scheme, token) = value.split_once(' ')?;
         return scheme
             .eq_ignore_ascii_case("bearer")
             .then(|| token.trim().to_string());
     }
-    let upgrade = parts
-        .headers
+    let upgrade = headers
         .get(axum::http::header::UPGRADE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     if !upgrade {
         return None;
     }
-    let query = parts.uri.query()?;
+    let query = uri.query()?;
     serde_urlencoded::from_str::<Vec<(String, String)>>(query)
         .ok()?
         .into_iter()

@@ -14,6 +14,7 @@ pub mod openapi;
 mod ops;
 mod request_id;
 mod sandboxes;
+mod terminal;
 mod views;
 mod volumes;
 
@@ -98,6 +99,16 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/sandboxes/{id}/archive",
             get(files::get_archive).put(files::put_archive),
+        )
+        .route("/sandboxes/{id}/terminal", get(terminal::terminal))
+        .route("/sandboxes/{id}/terminals", get(terminal::list))
+        .route(
+            "/sandboxes/{id}/terminals/{name}",
+            axum::routing::delete(terminal::end),
+        )
+        .route(
+            "/sandboxes/{id}/terminals/{name}/recording",
+            get(terminal::recording),
         )
         .route("/volumes", get(volumes::list))
         .route("/volumes/{name}", get(volumes::get).delete(volumes::delete))

@@ -15,10 +15,12 @@ mod pool;
 mod reader;
 mod reaper;
 mod reconcile;
+mod recorder;
 mod resume;
 mod run_tests;
 mod sessions;
 mod stop;
+mod terminals;
 mod volumes;
 
 pub use create::Idempotency;
@@ -27,6 +29,7 @@ pub use events::{Event, EventKind, Subscription};
 pub use ops::{AgentReply, ExecReply, MAX_LIST_DEPTH, MAX_SEARCH_RESULTS};
 pub use pool::PoolFigures;
 pub use sessions::SESSION_LABEL;
+pub use terminals::{valid_session, TerminalAttach, TerminalInfo, TerminalRequest};
 pub use volumes::VolumeInfo;
 
 use crate::agent::AgentClient;
@@ -70,6 +73,7 @@ pub struct SandboxService {
     counts: StateCounts,
     events: Arc<events::EventHub>,
     pool: pool::Pool,
+    recorders: recorder::Recorders,
 }
 
 impl SandboxService {
@@ -105,6 +109,7 @@ impl SandboxService {
             counts: StateCounts::default(),
             events,
             pool: pool::Pool::new(config.pool.clone()),
+            recorders: recorder::Recorders::default(),
             config,
         })
     }

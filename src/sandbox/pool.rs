@@ -19,6 +19,17 @@ use std::time::Duration;
 /// Pause after a failed fill before the next try.
 const FILL_BACKOFF: Duration = Duration::from_secs(5);
 
+/// How an adoption went.
+enum Adoption {
+    Adopted(Box<Sandbox>),
+    /// Not the pool's any more, or dead (and removed): try the next one.
+    Unusable,
+    /// Refused before anything changed (quota, the store): the sandbox stays in the pool.
+    Refused(SandboxError),
+    /// It failed half way and was removed.
+    Failed(SandboxError),
+}
+
 /// The pool's bookkeeping: how many each template should have, and which are ready.
 pub struct Pool {
     targets: BTreeMap<String, usize>,
@@ -131,8 +142,8 @@ impl SandboxService {
     }
 
     /// Serves `request` from the pool when it fits and a sandbox is ready; `None` sends
-    /// the caller to a cold start. A pooled sandbox that cannot be adopted is removed
-    /// and the next one (or a cold start) is tried.
+    /// the caller to a cold start. A pooled sandbox that cannot be adopted (its container
+    /// died, its agent does not answer) is removed and the next one is tried.
     pub(super) async fn adopt_pooled(
         &self,
         tenant: &TenantId,
@@ -141,76 +152,103 @@ impl SandboxService {
         if !self.fits_pool(request) {
             return Ok(None);
         }
-        while let Some(id) = self.pool.take(&request.image) {
+        loop {
+            // Checked before a sandbox leaves the queue; checked again, under the
+            // admission lock, when the record moves.
+            {
+                let _admission = self.admission.lock().await;
+                self.check_quota(tenant).await?;
+            }
+            let Some(id) = self.pool.take(&request.image) else {
+                self.pool.missed.fetch_add(1, Ordering::Relaxed);
+                return Ok(None);
+            };
             self.pool.wake.notify_one();
             match self.adopt(tenant, request, &id).await {
-                Ok(Some(sandbox)) => {
+                Adoption::Adopted(sandbox) => {
                     self.pool.adopted.fetch_add(1, Ordering::Relaxed);
-                    return Ok(Some(sandbox));
+                    return Ok(Some(*sandbox));
                 }
-                Ok(None) => continue,
-                // The tenant's own fault (quota, a starter file): no cold start either.
-                Err(e @ (SandboxError::Quota(_) | SandboxError::Invalid(_))) => return Err(e),
-                Err(e) => {
+                Adoption::Unusable => {}
+                Adoption::Refused(e) => {
+                    // Still the pool's and untouched: back in the queue.
+                    self.pool.put(&request.image, id);
+                    return Err(e);
+                }
+                Adoption::Failed(e @ SandboxError::Invalid(_)) => return Err(e),
+                Adoption::Failed(e) => {
                     tracing::warn!(sandbox = %id, error = %e, "a pooled sandbox could not be adopted");
                 }
             }
         }
-        self.pool.missed.fetch_add(1, Ordering::Relaxed);
-        Ok(None)
     }
 
-    /// Adopts pooled sandbox `id` for `tenant`: `None` if it is not the pool's any more.
-    async fn adopt(
-        &self,
-        tenant: &TenantId,
-        request: &CreateSandbox,
-        id: &SandboxId,
-    ) -> Result<Option<Sandbox>, SandboxError> {
+    /// Adopts pooled sandbox `id` for `tenant`.
+    async fn adopt(&self, tenant: &TenantId, request: &CreateSandbox, id: &SandboxId) -> Adoption {
         let lock = self.lock_for(id);
         let _held = lock.lock().await;
         let pool = TenantId::pool();
-        let Some(mut sandbox) = self.store.get_sandbox(id).await? else {
-            return Ok(None);
+        let mut sandbox = match self.store.get_sandbox(id).await {
+            Ok(Some(s)) if s.tenant == pool && s.state == SandboxState::Creating => s,
+            Ok(_) => return Adoption::Unusable,
+            Err(e) => return Adoption::Refused(e.into()),
         };
-        if sandbox.tenant != pool || sandbox.state != SandboxState::Creating {
-            return Ok(None);
+        // A container can die while it waits (a Docker restart, the OOM killer).
+        let healthy: Result<berth_runtime::wire::AgentHealth, _> = self
+            .agent_client(id)
+            .json(Method::GET, "/health", None, Duration::from_secs(2), 4096)
+            .await;
+        if healthy.is_err() {
+            self.discard_pooled(&sandbox).await;
+            return Adoption::Unusable;
         }
+        let pooled = sandbox.clone();
         {
             let _admission = self.admission.lock().await;
-            self.check_quota(tenant).await?;
+            if let Err(e) = self.check_quota(tenant).await {
+                return Adoption::Refused(e);
+            }
             sandbox.tenant = tenant.clone();
             sandbox.labels = request.labels.clone();
             sandbox.env = request.env.clone();
             sandbox.limits = request.limits;
             sandbox.auto_resume = request.auto_resume;
             sandbox.created_at = Utc::now();
-            if !self.store.reassign_sandbox(&sandbox, &pool).await? {
-                return Ok(None);
+            match self.store.reassign_sandbox(&sandbox, &pool).await {
+                Ok(true) => {}
+                Ok(false) => return Adoption::Unusable,
+                Err(e) => return Adoption::Refused(e.into()),
             }
             self.counts.add(SandboxState::Creating);
         }
-        self.store.insert_volume(tenant, &sandbox.volume).await?;
-        self.emit(EventKind::Created, &sandbox);
         let ready = async {
-            if sandbox.limits != self.pool_limits() {
+            self.store.insert_volume(tenant, &sandbox.volume).await?;
+            let (pool, wanted) = (self.pool_limits(), &sandbox.limits);
+            if (wanted.cpu, wanted.memory_mb, wanted.pids) != (pool.cpu, pool.memory_mb, pool.pids)
+            {
                 self.docker
                     .update_limits(&sandbox.id.container_name(), &self.container_spec(&sandbox))
                     .await?;
             }
             self.send_env(&sandbox).await?;
-            self.write_starter_files(&sandbox, &request.files).await
+            self.write_starter_files(&sandbox, &request.files).await?;
+            self.emit(EventKind::Created, &sandbox);
+            self.finish_start(&mut sandbox).await
         }
         .await;
-        if let Err(e) = ready {
-            if let Err(undo) = self.undo_create(&mut sandbox, &e.to_string()).await {
-                tracing::error!(sandbox = %sandbox.id, error = %undo,
-                    "could not undo a failed adoption; the next start's reconciliation will");
+        match ready {
+            Ok(()) => Adoption::Adopted(Box::new(sandbox)),
+            Err(e) => {
+                // Never the tenant's after all: back to the pool's name, then removed.
+                self.counts.remove(SandboxState::Creating);
+                let _ = self.store.delete_volume(&sandbox.volume).await;
+                let mut back = pooled;
+                back.reason = Some(e.to_string());
+                let _ = self.store.reassign_sandbox(&back, tenant).await;
+                self.discard_pooled(&back).await;
+                Adoption::Failed(e)
             }
-            return Err(e);
         }
-        self.finish_start(&mut sandbox).await?;
-        Ok(Some(sandbox))
     }
 
     /// Gives the agent the sandbox's own environment (a pooled container was started

@@ -72,6 +72,7 @@ impl SandboxService {
                 for sandbox in &pruned {
                     self.counts.remove(sandbox.state);
                     self.activity.forget(&sandbox.id);
+                    let _ = std::fs::remove_dir_all(self.recordings_dir(&sandbox.id));
                 }
                 if !pruned.is_empty() {
                     tracing::info!(

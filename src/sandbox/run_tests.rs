@@ -23,9 +23,11 @@ const LOAD_DEADLINE: Duration = Duration::from_secs(60);
 const CASE_GRACE: Duration = Duration::from_secs(2);
 /// Longest harness line (a `ready` line carries the loaded code).
 const MAX_LINE: usize = 32 * 1024 * 1024;
-/// What one case adds to the event stream at most: its value (bounded by the harness),
-/// its stdout, both escaped twice (harness line, then event line), plus slack.
-const PER_CASE_EVENTS: u64 = 4 * (256 * 1024) + 12 * 64 * 1024 + 8192;
+/// What one case adds to the event stream at most: its value (ASCII JSON, escaped once
+/// more in the event line) and its stdout (escaped in the harness line, then again).
+fn per_case_events(checked: &Checked) -> u64 {
+    2 * checked.max_value + 12 * checked.max_stdout + 8192
+}
 /// Stderr kept to explain a harness that died.
 const STDERR_TAIL: usize = 2000;
 
@@ -85,11 +87,14 @@ impl SandboxService {
                     .collect(),
                 timeout_s: checked.timeout_s,
                 max_stdout: checked.max_stdout,
+                max_value: checked.max_value,
                 modules: modules.as_deref(),
             };
             let (ended, loaded) = self
                 .harness_once(tenant, id, &checked, &spec, &mut records)
                 .await?;
+            let restart = modules.is_some();
+            let started = loaded.is_some();
             if modules.is_none() {
                 modules = loaded;
             }
@@ -99,8 +104,17 @@ impl SandboxService {
                     fill(&mut records, total, &message);
                 }
                 // It never loaded: no case can run.
-                Ended::Broken(why) if modules.is_none() => {
+                Ended::Broken(why) if !restart && !started => {
                     fill(&mut records, total, &load_failure(checked.language, &why));
+                }
+                // It loaded once but not again (an earlier case changed the sandbox):
+                // the cases left cannot run either, and none of them is to blame.
+                Ended::Broken(why) if !started => {
+                    let message = format!(
+                        "the test harness could not start again after an earlier case ended it: {}",
+                        load_failure(checked.language, &why)
+                    );
+                    fill(&mut records, total, &message);
                 }
                 Ended::Broken(why) => {
                     let i = records.len();
@@ -145,12 +159,12 @@ impl SandboxService {
             cmd: Some(runner(checked.language, call.sandbox().limits.memory_mb)),
             stdin: Some(stdin),
             timeout_s: Some(run_bound.as_secs_f64()),
-            max_output_bytes: Some(cases * PER_CASE_EVENTS + 2 * MAX_LINE as u64),
+            max_output_bytes: Some(cases * per_case_events(checked) + 2 * MAX_LINE as u64),
             kill_on_exit: true,
             ..Default::default()
         };
         let body = serde_json::to_vec(&exec).map_err(|e| SandboxError::Invalid(e.to_string()))?;
-        let bound = 4 * (cases * PER_CASE_EVENTS + 2 * MAX_LINE as u64);
+        let bound = 4 * (cases * per_case_events(checked) + 2 * MAX_LINE as u64);
         let events = self.exec_events(call, body, bound, run_bound).await?;
         let mut reader = HarnessReader::new(events);
         let mut next = spec.cases.first().map_or(0, |c| c.i);
@@ -177,7 +191,7 @@ impl SandboxService {
                 }
                 // Cases are reported in order; anything else is not the harness's.
                 Some(HarnessLine::Case(record)) if record.i == next => {
-                    records.push(record);
+                    records.push(within_bounds(record, checked));
                     if next == last {
                         return Ok((Ended::Complete, loaded));
                     }
@@ -237,6 +251,25 @@ fn runner(language: Language, memory_mb: u64) -> Vec<String> {
             harness::NODE.into(),
         ],
     }
+}
+
+/// A record as the harness should have bounded it: a value or stdout past the run's
+/// budget (only a broken harness sends one) is not kept.
+fn within_bounds(record: HarnessRecord, checked: &Checked) -> HarnessRecord {
+    let value_len = record.value.as_ref().map_or(0, |v| v.get().len() as u64);
+    if value_len > checked.max_value + 1024
+        || record.stdout.len() as u64 > checked.max_stdout + 1024
+    {
+        return error_record(
+            record.i,
+            "error",
+            format!(
+                "the returned value is larger than {} bytes as JSON",
+                checked.max_value
+            ),
+        );
+    }
+    record
 }
 
 fn error_record(i: usize, status: &str, error: String) -> HarnessRecord {

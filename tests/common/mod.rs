@@ -150,30 +150,13 @@ impl TestApp {
 
     /// Removes every container and volume of this server's instance.
     fn remove_leftovers(&self) {
-        let Ok(instance) = std::fs::read_to_string(self.data_dir.join("instance-id")) else {
-            return;
-        };
-        let filter = format!("label=dev.berth.instance={}", instance.trim());
-        let ids = |args: &[&str]| -> Vec<String> {
-            std::process::Command::new("docker")
-                .args(args)
-                .output()
-                .map(|o| {
-                    String::from_utf8_lossy(&o.stdout)
-                        .split_whitespace()
-                        .map(str::to_owned)
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        let containers = ids(&["ps", "-aq", "--filter", &filter]);
+        let (containers, volumes) = instance_objects(&self.data_dir);
         if !containers.is_empty() {
             let _ = std::process::Command::new("docker")
                 .args(["rm", "-f"])
                 .args(&containers)
                 .output();
         }
-        let volumes = ids(&["volume", "ls", "-q", "--filter", &filter]);
         if !volumes.is_empty() {
             let _ = std::process::Command::new("docker")
                 .args(["volume", "rm", "-f"])
@@ -191,6 +174,31 @@ impl Drop for TestApp {
             self.remove_leftovers();
         }
     }
+}
+
+/// Names of the containers and volumes that carry the instance label of the server on
+/// `data_dir`.
+pub fn instance_objects(data_dir: &Path) -> (Vec<String>, Vec<String>) {
+    let Ok(instance) = std::fs::read_to_string(data_dir.join("instance-id")) else {
+        return (Vec::new(), Vec::new());
+    };
+    let filter = format!("label=dev.berth.instance={}", instance.trim());
+    let names = |args: &[&str]| -> Vec<String> {
+        std::process::Command::new("docker")
+            .args(args)
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .split_whitespace()
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    (
+        names(&["ps", "-a", "--format", "{{.Names}}", "--filter", &filter]),
+        names(&["volume", "ls", "-q", "--filter", &filter]),
+    )
 }
 
 /// CPU, memory and pids limits as the sandbox's kernel shows them (cgroup v1 or v2).

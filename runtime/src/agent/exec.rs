@@ -92,19 +92,11 @@ pub fn prepare(state: &AgentState, req: &ExecRequest) -> Result<Prepared, AgentE
             )))
         }
     }
-    let mut env: Vec<(String, String)> = state.base_env.clone();
+    let mut env = state.exec_env();
     let mut set = |k: &str, v: &str| {
         env.retain(|(name, _)| name != k);
         env.push((k.to_string(), v.to_string()));
     };
-    for (k, v) in state
-        .sandbox_env
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-    {
-        set(k, v);
-    }
     for (k, v) in &req.env {
         if !valid_env(k, v) {
             return Err(AgentError::BadRequest(format!(

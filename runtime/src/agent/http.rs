@@ -2,7 +2,7 @@
 //! work, and shape the answer.
 
 use super::error::AgentError;
-use super::{archive, exec, files, json_body, process, search, AgentState};
+use super::{archive, exec, files, json_body, process, search, terminal, AgentState};
 use crate::wire::{
     AgentHealth, EditRequest, ExecEvent, ExecRequest, ExecResult, GlobRequest, GrepRequest,
     KillRequest, ProcessList, SandboxEnv, EXEC_DURATION_HEADER, EXEC_TIMED_OUT_HEADER,
@@ -38,6 +38,9 @@ pub fn router(state: Shared) -> Router {
         .route("/files/glob", post(glob))
         .route("/files/grep", post(grep))
         .route("/archive", get(get_archive).put(put_archive))
+        .route("/terminals", get(list_terminals))
+        .route("/terminals/{name}", axum::routing::delete(end_terminal))
+        .route("/terminals/{name}/attach", get(attach_terminal))
         // The supervisor bounds every request body; the agent sets no second limit.
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state)
@@ -402,6 +405,144 @@ async fn put_archive(
     let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
     blocking(move || archive::extract(reader, &dest)).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_terminals(State(state): State<Shared>) -> Json<Vec<crate::term::TerminalInfo>> {
+    Json(state.terminals.list())
+}
+
+async fn end_terminal(
+    State(state): State<Shared>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<StatusCode, AgentError> {
+    state.terminals.kill(&name)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct AttachQuery {
+    #[serde(default)]
+    cols: Option<u16>,
+    #[serde(default)]
+    rows: Option<u16>,
+    #[serde(default)]
+    offset: Option<u64>,
+    #[serde(default)]
+    cmd: Option<String>,
+    #[serde(default)]
+    ephemeral: bool,
+    #[serde(default)]
+    recorder: bool,
+}
+
+/// Attaches to (or starts) a terminal and upgrades the connection to a stream of
+/// terminal frames (`crate::term`). Refusals come before the upgrade, as HTTP errors.
+async fn attach_terminal(
+    State(state): State<Shared>,
+    UrlPath(name): UrlPath<String>,
+    Query(q): Query<AttachQuery>,
+    mut request: axum::extract::Request,
+) -> Result<Response, AgentError> {
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    let subscription = terminal::attach(
+        &state,
+        &name,
+        terminal::AttachSpec {
+            cols: q.cols,
+            rows: q.rows,
+            offset: q.offset,
+            cmd: q.cmd,
+            ephemeral: q.ephemeral,
+            recorder: q.recorder,
+        },
+    )?;
+    tokio::spawn(async move {
+        if let Ok(upgraded) = on_upgrade.await {
+            serve_terminal(hyper_util::rt::TokioIo::new(upgraded), subscription).await;
+        }
+    });
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = response.headers_mut();
+    h.insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("upgrade"),
+    );
+    h.insert(
+        header::UPGRADE,
+        header::HeaderValue::from_static(crate::term::UPGRADE_PROTOCOL),
+    );
+    Ok(response)
+}
+
+/// Carries one attached client: its subscription out as frames, its frames (input,
+/// resizes) in. Ends when either side does; dropping the subscription detaches it.
+async fn serve_terminal<S>(stream: S, mut subscription: terminal::Subscription)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    use crate::term::{encode, encode_control, Decoder, Frame, TermControl, DATA};
+    let (mut read, mut write) = tokio::io::split(stream);
+    let terminal = subscription.terminal.clone();
+    let viewer = subscription.viewer;
+    let queued = subscription.queued.clone();
+    let outgoing = async {
+        while let Some(out) = subscription.rx.recv().await {
+            match out {
+                terminal::Out::Data(bytes) => {
+                    let header = encode(DATA, &[]);
+                    let mut head = header[..1].to_vec();
+                    head.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+                    let sent = write.write_all(&head).await.is_ok()
+                        && write.write_all(&bytes).await.is_ok();
+                    queued.fetch_sub(bytes.len(), std::sync::atomic::Ordering::Relaxed);
+                    if !sent {
+                        return;
+                    }
+                }
+                terminal::Out::Control(control) => {
+                    let last = matches!(
+                        control,
+                        TermControl::Exit { .. } | TermControl::Evicted { .. }
+                    );
+                    if write.write_all(&encode_control(&control)).await.is_err() || last {
+                        let _ = write.shutdown().await;
+                        return;
+                    }
+                }
+            }
+        }
+    };
+    let incoming = async {
+        let mut decoder = Decoder::default();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match read.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            decoder.push(&buf[..n]);
+            loop {
+                match decoder.next_frame() {
+                    Ok(Some(Frame::Data(input))) if viewer => {
+                        if terminal.write_input(&input).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(Some(Frame::Control(TermControl::Resize { cols, rows }))) if viewer => {
+                        terminal.resize(cols, rows);
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) => break,
+                    Err(_) => return,
+                }
+            }
+        }
+    };
+    tokio::select! {
+        _ = outgoing => {}
+        _ = incoming => {}
+    }
 }
 
 #[cfg(test)]

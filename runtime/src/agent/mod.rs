@@ -14,6 +14,7 @@ mod process;
 mod reaper;
 mod search;
 mod spawn;
+mod terminal;
 
 use crate::wire::{
     AGENT_SOCKET_DIR, AGENT_SOCKET_NAME, ENV_DEFAULT_EXEC_TIMEOUT, ENV_DEFAULT_OUTPUT_CAP,
@@ -38,9 +39,22 @@ pub struct AgentState {
     pub default_timeout_s: f64,
     pub default_output_cap: u64,
     pub processes: Mutex<HashMap<u32, Arc<BackgroundProcess>>>,
+    pub terminals: terminal::Terminals,
 }
 
 impl AgentState {
+    /// The environment every process starts with: the container's, then the sandbox's
+    /// own variables over it.
+    pub fn exec_env(&self) -> Vec<(String, String)> {
+        let mut env = self.base_env.clone();
+        let sandbox_env = self.sandbox_env.read().unwrap_or_else(|p| p.into_inner());
+        for (k, v) in sandbox_env.iter() {
+            env.retain(|(name, _)| name != k);
+            env.push((k.clone(), v.clone()));
+        }
+        env
+    }
+
     /// A client path inside the sandbox: absolute as given, relative to the workdir
     /// otherwise. `..` and symlinks resolve in the container's own filesystem.
     pub fn resolve(&self, path: &str) -> Result<PathBuf, AgentError> {
@@ -108,6 +122,7 @@ async fn serve() -> std::io::Result<()> {
             .map(|v| v as u64)
             .unwrap_or(1024 * 1024),
         processes: Mutex::new(HashMap::new()),
+        terminals: terminal::Terminals::default(),
     });
     let dir = std::env::var("BERTH_AGENT_SOCKET_DIR").unwrap_or_else(|_| AGENT_SOCKET_DIR.into());
     std::fs::create_dir_all(&dir)?;

@@ -48,8 +48,13 @@ pub struct Spawned {
     pub exit: oneshot::Receiver<ExitStatus>,
 }
 
+/// A fresh tag group for a new process tree.
+pub fn next_tag() -> u32 {
+    TAG_GID_BASE + NEXT_TAG.fetch_add(1, Ordering::Relaxed) % 1_000_000_000
+}
+
 pub fn spawn(reaper: &Reaper, spec: SpawnSpec) -> io::Result<Spawned> {
-    let tag = TAG_GID_BASE + NEXT_TAG.fetch_add(1, Ordering::Relaxed) % 1_000_000_000;
+    let tag = next_tag();
     let mut command = Command::new(&spec.argv[0]);
     command
         .args(&spec.argv[1..])
@@ -80,7 +85,7 @@ pub fn spawn(reaper: &Reaper, spec: SpawnSpec) -> io::Result<Spawned> {
 }
 
 /// Runs in the forked child: tag group, user switch, capability bounding, OOM preference.
-fn drop_into_sandbox_identity(tag: u32, user: Option<Credentials>) -> io::Result<()> {
+pub fn drop_into_sandbox_identity(tag: u32, user: Option<Credentials>) -> io::Result<()> {
     let gid = user.map_or(0, |u| u.gid);
     let groups: [libc::gid_t; 2] = [gid, tag];
     // SAFETY: raw syscalls with valid pointers, async-signal-safe.

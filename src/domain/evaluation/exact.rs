@@ -132,10 +132,45 @@ impl<'a> Reader<'a> {
             self.at += 1;
         }
         let text = &self.text[start..self.at];
-        // Checked against JSON's grammar by serde_json.
-        serde_json::from_str::<serde_json::Number>(text).ok()?;
-        Some(text.to_string())
+        is_json_number(text).then(|| text.to_string())
     }
+}
+
+/// JSON's number grammar, `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`, with no
+/// limit on digits.
+fn is_json_number(text: &str) -> bool {
+    let b = text.as_bytes();
+    let mut k = usize::from(b.first() == Some(&b'-'));
+    let digits = |k: &mut usize| {
+        let start = *k;
+        while *k < b.len() && b[*k].is_ascii_digit() {
+            *k += 1;
+        }
+        *k - start
+    };
+    match b.get(k) {
+        Some(b'0') => k += 1,
+        Some(b'1'..=b'9') => {
+            digits(&mut k);
+        }
+        _ => return false,
+    }
+    if b.get(k) == Some(&b'.') {
+        k += 1;
+        if digits(&mut k) == 0 {
+            return false;
+        }
+    }
+    if matches!(b.get(k), Some(b'e' | b'E')) {
+        k += 1;
+        if matches!(b.get(k), Some(b'+' | b'-')) {
+            k += 1;
+        }
+        if digits(&mut k) == 0 {
+            return false;
+        }
+    }
+    k == b.len()
 }
 
 fn parse(text: &str) -> Option<Json> {
@@ -166,19 +201,22 @@ fn numbers_equal(a: &str, b: &str) -> bool {
     }
 }
 
+fn as_map(fields: &[(String, Json)]) -> std::collections::HashMap<&str, &Json> {
+    fields.iter().map(|(k, v)| (k.as_str(), v)).collect()
+}
+
 fn equal_values(a: &Json, b: &Json) -> bool {
     match (a, b) {
         (Json::Number(x), Json::Number(y)) => numbers_equal(x, y),
         (Json::Array(x), Json::Array(y)) => {
             x.len() == y.len() && x.iter().zip(y).all(|(a, b)| equal_values(a, b))
         }
+        // As maps: a repeated key's last value counts, as JSON parsers keep it.
         (Json::Object(x), Json::Object(y)) => {
+            let (x, y) = (as_map(x), as_map(y));
             x.len() == y.len()
-                && x.iter().all(|(k, v)| {
-                    y.iter()
-                        .find(|(key, _)| key == k)
-                        .is_some_and(|(_, w)| equal_values(v, w))
-                })
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| equal_values(v, w)))
         }
         _ => a == b,
     }
@@ -224,5 +262,17 @@ mod tests {
         assert!(json_equal("null", " null "));
         assert!(!json_equal("[1,", "[1,"), "malformed text equals nothing");
         assert!(!json_equal("01", "1"));
+        let huge = "9".repeat(400);
+        assert!(json_equal(&huge, &huge), "integers of any length");
+        assert!(!json_equal(&huge, &format!("{}8", "9".repeat(399))));
+        assert!(!json_equal(r#"{"1":"a","1":"a"}"#, r#"{"1":"a","2":"z"}"#));
+        assert!(!json_equal(r#"{"1":"a","2":"z"}"#, r#"{"1":"a","1":"a"}"#));
+        assert!(
+            json_equal(r#"{"k":1,"k":2}"#, r#"{"k":2}"#),
+            "the last value counts"
+        );
+        for bad in ["1.", ".5", "-", "1e", "+1", "0x1"] {
+            assert!(!json_equal(bad, bad), "{bad}");
+        }
     }
 }

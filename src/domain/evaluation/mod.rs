@@ -19,6 +19,10 @@ pub const MAX_CASE_TIMEOUT_S: f64 = 60.0;
 pub const MAX_CASE_STDOUT: u64 = 64 * 1024;
 /// Captured stdout one run keeps in all.
 pub const MAX_RUN_STDOUT: u64 = 8 * 1024 * 1024;
+/// Largest value one case may return (its JSON text, non-ASCII escaped), and what the
+/// values of one run may take in all (each case gets its share).
+pub const MAX_CASE_VALUE: u64 = 256 * 1024;
+pub const MAX_RUN_VALUES: u64 = 8 * 1024 * 1024;
 /// Longest `entrypoint`.
 const MAX_ENTRYPOINT: usize = 200;
 
@@ -116,6 +120,8 @@ pub struct Checked {
     pub timeout_s: f64,
     /// Stdout kept per case.
     pub max_stdout: u64,
+    /// Bytes of a case's returned value.
+    pub max_value: u64,
 }
 
 impl RunTestsRequest {
@@ -152,11 +158,12 @@ impl RunTestsRequest {
                 "`timeout_s` (per case) must be greater than 0 and at most {MAX_CASE_TIMEOUT_S}"
             ));
         }
-        let max_stdout = (MAX_RUN_STDOUT / self.test_cases.len() as u64).min(MAX_CASE_STDOUT);
+        let cases = self.test_cases.len() as u64;
         Ok(Checked {
             language,
             timeout_s,
-            max_stdout,
+            max_stdout: (MAX_RUN_STDOUT / cases).min(MAX_CASE_STDOUT),
+            max_value: (MAX_RUN_VALUES / cases).clamp(1024, MAX_CASE_VALUE),
         })
     }
 }
@@ -245,9 +252,16 @@ pub fn judge(index: usize, case: &TestCase, record: HarnessRecord) -> CaseVerdic
     }
 }
 
-/// `ValueError: bad input 42 (line 7)` → `ValueError (line 7)`.
+/// `ValueError: bad input 42 (line 7)` → `ValueError (line 7)`. A kind that is not a
+/// plain name (code can set it, e.g. JavaScript's `error.name`) becomes `error`.
 fn redact(error: &str) -> String {
-    let kind = error.split(':').next().unwrap_or("error").trim();
+    let kind = error.split(':').next().unwrap_or_default().trim();
+    let plain = !kind.is_empty()
+        && kind.len() <= 64
+        && kind
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '$' | '.'));
+    let kind = if plain { kind } else { "error" };
     let line = error
         .rfind("(line ")
         .map(|i| format!(" {}", &error[i..]))

@@ -1,0 +1,534 @@
+//! Terminals: a PTY the agent owns, so a terminal outlives its clients (and the
+//! supervisor). The agent always drains the PTY into a ring of the last [`RING_BYTES`]
+//! with a running byte offset, so a program never blocks on an absent viewer; every
+//! attached client is a subscriber with a byte-bounded queue, evicted when it falls that
+//! far behind, so one slow viewer never stalls the PTY or the others.
+
+use super::error::AgentError;
+use super::reaper::ExitStatus;
+use super::spawn::{self, Credentials};
+use super::AgentState;
+use crate::term::{clamp_size, TermControl, TerminalInfo, RING_BYTES};
+use bytes::Bytes;
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::io::unix::AsyncFd;
+use tokio::sync::mpsc;
+
+/// Most terminals one sandbox may have at once.
+pub const MAX_TERMINALS: usize = 32;
+/// Bytes a subscriber may have queued before it is evicted.
+pub const SUBSCRIBER_BYTES: usize = 2 * 1024 * 1024;
+/// Longest `cmd`.
+const MAX_CMD: usize = 4096;
+
+/// What a subscriber receives.
+#[derive(Debug)]
+pub enum Out {
+    Data(Bytes),
+    Control(TermControl),
+}
+
+/// How a terminal is created or attached.
+#[derive(Debug, Clone, Default)]
+pub struct AttachSpec {
+    pub cols: Option<u16>,
+    pub rows: Option<u16>,
+    pub offset: Option<u64>,
+    pub cmd: Option<String>,
+    /// Ends when its last viewer leaves (an unnamed terminal).
+    pub ephemeral: bool,
+    /// A recorder: sees output but is no viewer (never creates, resizes or keeps an
+    /// ephemeral terminal alive).
+    pub recorder: bool,
+}
+
+/// One attached client.
+pub struct Subscription {
+    pub terminal: Arc<Terminal>,
+    pub id: u64,
+    pub rx: mpsc::UnboundedReceiver<Out>,
+    /// Bytes queued for this subscriber; the consumer subtracts what it sent on.
+    pub queued: Arc<AtomicUsize>,
+    pub viewer: bool,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.terminal.unsubscribe(self.id, self.viewer);
+    }
+}
+
+struct Subscriber {
+    id: u64,
+    tx: mpsc::UnboundedSender<Out>,
+    queued: Arc<AtomicUsize>,
+    viewer: bool,
+}
+
+struct Shared {
+    ring: VecDeque<u8>,
+    /// Output offset of `ring[0]`.
+    start: u64,
+    cols: u16,
+    rows: u16,
+    subscribers: Vec<Subscriber>,
+    viewers: usize,
+    exited: Option<Option<i32>>,
+}
+
+impl Shared {
+    fn end(&self) -> u64 {
+        self.start + self.ring.len() as u64
+    }
+}
+
+pub struct Terminal {
+    pub name: String,
+    pub pid: u32,
+    tag: u32,
+    ephemeral: bool,
+    master: AsyncFd<OwnedFd>,
+    shared: Mutex<Shared>,
+    /// Serialises writes of input, so one frame's bytes stay together.
+    input: tokio::sync::Mutex<()>,
+    next_subscriber: AtomicU64,
+    pub created_at: String,
+}
+
+/// The sandbox's terminals by name.
+#[derive(Default)]
+pub struct Terminals {
+    map: Mutex<HashMap<String, Arc<Terminal>>>,
+}
+
+impl Terminals {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Terminal>>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn list(&self) -> Vec<TerminalInfo> {
+        let mut list: Vec<_> = self.map().values().map(|t| t.info()).collect();
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        list
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<Terminal>> {
+        self.map().get(name).cloned()
+    }
+
+    /// Ends a terminal: its whole process tree is killed; its viewers get `exit`.
+    pub fn kill(&self, name: &str) -> Result<(), AgentError> {
+        let terminal = self
+            .get(name)
+            .ok_or_else(|| AgentError::NotFound(format!("no terminal {name:?}")))?;
+        terminal.kill();
+        Ok(())
+    }
+
+    fn remove(&self, name: &str, pid: u32) {
+        let mut map = self.map();
+        if map.get(name).is_some_and(|t| t.pid == pid) {
+            map.remove(name);
+        }
+    }
+}
+
+/// Attaches to terminal `name`, creating it (running `cmd`, or a shell) unless it is
+/// live or the caller is a recorder.
+pub fn attach(
+    state: &Arc<AgentState>,
+    name: &str,
+    spec: AttachSpec,
+) -> Result<Subscription, AgentError> {
+    let existing = state.terminals.get(name);
+    let terminal = match existing {
+        Some(t) => t,
+        None if spec.recorder => {
+            return Err(AgentError::NotFound(format!("no terminal {name:?}")));
+        }
+        None => {
+            let mut map = state.terminals.map();
+            match map.get(name) {
+                Some(t) => t.clone(),
+                None => {
+                    if map.len() >= MAX_TERMINALS {
+                        return Err(AgentError::Conflict(format!(
+                            "this sandbox already has {MAX_TERMINALS} terminals; end one first"
+                        )));
+                    }
+                    let t = start(state, name, &spec)?;
+                    map.insert(name.to_string(), t.clone());
+                    t
+                }
+            }
+        }
+    };
+    if !spec.recorder {
+        if let (Some(cols), Some(rows)) = (spec.cols, spec.rows) {
+            terminal.resize(cols, rows);
+        }
+    }
+    Ok(terminal.subscribe(spec.offset, !spec.recorder))
+}
+
+/// Starts a program on a new PTY.
+fn start(
+    state: &Arc<AgentState>,
+    name: &str,
+    spec: &AttachSpec,
+) -> Result<Arc<Terminal>, AgentError> {
+    let cols = clamp_size(spec.cols.unwrap_or(80));
+    let rows = clamp_size(spec.rows.unwrap_or(24));
+    let argv = match spec.cmd.as_deref().map(str::trim).filter(|c| !c.is_empty()) {
+        Some(cmd) if cmd.len() > MAX_CMD || cmd.contains('\0') => {
+            return Err(AgentError::BadRequest(format!(
+                "`cmd` must be at most {MAX_CMD} bytes without NUL"
+            )))
+        }
+        Some(cmd) => vec!["/bin/sh".to_string(), "-c".into(), format!("exec {cmd}")],
+        None if std::path::Path::new("/bin/bash").exists() => vec!["/bin/bash".to_string()],
+        None => vec!["/bin/sh".to_string()],
+    };
+    let winsize = nix::pty::Winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let pty = nix::pty::openpty(Some(&winsize), None)
+        .map_err(|e| AgentError::Io(format!("cannot open a terminal: {e}")))?;
+    set_nonblocking(&pty.master).map_err(|e| AgentError::Io(e.to_string()))?;
+    let mut env = state.exec_env();
+    env.retain(|(k, _)| k != "TERM");
+    env.push(("TERM".into(), "xterm-256color".into()));
+    let tag = spawn::next_tag();
+    let stdio = |fd: &OwnedFd| -> Result<std::process::Stdio, AgentError> {
+        fd.try_clone()
+            .map(std::process::Stdio::from)
+            .map_err(|e| AgentError::Io(e.to_string()))
+    };
+    let mut command = std::process::Command::new(&argv[0]);
+    command
+        .args(&argv[1..])
+        .env_clear()
+        .envs(env)
+        .current_dir(&state.workdir)
+        .stdin(stdio(&pty.slave)?)
+        .stdout(stdio(&pty.slave)?)
+        .stderr(stdio(&pty.slave)?);
+    let user: Option<Credentials> = None;
+    // SAFETY: the closure runs between fork and exec and only makes raw syscalls.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            spawn::drop_into_sandbox_identity(tag, user)
+        });
+    }
+    let (child, exit) = state
+        .reaper
+        .spawn_watched(|| command.spawn())
+        .map_err(|e| AgentError::Spawn {
+            exit_code: 127,
+            message: format!("cannot start {:?}: {e}", argv[0]),
+        })?;
+    drop(pty.slave);
+    // SAFETY: an OwnedFd is a valid open descriptor, and the AsyncFd owns it (and so
+    // keeps it open, on the same file description) until it is dropped.
+    let master = unsafe { AsyncFd::register(pty.master) }
+        .map_err(|e| AgentError::Io(format!("cannot watch the terminal: {e}")))?;
+    let terminal = Arc::new(Terminal {
+        name: name.to_string(),
+        pid: child.id(),
+        tag,
+        ephemeral: spec.ephemeral,
+        master,
+        shared: Mutex::new(Shared {
+            ring: VecDeque::new(),
+            start: 0,
+            cols,
+            rows,
+            subscribers: Vec::new(),
+            viewers: 0,
+            exited: None,
+        }),
+        input: tokio::sync::Mutex::new(()),
+        next_subscriber: AtomicU64::new(1),
+        created_at: now_rfc3339(),
+    });
+    let (reader, waiter) = (terminal.clone(), terminal.clone());
+    let state = state.clone();
+    let drained = tokio::spawn(async move { reader.drain().await });
+    tokio::spawn(async move {
+        let status = exit.await.ok();
+        // What the program left running goes with it; then the PTY closes and its last
+        // output is read before anyone hears of the exit.
+        spawn::kill_tree(waiter.pid, waiter.tag);
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), drained).await;
+        waiter.finish(status);
+        state.terminals.remove(&waiter.name, waiter.pid);
+    });
+    Ok(terminal)
+}
+
+fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
+    // SAFETY: fcntl(2) on an fd we own.
+    unsafe {
+        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Now as RFC 3339 UTC, without a date library (days to civil date, proleptic Gregorian).
+fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs()) as i64;
+    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+impl Terminal {
+    fn shared(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn info(&self) -> TerminalInfo {
+        let s = self.shared();
+        TerminalInfo {
+            name: self.name.clone(),
+            pid: self.pid,
+            cols: s.cols,
+            rows: s.rows,
+            clients: s.viewers,
+            offset: s.end(),
+            created_at: self.created_at.clone(),
+        }
+    }
+
+    /// Registers a subscriber: the hello, then what is kept from `offset` on (or all that
+    /// is kept), then live output, with nothing lost or repeated between them.
+    fn subscribe(self: &Arc<Self>, offset: Option<u64>, viewer: bool) -> Subscription {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let id = self.next_subscriber.fetch_add(1, Ordering::Relaxed);
+        let mut s = self.shared();
+        let from = offset.unwrap_or(s.start).clamp(s.start, s.end());
+        let _ = tx.send(Out::Control(TermControl::Hello {
+            session: self.name.clone(),
+            cols: s.cols,
+            rows: s.rows,
+            offset: from,
+        }));
+        if let Some(asked) = offset.filter(|o| *o < s.start) {
+            let _ = tx.send(Out::Control(TermControl::Dropped {
+                bytes: s.start - asked,
+            }));
+        }
+        let skip = (from - s.start) as usize;
+        let (a, b) = s.ring.as_slices();
+        let kept: Vec<u8> = if skip < a.len() {
+            a[skip..].iter().chain(b).copied().collect()
+        } else {
+            b[skip - a.len()..].to_vec()
+        };
+        if !kept.is_empty() {
+            queued.fetch_add(kept.len(), Ordering::Relaxed);
+            let _ = tx.send(Out::Data(Bytes::from(kept)));
+        }
+        match s.exited {
+            Some(code) => {
+                let _ = tx.send(Out::Control(TermControl::Exit { exit_code: code }));
+            }
+            None => {
+                if viewer {
+                    s.viewers += 1;
+                }
+                s.subscribers.push(Subscriber {
+                    id,
+                    tx,
+                    queued: queued.clone(),
+                    viewer,
+                });
+            }
+        }
+        Subscription {
+            terminal: self.clone(),
+            id,
+            rx,
+            queued,
+            viewer,
+        }
+    }
+
+    fn unsubscribe(&self, id: u64, viewer: bool) {
+        let mut s = self.shared();
+        let before = s.subscribers.len();
+        s.subscribers.retain(|sub| sub.id != id);
+        if s.subscribers.len() < before && viewer {
+            s.viewers -= 1;
+            if self.ephemeral && s.viewers == 0 && s.exited.is_none() {
+                drop(s);
+                self.kill();
+            }
+        }
+    }
+
+    /// Sets the PTY's size (the program gets SIGWINCH); subscribers hear of it.
+    pub fn resize(&self, cols: u16, rows: u16) {
+        let (cols, rows) = (clamp_size(cols), clamp_size(rows));
+        let winsize = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ on our PTY master with a valid winsize.
+        unsafe {
+            libc::ioctl(
+                self.master.get_ref().as_raw_fd(),
+                libc::TIOCSWINSZ,
+                &winsize,
+            );
+        }
+        let mut s = self.shared();
+        if (s.cols, s.rows) != (cols, rows) {
+            s.cols = cols;
+            s.rows = rows;
+            for sub in &s.subscribers {
+                let _ = sub
+                    .tx
+                    .send(Out::Control(TermControl::Resize { cols, rows }));
+            }
+        }
+    }
+
+    /// Writes client input to the PTY; waits (this client only) while the program is not
+    /// reading it.
+    pub async fn write_input(&self, mut data: &[u8]) -> io::Result<()> {
+        let _one_at_a_time = self.input.lock().await;
+        while !data.is_empty() {
+            let mut guard = self.master.writable().await?;
+            match guard.try_io(|fd| {
+                // SAFETY: write(2) from a valid buffer to our PTY master.
+                let n = unsafe { libc::write(fd.as_raw_fd(), data.as_ptr().cast(), data.len()) };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            }) {
+                Ok(Ok(n)) => data = &data[n..],
+                Ok(Err(e)) => return Err(e),
+                Err(_would_block) => continue,
+            }
+        }
+        Ok(())
+    }
+
+    /// Kills the program's whole tree; its exit is reported as usual.
+    pub fn kill(&self) {
+        spawn::kill_tree(self.pid, self.tag);
+    }
+
+    /// Reads the PTY until it closes, into the ring and to every subscriber.
+    async fn drain(self: Arc<Self>) {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let mut guard = match self.master.readable().await {
+                Ok(g) => g,
+                Err(_) => return,
+            };
+            let read = guard.try_io(|fd| {
+                // SAFETY: read(2) into a buffer we own from our PTY master.
+                let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            });
+            match read {
+                Ok(Ok(0)) => return,
+                Ok(Ok(n)) => self.publish(&buf[..n]),
+                // EIO: every slave side is closed (the program and its children are gone).
+                Ok(Err(_)) => return,
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    fn publish(&self, data: &[u8]) {
+        let chunk = Bytes::copy_from_slice(data);
+        let mut s = self.shared();
+        s.ring.extend(data);
+        let over = s.ring.len().saturating_sub(RING_BYTES);
+        if over > 0 {
+            s.ring.drain(..over);
+            s.start += over as u64;
+        }
+        let mut evicted = Vec::new();
+        for sub in &s.subscribers {
+            let queued = sub.queued.load(Ordering::Relaxed);
+            if queued + data.len() > SUBSCRIBER_BYTES {
+                let _ = sub.tx.send(Out::Control(TermControl::Evicted {
+                    reason: format!("the viewer fell {queued} bytes behind"),
+                }));
+                evicted.push((sub.id, sub.viewer));
+                continue;
+            }
+            sub.queued.fetch_add(data.len(), Ordering::Relaxed);
+            if sub.tx.send(Out::Data(chunk.clone())).is_err() {
+                evicted.push((sub.id, sub.viewer));
+            }
+        }
+        for (id, viewer) in evicted {
+            s.subscribers.retain(|sub| sub.id != id);
+            if viewer {
+                s.viewers -= 1;
+            }
+        }
+    }
+
+    /// The program exited: everyone hears it.
+    fn finish(&self, status: Option<ExitStatus>) {
+        let code = status.map(|s| match s {
+            ExitStatus::Code(c) => c,
+            ExitStatus::Signal(sig) => 128 + sig,
+        });
+        let mut s = self.shared();
+        s.exited = Some(code);
+        for sub in s.subscribers.drain(..) {
+            let _ = sub
+                .tx
+                .send(Out::Control(TermControl::Exit { exit_code: code }));
+        }
+        s.viewers = 0;
+    }
+}

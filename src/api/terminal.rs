@@ -1,0 +1,330 @@
+//! Terminal routes: `GET /v1/sandboxes/{id}/terminal` upgrades to a WebSocket bridged to a
+//! PTY in the agent (binary frames are terminal bytes both ways, text frames JSON
+//! control), plus listing, ending and recordings. Everything that can be refused is
+//! refused before the upgrade: key, origin, sandbox state, session name. A viewer that
+//! falls a queue's worth behind is closed with 1008; it never slows the terminal.
+
+use super::auth::presented_key_hash;
+use super::{parse_id, ApiError, AppState, Tenant};
+use crate::sandbox::{TerminalAttach, TerminalInfo, TerminalRequest};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use berth_runtime::term::{clamp_size, encode, encode_control, Decoder, Frame, TermControl, DATA};
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+/// Output a viewer may have queued before it is closed with 1008.
+pub const VIEWER_QUEUE_BYTES: usize = 1024 * 1024;
+/// Largest WebSocket message and frame a client may send.
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+/// How often an open terminal checks that its key still works.
+const KEY_CHECK: Duration = Duration::from_secs(1);
+
+/// Close codes.
+const NORMAL: u16 = 1000;
+const GOING_AWAY: u16 = 1001;
+const POLICY: u16 = 1008;
+
+#[derive(Deserialize)]
+pub struct TerminalQuery {
+    #[serde(default)]
+    cols: Option<u16>,
+    #[serde(default)]
+    rows: Option<u16>,
+    #[serde(default)]
+    cmd: Option<String>,
+    #[serde(default)]
+    session: Option<String>,
+    #[serde(default)]
+    offset: Option<u64>,
+    /// The key, for browsers (checked by the `Tenant` extractor).
+    #[serde(default)]
+    #[allow(dead_code)]
+    token: Option<String>,
+}
+
+/// A browser's `Origin` must be this server's own or one the config allows.
+fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        // Not a browser.
+        return true;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    if allowed
+        .iter()
+        .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
+    {
+        return true;
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    let bare = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"));
+    !host.is_empty() && bare.is_some_and(|o| o.eq_ignore_ascii_case(host))
+}
+
+pub async fn terminal(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+    Query(q): Query<TerminalQuery>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let ws = ws.map_err(|e| {
+        ApiError::invalid(format!(
+            "this route upgrades to a WebSocket ({e}); connect with a WebSocket client"
+        ))
+    })?;
+    if !origin_allowed(&headers, &state.service.config().terminal_origins) {
+        return Err(ApiError::forbidden(
+            "this Origin may not open terminals; add it to `terminal_origins` in the config",
+        ));
+    }
+    let id = parse_id(&id)?;
+    let key_hash = presented_key_hash(&headers, &uri).unwrap_or_default();
+    let attach = state
+        .service
+        .open_terminal(
+            &tenant,
+            &id,
+            TerminalRequest {
+                session: q.session,
+                cols: q.cols,
+                rows: q.rows,
+                offset: q.offset,
+                cmd: q.cmd,
+            },
+        )
+        .await?;
+    Ok(ws
+        .max_message_size(MAX_MESSAGE_BYTES)
+        .max_frame_size(MAX_FRAME_BYTES)
+        .on_upgrade(move |socket| bridge(socket, attach, state, tenant, key_hash)))
+}
+
+fn close(code: u16, reason: &str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.chars().take(120).collect::<String>().into(),
+    }))
+}
+
+fn control_text(control: &TermControl) -> Message {
+    Message::Text(serde_json::to_string(control).unwrap_or_default().into())
+}
+
+/// What a client may send as text.
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ClientControl {
+    Resize { cols: u16, rows: u16 },
+}
+
+/// Carries one client: agent output to the socket through a byte-bounded queue, client
+/// input and resizes to the agent, and a key check; the first to end ends all three.
+async fn bridge(
+    socket: WebSocket,
+    attach: TerminalAttach,
+    state: AppState,
+    tenant: crate::domain::TenantId,
+    key_hash: String,
+) {
+    let service = state.service.clone();
+    let sandbox = attach.sandbox.clone();
+    let (mut to_client, mut from_client) = socket.split();
+    let (mut agent_read, mut agent_write) = tokio::io::split(attach.io);
+    let (queue, mut queued_rx) = mpsc::unbounded_channel::<Message>();
+    let queued = Arc::new(AtomicUsize::new(0));
+
+    let writer = {
+        let queued = queued.clone();
+        async move {
+            while let Some(message) = queued_rx.recv().await {
+                let len = match &message {
+                    Message::Binary(b) => b.len(),
+                    _ => 0,
+                };
+                let last = matches!(message, Message::Close(_));
+                if to_client.send(message).await.is_err() {
+                    return;
+                }
+                queued.fetch_sub(len, Ordering::Relaxed);
+                if last {
+                    return;
+                }
+            }
+        }
+    };
+
+    let from_agent = {
+        let queue = queue.clone();
+        let queued = queued.clone();
+        let service = service.clone();
+        let sandbox = sandbox.clone();
+        async move {
+            let mut decoder = Decoder::default();
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = match agent_read.read(&mut buf).await {
+                    Ok(0) | Err(_) => {
+                        let _ = queue.send(close(GOING_AWAY, "the terminal's sandbox stopped"));
+                        return;
+                    }
+                    Ok(n) => n,
+                };
+                decoder.push(&buf[..n]);
+                loop {
+                    let frame = match decoder.next_frame() {
+                        Ok(Some(f)) => f,
+                        Ok(None) => break,
+                        Err(e) => {
+                            let _ = queue.send(close(1011, &e.to_string()));
+                            return;
+                        }
+                    };
+                    match frame {
+                        Frame::Data(bytes) => {
+                            service.terminal_activity(&sandbox);
+                            let before = queued.fetch_add(bytes.len(), Ordering::Relaxed);
+                            if before + bytes.len() > VIEWER_QUEUE_BYTES {
+                                let _ = queue.send(close(
+                                    POLICY,
+                                    "the viewer did not keep up with the output",
+                                ));
+                                return;
+                            }
+                            let _ = queue.send(Message::Binary(bytes.into()));
+                        }
+                        Frame::Control(TermControl::Exit { exit_code }) => {
+                            let _ = queue.send(control_text(&TermControl::Exit { exit_code }));
+                            let _ = queue.send(close(NORMAL, "the program exited"));
+                            return;
+                        }
+                        Frame::Control(TermControl::Evicted { reason }) => {
+                            let _ = queue.send(close(POLICY, &reason));
+                            return;
+                        }
+                        Frame::Control(control) => {
+                            let _ = queue.send(control_text(&control));
+                        }
+                    }
+                }
+            }
+        }
+    };
+
+    let from_client = {
+        let queue = queue.clone();
+        let service = service.clone();
+        let sandbox = sandbox.clone();
+        async move {
+            while let Some(Ok(message)) = from_client.next().await {
+                let frame = match message {
+                    Message::Binary(input) => {
+                        service.terminal_activity(&sandbox);
+                        encode(DATA, &input)
+                    }
+                    Message::Text(text) => match serde_json::from_str::<ClientControl>(&text) {
+                        Ok(ClientControl::Resize { cols, rows }) => {
+                            encode_control(&TermControl::Resize {
+                                cols: clamp_size(cols),
+                                rows: clamp_size(rows),
+                            })
+                        }
+                        Err(e) => {
+                            let message = format!(
+                                "not a control message ({e}); send {{\"type\":\"resize\",\"cols\":N,\"rows\":N}} as text, input as binary"
+                            );
+                            let _ = queue.send(control_text(&TermControl::Error { message }));
+                            continue;
+                        }
+                    },
+                    Message::Close(_) => return,
+                    Message::Ping(_) | Message::Pong(_) => continue,
+                };
+                if agent_write.write_all(&frame).await.is_err() {
+                    return;
+                }
+            }
+        }
+    };
+
+    let key_check = {
+        let queue = queue.clone();
+        async move {
+            loop {
+                tokio::time::sleep(KEY_CHECK).await;
+                if !service.key_still_valid(&key_hash, &tenant).await {
+                    let _ = queue.send(close(POLICY, "the API key was revoked"));
+                    return;
+                }
+            }
+        }
+    };
+
+    // The writer finishes last: whatever ends first queues its close, which it sends.
+    drop(queue);
+    let work = async {
+        tokio::select! {
+            _ = from_agent => {}
+            _ = from_client => {}
+            _ = key_check => {}
+        }
+    };
+    tokio::pin!(writer);
+    tokio::select! {
+        _ = &mut writer => return,
+        _ = work => {}
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = parse_id(&id)?;
+    let terminals: Vec<TerminalInfo> = state.service.terminals(&tenant, &id).await?;
+    Ok(Json(serde_json::json!({ "terminals": terminals })))
+}
+
+pub async fn end(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    Path((id, name)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let id = parse_id(&id)?;
+    state.service.end_terminal(&tenant, &id, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn recording(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    Path((id, name)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let file = state
+        .service
+        .terminal_recording(&tenant, &id, &name)
+        .await?;
+    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file));
+    Ok(([(header::CONTENT_TYPE, "application/x-asciicast")], body).into_response())
+}
