@@ -72,6 +72,12 @@ pub fn clamp_size(n: u16) -> u16 {
     n.clamp(MIN_SIZE, MAX_SIZE)
 }
 
+/// A frame's header, for writing a payload after it without copying it.
+pub fn header(kind: u8, len: usize) -> [u8; 5] {
+    let n = (len as u32).to_be_bytes();
+    [kind, n[0], n[1], n[2], n[3]]
+}
+
 /// One frame, encoded.
 pub fn encode(kind: u8, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(5 + payload.len());
@@ -114,32 +120,40 @@ impl std::fmt::Display for FrameError {
     }
 }
 
-/// Collects bytes and yields whole frames.
+/// Collects bytes and yields whole frames. Consumed bytes are dropped once per push, not
+/// once per frame, so a read holding many frames costs one move.
 #[derive(Debug, Default)]
 pub struct Decoder {
     buf: Vec<u8>,
+    /// Bytes of `buf` already returned as frames.
+    at: usize,
 }
 
 impl Decoder {
     pub fn push(&mut self, bytes: &[u8]) {
+        if self.at > 0 {
+            self.buf.drain(..self.at);
+            self.at = 0;
+        }
         self.buf.extend_from_slice(bytes);
     }
 
     /// The next whole frame, if one is buffered.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
-        if self.buf.len() < 5 {
+        let buf = &self.buf[self.at..];
+        if buf.len() < 5 {
             return Ok(None);
         }
-        let kind = self.buf[0];
-        let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
+        let kind = buf[0];
+        let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
         if len > MAX_FRAME {
             return Err(FrameError::TooLarge(len));
         }
-        if self.buf.len() < 5 + len {
+        if buf.len() < 5 + len {
             return Ok(None);
         }
-        let payload: Vec<u8> = self.buf[5..5 + len].to_vec();
-        self.buf.drain(..5 + len);
+        let payload: Vec<u8> = buf[5..5 + len].to_vec();
+        self.at += 5 + len;
         match kind {
             DATA => Ok(Some(Frame::Data(payload))),
             CONTROL => serde_json::from_slice(&payload)

@@ -21,8 +21,9 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-/// Output a viewer may have queued before it is closed with 1008.
-pub const VIEWER_QUEUE_BYTES: usize = 1024 * 1024;
+/// Output a viewer may have queued before it is closed with 1008: enough for bursts (a
+/// `cat` outruns a client for a moment), never more than this per viewer.
+pub const VIEWER_QUEUE_BYTES: usize = 4 * 1024 * 1024;
 /// Largest WebSocket message and frame a client may send.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
@@ -155,7 +156,11 @@ async fn bridge(
     let writer = {
         let queued = queued.clone();
         async move {
-            while let Some(message) = queued_rx.recv().await {
+            // The agent already sends output in large frames; each leaves as one message.
+            loop {
+                let Some(message) = queued_rx.recv().await else {
+                    return;
+                };
                 let len = match &message {
                     Message::Binary(b) => b.len(),
                     _ => 0,

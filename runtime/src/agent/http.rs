@@ -481,21 +481,39 @@ async fn serve_terminal<S>(stream: S, mut subscription: terminal::Subscription)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
 {
-    use crate::term::{encode, encode_control, Decoder, Frame, TermControl, DATA};
+    use crate::term::{encode_control, header, Decoder, Frame, TermControl, DATA};
     let (mut read, mut write) = tokio::io::split(stream);
     let terminal = subscription.terminal.clone();
     let viewer = subscription.viewer;
     let queued = subscription.queued.clone();
     let outgoing = async {
-        while let Some(out) = subscription.rx.recv().await {
+        // Output waiting in the queue leaves as one frame (up to half the largest frame;
+        // one more chunk of the PTY's never takes it past that).
+        let mut pending: Option<terminal::Out> = None;
+        loop {
+            let out = match pending.take() {
+                Some(out) => out,
+                None => match subscription.rx.recv().await {
+                    Some(out) => out,
+                    None => return,
+                },
+            };
             match out {
-                terminal::Out::Data(bytes) => {
-                    let header = encode(DATA, &[]);
-                    let mut head = header[..1].to_vec();
-                    head.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
-                    let sent = write.write_all(&head).await.is_ok()
-                        && write.write_all(&bytes).await.is_ok();
-                    queued.fetch_sub(bytes.len(), std::sync::atomic::Ordering::Relaxed);
+                terminal::Out::Data(first) => {
+                    let mut data = first.to_vec();
+                    while data.len() < crate::term::MAX_FRAME / 2 {
+                        match subscription.rx.try_recv() {
+                            Ok(terminal::Out::Data(more)) => data.extend_from_slice(&more),
+                            Ok(other) => {
+                                pending = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    let sent = write.write_all(&header(DATA, data.len())).await.is_ok()
+                        && write.write_all(&data).await.is_ok();
+                    queued.fetch_sub(data.len(), std::sync::atomic::Ordering::Relaxed);
                     if !sent {
                         return;
                     }

@@ -21,8 +21,10 @@ use tokio::sync::mpsc;
 
 /// Most terminals one sandbox may have at once.
 pub const MAX_TERMINALS: usize = 32;
-/// Bytes a subscriber may have queued before it is evicted.
-pub const SUBSCRIBER_BYTES: usize = 2 * 1024 * 1024;
+/// Bytes a subscriber may have queued before it is evicted. The subscriber is the
+/// supervisor, which reads at once (it bounds each client itself), so this only absorbs
+/// bursts: a program can write faster than anything reads it, for a while.
+pub const SUBSCRIBER_BYTES: usize = 32 * 1024 * 1024;
 /// Longest `cmd`.
 const MAX_CMD: usize = 4096;
 
@@ -190,7 +192,7 @@ fn start(
                 "`cmd` must be at most {MAX_CMD} bytes without NUL"
             )))
         }
-        Some(cmd) => vec!["/bin/sh".to_string(), "-c".into(), format!("exec {cmd}")],
+        Some(cmd) => vec!["/bin/sh".to_string(), "-c".into(), cmd.to_string()],
         None if std::path::Path::new("/bin/bash").exists() => vec!["/bin/bash".to_string()],
         None => vec!["/bin/sh".to_string()],
     };
@@ -457,29 +459,50 @@ impl Terminal {
         spawn::kill_tree(self.pid, self.tag);
     }
 
-    /// Reads the PTY until it closes, into the ring and to every subscriber.
+    /// Reads the PTY until it closes, into the ring and to every subscriber. A PTY gives
+    /// at most a few KiB a read, so reads continue while there is more (up to 64 KiB)
+    /// and what they gathered is published as one chunk.
     async fn drain(self: Arc<Self>) {
-        let mut buf = vec![0u8; 64 * 1024];
+        const GATHER: usize = 64 * 1024;
+        let mut buf = vec![0u8; GATHER];
         loop {
             let mut guard = match self.master.readable().await {
                 Ok(g) => g,
                 Err(_) => return,
             };
-            let read = guard.try_io(|fd| {
-                // SAFETY: read(2) into a buffer we own from our PTY master.
-                let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-                if n < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(n as usize)
+            let mut filled = 0;
+            let mut closed = false;
+            while filled < GATHER {
+                let read = guard.try_io(|fd| {
+                    let rest = &mut buf[filled..];
+                    // SAFETY: read(2) into the unfilled part of a buffer we own.
+                    let n =
+                        unsafe { libc::read(fd.as_raw_fd(), rest.as_mut_ptr().cast(), rest.len()) };
+                    if n < 0 {
+                        Err(io::Error::last_os_error())
+                    } else {
+                        Ok(n as usize)
+                    }
+                });
+                match read {
+                    Ok(Ok(0)) => {
+                        closed = true;
+                        break;
+                    }
+                    Ok(Ok(n)) => filled += n,
+                    // EIO: every slave side is closed (the program and its children are gone).
+                    Ok(Err(_)) => {
+                        closed = true;
+                        break;
+                    }
+                    Err(_would_block) => break,
                 }
-            });
-            match read {
-                Ok(Ok(0)) => return,
-                Ok(Ok(n)) => self.publish(&buf[..n]),
-                // EIO: every slave side is closed (the program and its children are gone).
-                Ok(Err(_)) => return,
-                Err(_would_block) => continue,
+            }
+            if filled > 0 {
+                self.publish(&buf[..filled]);
+            }
+            if closed {
+                return;
             }
         }
     }
