@@ -3,21 +3,31 @@
 # server against the real Docker engine and SQLite. Builds the `base` image template
 # templates first (once each; they are cached by their definition hash).
 #
-# Needs: Docker, and as root on Debian/Ubuntu it installs what else it needs
-# (debootstrap to build images, busybox-static for the no-libc image test).
+# Needs: Docker, and as root on Debian/Ubuntu it installs what else it needs:
+# debootstrap (image builds), busybox-static (the no-libc image test), tmux (berth shell
+# in a real terminal), asciinema (plays terminal recordings), chromium, chromium-driver,
+# node-xterm and esbuild (the browser terminal page in headless Chromium).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 have() { command -v "$1" >/dev/null 2>&1; }
 static_busybox() { [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1; }
 
-if ! have debootstrap || ! static_busybox; then
+packages="debootstrap busybox-static tmux asciinema chromium chromium-driver node-xterm esbuild"
+missing=""
+for tool in debootstrap tmux asciinema chromium chromedriver esbuild; do
+  have "$tool" || missing="$missing $tool"
+done
+static_busybox || missing="$missing busybox-static"
+[ -f /usr/share/nodejs/xterm/lib/public/Terminal.js ] || missing="$missing node-xterm"
+if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ] && have apt-get; then
-    echo "==> installing test prerequisites: debootstrap busybox-static"
+    echo "==> installing test prerequisites:$missing"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap busybox-static >/dev/null
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $packages >/dev/null
   else
-    echo "berth tests need debootstrap and busybox-static: sudo apt-get install debootstrap busybox-static" >&2
+    echo "berth tests need:$missing; sudo apt-get install $packages" >&2
     exit 1
   fi
 fi

@@ -12,5 +12,6 @@ pub mod images;
 pub mod sandbox;
 pub mod startup;
 pub mod store;
+pub mod ui;
 
 pub use berth_runtime::wire;

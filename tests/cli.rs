@@ -457,3 +457,108 @@ async fn berth_test_prints_a_verdict_per_case_and_exits_0_only_when_all_passed()
     assert!(err.contains("--language"), "{err}");
     app.cleanup().await;
 }
+
+/// A tmux server of this test's own (its own socket), removed when dropped.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn new(name: &str) -> Tmux {
+        Tmux {
+            socket: format!("berth-test-{name}-{}", std::process::id()),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .args(["-L", &self.socket])
+            .args(args)
+            .output()
+            .expect("tmux is installed (scripts/test.sh installs it)");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-t", "t"])
+    }
+
+    async fn wait_for(&self, needle: &str) -> String {
+        let found = eventually(Duration::from_secs(20), || async {
+            let screen = self.screen();
+            screen.contains(needle).then_some(screen)
+        })
+        .await;
+        found.unwrap_or_else(|| panic!("no {needle:?} on the screen:\n{}", self.screen()))
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .output();
+    }
+}
+
+#[tokio::test]
+async fn berth_shell_is_a_real_terminal_that_follows_the_window_and_exits_with_the_shell() {
+    let temp = tempfile::tempdir().unwrap();
+    let app = spawn_with(test_config(temp.path())).await;
+    let sb = app.sandbox(json!({})).await;
+    let tmux = Tmux::new("shell");
+    let command = format!(
+        "BERTH_URL={} BERTH_API_KEY={} {} shell {} --session tmux; echo EXITED=$?; \
+         stty -a | grep -o -- '-icanon\\|icanon' | head -1; sleep 60",
+        app.base,
+        app.key,
+        env!("CARGO_BIN_EXE_berth"),
+        sb.id
+    );
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "t",
+        "-x",
+        "100",
+        "-y",
+        "30",
+        &command,
+    ]);
+    tmux.wait_for("root@sandbox").await;
+    tmux.run(&[
+        "send-keys",
+        "-t",
+        "t",
+        "stty size; echo ok-$((40+2))",
+        "Enter",
+    ]);
+    let screen = tmux.wait_for("ok-42").await;
+    assert!(screen.contains("30 100"), "{screen}");
+    // A window change reaches the remote terminal.
+    tmux.run(&["resize-window", "-t", "t", "-x", "120", "-y", "40"]);
+    tmux.run(&["send-keys", "-t", "t", "clear; stty size", "Enter"]);
+    tmux.wait_for("40 120").await;
+    // Ctrl-C reaches the remote program, not this client.
+    tmux.run(&["send-keys", "-t", "t", "sleep 100", "Enter"]);
+    tmux.run(&["send-keys", "-t", "t", "C-c"]);
+    tmux.run(&["send-keys", "-t", "t", "echo still-$((1+1))", "Enter"]);
+    tmux.wait_for("still-2").await;
+    tmux.run(&["send-keys", "-t", "t", "exit 7", "Enter"]);
+    let screen = tmux.wait_for("EXITED=7").await;
+    // The local terminal is back in canonical (cooked) mode.
+    let after = screen.split("EXITED=7").nth(1).unwrap_or_default();
+    let mode = eventually(Duration::from_secs(10), || async {
+        let screen = tmux.screen();
+        let after = screen.split("EXITED=7").nth(1)?.to_string();
+        after.contains("icanon").then_some(after)
+    })
+    .await
+    .unwrap_or_else(|| after.to_string());
+    assert!(
+        mode.lines().any(|l| l.trim() == "icanon"),
+        "the terminal mode was restored: {mode}"
+    );
+    app.cleanup().await;
+}

@@ -15,6 +15,7 @@ mod ops;
 mod request_id;
 mod sandboxes;
 mod terminal;
+mod ui;
 mod views;
 mod volumes;
 
@@ -35,6 +36,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     keys: Arc<auth::KeyCache>,
     pub(crate) bodies: Arc<body_budget::BodyBudget>,
+    ui: Arc<crate::ui::Assets>,
 }
 
 impl AppState {
@@ -47,6 +49,7 @@ impl AppState {
             metrics: Arc::new(Metrics::default()),
             keys: Arc::default(),
             bodies: Arc::new(bodies),
+            ui: Arc::default(),
         }
     }
 }
@@ -127,6 +130,11 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
+        .route("/ui/terminal/{id}", get(ui::page))
+        .route("/ui/terminal.js", get(ui::script))
+        .route("/ui/terminal.css", get(ui::style))
+        .route("/ui/xterm.js", get(ui::xterm))
+        .route("/ui/xterm.css", get(ui::xterm_css))
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

@@ -199,6 +199,41 @@ pub const OPERATIONS: &[Operation] = &[
         204,
         None,
     ),
+    (
+        "get",
+        "/v1/sandboxes/{id}/terminal",
+        "Open a terminal: upgrades to a WebSocket (binary frames are terminal bytes both ways; \
+         text frames JSON control: resize from the client; hello, exit, dropped, resize, error \
+         from the server). ?session= names a terminal that lives on without clients; ?token= \
+         carries the key for browsers",
+        None,
+        101,
+        None,
+    ),
+    (
+        "get",
+        "/v1/sandboxes/{id}/terminals",
+        "List live terminals",
+        None,
+        200,
+        Some("TerminalList"),
+    ),
+    (
+        "delete",
+        "/v1/sandboxes/{id}/terminals/{name}",
+        "End a terminal (its whole process tree)",
+        None,
+        204,
+        None,
+    ),
+    (
+        "get",
+        "/v1/sandboxes/{id}/terminals/{name}/recording",
+        "A terminal's recording (asciicast v2, application/x-asciicast)",
+        None,
+        200,
+        None,
+    ),
     ("get", "/v1/volumes", "List volumes", None, 200, None),
     ("get", "/v1/volumes/{name}", "Get a volume", None, 200, None),
     (
@@ -259,6 +294,14 @@ pub const OPERATIONS: &[Operation] = &[
         None,
     ),
     ("get", "/metrics", "Prometheus metrics", None, 200, None),
+    (
+        "get",
+        "/ui/terminal/{id}",
+        "The browser terminal (xterm.js); give the key as #key=... in the URL",
+        None,
+        200,
+        None,
+    ),
     ("get", "/openapi.json", "This document", None, 200, None),
 ];
 
@@ -379,10 +422,25 @@ fn schemas(c: &Config) -> Value {
     })
 }
 
+/// Schemas of the terminal routes.
+fn terminal_schemas() -> Value {
+    json!({
+        "TerminalList": {"type": "object", "properties": {"terminals": {"type": "array", "items": {
+            "type": "object", "properties": {
+                "name": {"type": "string"}, "pid": {"type": "integer"},
+                "cols": {"type": "integer"}, "rows": {"type": "integer"},
+                "clients": {"type": "integer", "description": "viewers attached now"},
+                "offset": {"type": "integer", "description": "bytes of output so far"},
+                "created_at": {"type": "string", "format": "date-time"}}}}}},
+    })
+}
+
 fn all_schemas(config: &Config) -> Value {
     let mut all = schemas(config);
-    if let (Some(all), Value::Object(more)) = (all.as_object_mut(), evaluation_schemas()) {
-        all.extend(more);
+    for more in [evaluation_schemas(), terminal_schemas()] {
+        if let (Some(all), Value::Object(more)) = (all.as_object_mut(), more) {
+            all.extend(more);
+        }
     }
     all
 }
@@ -503,6 +561,36 @@ fn query_params(method: &str, path: &str) -> Vec<Value> {
             ),
         ],
         (_, "/v1/sandboxes/{id}/archive") => vec![path_param(false)],
+        ("get", "/v1/sandboxes/{id}/terminal") => {
+            let size = json!({"type": "integer", "minimum": 0, "maximum": 65535,
+                "description": "clamped to 2..1000"});
+            vec![
+                q("cols", false, size.clone()),
+                q("rows", false, size),
+                q(
+                    "cmd",
+                    false,
+                    json!({"type": "string", "maxLength": 4096, "pattern": "^[^\\u0000]*$"}),
+                ),
+                q(
+                    "session",
+                    false,
+                    json!({"type": "string",
+                    "pattern": "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"}),
+                ),
+                q(
+                    "offset",
+                    false,
+                    json!({"type": "integer", "minimum": 0,
+                    "description": "output bytes the client already has"}),
+                ),
+                q(
+                    "token",
+                    false,
+                    json!({"type": "string", "description": "the API key (browsers)"}),
+                ),
+            ]
+        }
         _ => vec![],
     }
 }

@@ -4,6 +4,7 @@
 mod cp;
 mod local;
 mod remote;
+mod shell;
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -108,6 +109,21 @@ enum Command {
         /// The command and its arguments (after `--`).
         #[arg(last = true, required = true)]
         cmd: Vec<String>,
+        #[command(flatten)]
+        remote: RemoteOpts,
+    },
+    /// Open an interactive terminal in a sandbox (raw mode; window size changes follow).
+    /// Exits with the shell's exit code. With --session the shell lives on when you leave:
+    /// `berth shell ID --session NAME` again reattaches and replays what you missed.
+    Shell {
+        /// Sandbox id.
+        id: String,
+        /// A named session to create or reattach to (it outlives this client).
+        #[arg(long)]
+        session: Option<String>,
+        /// The program to run instead of the shell (run by /bin/sh -c).
+        #[arg(long)]
+        cmd: Option<String>,
         #[command(flatten)]
         remote: RemoteOpts,
     },
@@ -322,6 +338,12 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             local,
         } => local::keys_revoke(local, key).await,
         Command::Sandbox { command, remote } => remote::sandbox(remote, command).await,
+        Command::Shell {
+            id,
+            session,
+            cmd,
+            remote,
+        } => shell::shell(remote, &id, session, cmd).await,
         Command::Exec {
             id,
             timeout,
