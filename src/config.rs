@@ -105,6 +105,8 @@ pub struct LimitCeilings {
     pub ended_retention_s: u64,
     /// Largest terminal recording (asciicast file); past it recording stops.
     pub max_recording_bytes: u64,
+    /// What one sandbox's terminal recordings may take in all.
+    pub max_recordings_bytes_per_sandbox: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -171,6 +173,7 @@ impl Default for LimitCeilings {
             max_event_streams: 1024,
             ended_retention_s: 7 * 24 * 3600,
             max_recording_bytes: 64 * 1024 * 1024,
+            max_recordings_bytes_per_sandbox: 256 * 1024 * 1024,
         }
     }
 }

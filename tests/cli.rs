@@ -562,3 +562,22 @@ async fn berth_shell_is_a_real_terminal_that_follows_the_window_and_exits_with_t
     );
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn berth_shell_passes_piped_input_to_its_end() {
+    let temp = tempfile::tempdir().unwrap();
+    let app = spawn_with(test_config(temp.path())).await;
+    let sb = app.sandbox(json!({})).await;
+    let (code, out, err) = berth_at(
+        &app,
+        &["shell", &sb.id, "--cmd", "stty -echo; wc -l; exit 5"],
+        Some(b"one\ntwo\nthree\n"),
+    )
+    .await;
+    assert_eq!(code, Some(5), "{out}{err}");
+    assert!(
+        out.trim_end().ends_with('3'),
+        "wc saw the end of its input: {out:?}"
+    );
+    app.cleanup().await;
+}

@@ -18,6 +18,8 @@ pub const RING_BYTES: usize = 1024 * 1024;
 /// Terminal sizes are clamped to this range (columns and rows).
 pub const MIN_SIZE: u16 = 2;
 pub const MAX_SIZE: u16 = 1000;
+/// Longest `cmd` a terminal may run.
+pub const MAX_CMD: usize = 4096;
 
 /// Control messages, both directions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,6 +32,10 @@ pub enum TermControl {
         cols: u16,
         rows: u16,
         offset: u64,
+        /// Which run of the session this is: a session name ended and started again gets
+        /// a new one (and offsets start again at 0). Not sent to WebSocket clients.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        incarnation: String,
     },
     /// Client → terminal: a new size (clamped).
     Resize {
@@ -160,6 +166,37 @@ impl Decoder {
                 .map(|c| Some(Frame::Control(c)))
                 .map_err(|e| FrameError::BadControl(e.to_string())),
             other => Err(FrameError::UnknownKind(other)),
+        }
+    }
+}
+
+/// Reads whole frames from a byte stream.
+pub struct FrameReader<R> {
+    reader: R,
+    decoder: Decoder,
+    buf: Vec<u8>,
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> FrameReader<R> {
+    pub fn new(reader: R) -> Self {
+        FrameReader {
+            reader,
+            decoder: Decoder::default(),
+            buf: vec![0u8; 64 * 1024],
+        }
+    }
+
+    /// The next frame; `Ok(None)` when the stream ended (or broke).
+    pub async fn next(&mut self) -> Result<Option<Frame>, FrameError> {
+        use tokio::io::AsyncReadExt;
+        loop {
+            if let Some(frame) = self.decoder.next_frame()? {
+                return Ok(Some(frame));
+            }
+            match self.reader.read(&mut self.buf).await {
+                Ok(0) | Err(_) => return Ok(None),
+                Ok(n) => self.decoder.push(&self.buf[..n]),
+            }
         }
     }
 }

@@ -43,13 +43,25 @@ fn presented_key(parts: &Parts) -> Option<String> {
     presented(&parts.headers, &parts.uri)
 }
 
-/// The hash of the key a request presents (for re-checking it later, as an open
-/// terminal does).
-pub fn presented_key_hash(
-    headers: &axum::http::HeaderMap,
-    uri: &axum::http::Uri,
-) -> Option<String> {
-    presented(headers, uri).map(|key| ApiKey::from_presented(&key).hash())
+/// The hash of the key a request was authenticated with (a request extension the
+/// `Tenant` extractor sets), for re-checking it later, as an open terminal does.
+#[derive(Debug, Clone)]
+pub struct KeyHash(pub String);
+
+/// Whether the key with `hash` still belongs to `tenant`, through the key cache. A store
+/// that cannot answer leaves the key standing (a database hiccup closes no terminal).
+pub async fn key_still_names(state: &AppState, hash: &str, tenant: &TenantId) -> bool {
+    if let Some(cached) = state.keys.get(hash) {
+        return &cached == tenant;
+    }
+    match state.service.tenant_for_key(hash).await {
+        Ok(Some(found)) => {
+            state.keys.put(hash.to_string(), found.clone());
+            &found == tenant
+        }
+        Ok(None) => false,
+        Err(_) => true,
+    }
 }
 
 fn presented(headers: &axum::http::HeaderMap, uri: &axum::http::Uri) -> Option<String> {
@@ -88,6 +100,7 @@ impl FromRequestParts<AppState> for Tenant {
             ));
         };
         let hash = ApiKey::from_presented(&key).hash();
+        parts.extensions.insert(KeyHash(hash.clone()));
         if let Some(tenant) = state.keys.get(&hash) {
             return Ok(Tenant(tenant));
         }

@@ -4,7 +4,7 @@
 //! refused before the upgrade: key, origin, sandbox state, session name. A viewer that
 //! falls a queue's worth behind is closed with 1008; it never slows the terminal.
 
-use super::auth::presented_key_hash;
+use super::auth::KeyHash;
 use super::{parse_id, ApiError, AppState, Tenant};
 use crate::sandbox::{TerminalAttach, TerminalInfo, TerminalRequest};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -12,17 +12,20 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use berth_runtime::term::{clamp_size, encode, encode_control, Decoder, Frame, TermControl, DATA};
+use berth_runtime::term::{
+    clamp_size, encode, encode_control, Frame, FrameReader, TermControl, DATA,
+};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 /// Output a viewer may have queued before it is closed with 1008: enough for bursts (a
-/// `cat` outruns a client for a moment), never more than this per viewer.
+/// `cat` outruns a client for a moment), never more than this per viewer (every message
+/// counts, with its overhead).
 pub const VIEWER_QUEUE_BYTES: usize = 4 * 1024 * 1024;
 /// Largest WebSocket message and frame a client may send.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
@@ -81,10 +84,10 @@ fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
 pub async fn terminal(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
+    axum::Extension(KeyHash(key_hash)): axum::Extension<KeyHash>,
     Path(id): Path<String>,
     Query(q): Query<TerminalQuery>,
     headers: HeaderMap,
-    uri: axum::http::Uri,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let ws = ws.map_err(|e| {
@@ -98,7 +101,6 @@ pub async fn terminal(
         ));
     }
     let id = parse_id(&id)?;
-    let key_hash = presented_key_hash(&headers, &uri).unwrap_or_default();
     let attach = state
         .service
         .open_terminal(
@@ -137,8 +139,45 @@ enum ClientControl {
     Resize { cols: u16, rows: u16 },
 }
 
+/// What a queued message costs against a viewer's bound: its bytes and some overhead, so
+/// a stream of tiny messages cannot grow the queue for free either.
+fn cost(message: &Message) -> usize {
+    64 + match message {
+        Message::Binary(b) => b.len(),
+        Message::Text(t) => t.len(),
+        _ => 0,
+    }
+}
+
+/// A viewer's outgoing queue: bounded in bytes; past the bound the viewer is evicted,
+/// which skips what is queued and closes at once.
+struct Outbox {
+    tx: mpsc::UnboundedSender<Message>,
+    queued: Arc<AtomicUsize>,
+    evict: Arc<tokio::sync::Notify>,
+}
+
+impl Outbox {
+    /// Queues `message`; false once the viewer was evicted (nothing more is queued).
+    fn send(&self, message: Message) -> bool {
+        let before = self.queued.fetch_add(cost(&message), Ordering::Relaxed);
+        if before + cost(&message) > VIEWER_QUEUE_BYTES {
+            self.evict.notify_one();
+            return false;
+        }
+        self.tx.send(message).is_ok()
+    }
+}
+
+/// How long a client may stay silent (no pong, no message) before it is taken for gone.
+const SILENT_LIMIT: Duration = Duration::from_secs(90);
+/// How often it is pinged.
+const PING_EVERY: Duration = Duration::from_secs(30);
+/// How long the last output, the exit and the close may take to reach a client.
+const FAREWELL: Duration = Duration::from_secs(30);
+
 /// Carries one client: agent output to the socket through a byte-bounded queue, client
-/// input and resizes to the agent, and a key check; the first to end ends all three.
+/// input and resizes to the agent, pings, and a key check; the first to end ends them.
 async fn bridge(
     socket: WebSocket,
     attach: TerminalAttach,
@@ -149,27 +188,41 @@ async fn bridge(
     let service = state.service.clone();
     let sandbox = attach.sandbox.clone();
     let (mut to_client, mut from_client) = socket.split();
-    let (mut agent_read, mut agent_write) = tokio::io::split(attach.io);
-    let (queue, mut queued_rx) = mpsc::unbounded_channel::<Message>();
-    let queued = Arc::new(AtomicUsize::new(0));
+    let (agent_read, mut agent_write) = tokio::io::split(attach.io);
+    let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
+    let outbox = Outbox {
+        tx,
+        queued: Arc::new(AtomicUsize::new(0)),
+        evict: Arc::new(tokio::sync::Notify::new()),
+    };
+    let heard = Arc::new(std::sync::Mutex::new(tokio::time::Instant::now()));
 
     let writer = {
-        let queued = queued.clone();
+        let queued = outbox.queued.clone();
+        let evict = outbox.evict.clone();
         async move {
-            // The agent already sends output in large frames; each leaves as one message.
             loop {
-                let Some(message) = queued_rx.recv().await else {
-                    return;
+                let message = tokio::select! {
+                    biased;
+                    _ = evict.notified() => {
+                        let _ = tokio::time::timeout(
+                            Duration::from_secs(2),
+                            to_client.send(close(POLICY, "the viewer did not keep up with the output")),
+                        )
+                        .await;
+                        return;
+                    }
+                    message = rx.recv() => match message {
+                        Some(m) => m,
+                        None => return,
+                    },
                 };
-                let len = match &message {
-                    Message::Binary(b) => b.len(),
-                    _ => 0,
-                };
+                let spent = cost(&message);
                 let last = matches!(message, Message::Close(_));
                 if to_client.send(message).await.is_err() {
                     return;
                 }
-                queued.fetch_sub(len, Ordering::Relaxed);
+                queued.fetch_sub(spent, Ordering::Relaxed);
                 if last {
                     return;
                 }
@@ -178,69 +231,66 @@ async fn bridge(
     };
 
     let from_agent = {
-        let queue = queue.clone();
-        let queued = queued.clone();
-        let service = service.clone();
-        let sandbox = sandbox.clone();
+        let outbox = &outbox;
         async move {
-            let mut decoder = Decoder::default();
-            let mut buf = vec![0u8; 64 * 1024];
+            let mut frames = FrameReader::new(agent_read);
             loop {
-                let n = match agent_read.read(&mut buf).await {
-                    Ok(0) | Err(_) => {
-                        let _ = queue.send(close(GOING_AWAY, "the terminal's sandbox stopped"));
+                let frame = match frames.next().await {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => {
+                        outbox.send(close(GOING_AWAY, "the terminal's sandbox stopped"));
                         return;
                     }
-                    Ok(n) => n,
-                };
-                decoder.push(&buf[..n]);
-                loop {
-                    let frame = match decoder.next_frame() {
-                        Ok(Some(f)) => f,
-                        Ok(None) => break,
-                        Err(e) => {
-                            let _ = queue.send(close(1011, &e.to_string()));
-                            return;
-                        }
-                    };
-                    match frame {
-                        Frame::Data(bytes) => {
-                            service.terminal_activity(&sandbox);
-                            let before = queued.fetch_add(bytes.len(), Ordering::Relaxed);
-                            if before + bytes.len() > VIEWER_QUEUE_BYTES {
-                                let _ = queue.send(close(
-                                    POLICY,
-                                    "the viewer did not keep up with the output",
-                                ));
-                                return;
-                            }
-                            let _ = queue.send(Message::Binary(bytes.into()));
-                        }
-                        Frame::Control(TermControl::Exit { exit_code }) => {
-                            let _ = queue.send(control_text(&TermControl::Exit { exit_code }));
-                            let _ = queue.send(close(NORMAL, "the program exited"));
-                            return;
-                        }
-                        Frame::Control(TermControl::Evicted { reason }) => {
-                            let _ = queue.send(close(POLICY, &reason));
-                            return;
-                        }
-                        Frame::Control(control) => {
-                            let _ = queue.send(control_text(&control));
-                        }
+                    Err(e) => {
+                        outbox.send(close(1011, &e.to_string()));
+                        return;
                     }
+                };
+                let queued = match frame {
+                    Frame::Data(bytes) if bytes.is_empty() => true,
+                    Frame::Data(bytes) => outbox.send(Message::Binary(bytes.into())),
+                    Frame::Control(TermControl::Exit { exit_code }) => {
+                        outbox.send(control_text(&TermControl::Exit { exit_code }));
+                        outbox.send(close(NORMAL, "the program exited"));
+                        return;
+                    }
+                    Frame::Control(TermControl::Evicted { .. }) => {
+                        outbox.evict.notify_one();
+                        return;
+                    }
+                    // The session's run is the supervisor's business; sizes are the clients'.
+                    Frame::Control(TermControl::Hello {
+                        session,
+                        cols,
+                        rows,
+                        offset,
+                        ..
+                    }) => outbox.send(control_text(&TermControl::Hello {
+                        session,
+                        cols,
+                        rows,
+                        offset,
+                        incarnation: String::new(),
+                    })),
+                    Frame::Control(TermControl::Resize { .. }) => true,
+                    Frame::Control(control) => outbox.send(control_text(&control)),
+                };
+                if !queued {
+                    return;
                 }
             }
         }
     };
 
     let from_client = {
-        let queue = queue.clone();
+        let outbox = &outbox;
         let service = service.clone();
-        let sandbox = sandbox.clone();
+        let heard = heard.clone();
         async move {
             while let Some(Ok(message)) = from_client.next().await {
+                *heard.lock().unwrap_or_else(|p| p.into_inner()) = tokio::time::Instant::now();
                 let frame = match message {
+                    Message::Binary(input) if input.is_empty() => continue,
                     Message::Binary(input) => {
                         service.terminal_activity(&sandbox);
                         encode(DATA, &input)
@@ -256,7 +306,9 @@ async fn bridge(
                             let message = format!(
                                 "not a control message ({e}); send {{\"type\":\"resize\",\"cols\":N,\"rows\":N}} as text, input as binary"
                             );
-                            let _ = queue.send(control_text(&TermControl::Error { message }));
+                            if !outbox.send(control_text(&TermControl::Error { message })) {
+                                return;
+                            }
                             continue;
                         }
                     },
@@ -270,25 +322,44 @@ async fn bridge(
         }
     };
 
-    let key_check = {
-        let queue = queue.clone();
+    // A peer that vanished without a word (a laptop asleep) is noticed and let go.
+    let liveness = {
+        let outbox = &outbox;
+        let heard = heard.clone();
         async move {
             loop {
-                tokio::time::sleep(KEY_CHECK).await;
-                if !service.key_still_valid(&key_hash, &tenant).await {
-                    let _ = queue.send(close(POLICY, "the API key was revoked"));
+                tokio::time::sleep(PING_EVERY).await;
+                let last = *heard.lock().unwrap_or_else(|p| p.into_inner());
+                if last.elapsed() > SILENT_LIMIT {
+                    outbox.send(close(GOING_AWAY, "the client stopped answering"));
+                    return;
+                }
+                if !outbox.send(Message::Ping(Vec::new().into())) {
                     return;
                 }
             }
         }
     };
 
-    // The writer finishes last: whatever ends first queues its close, which it sends.
-    drop(queue);
+    let key_check = {
+        let outbox = &outbox;
+        let state = state.clone();
+        async move {
+            loop {
+                tokio::time::sleep(KEY_CHECK).await;
+                if !super::auth::key_still_names(&state, &key_hash, &tenant).await {
+                    outbox.send(close(POLICY, "the API key was revoked"));
+                    return;
+                }
+            }
+        }
+    };
+
     let work = async {
         tokio::select! {
             _ = from_agent => {}
             _ = from_client => {}
+            _ = liveness => {}
             _ = key_check => {}
         }
     };
@@ -297,7 +368,9 @@ async fn bridge(
         _ = &mut writer => return,
         _ = work => {}
     }
-    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    // Whatever ended first queued its close; the writer delivers what is queued, then it.
+    drop(outbox);
+    let _ = tokio::time::timeout(FAREWELL, writer).await;
 }
 
 pub async fn list(

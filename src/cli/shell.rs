@@ -110,7 +110,14 @@ pub async fn shell(
     };
     let (mut sink, mut stream) = ws.split();
     let raw = RawMode::enter();
-    let mut winch = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())?;
+    let interactive = raw.is_some();
+    let signal = |kind| tokio::signal::unix::signal(kind);
+    use tokio::signal::unix::SignalKind;
+    let (mut winch, mut term, mut hup) = (
+        signal(SignalKind::window_change())?,
+        signal(SignalKind::terminate())?,
+        signal(SignalKind::hangup())?,
+    );
     let mut stdin = tokio::io::stdin();
     let mut buf = vec![0u8; 16 * 1024];
     let mut stdin_open = true;
@@ -121,8 +128,10 @@ pub async fn shell(
             message = stream.next() => match message {
                 Some(Ok(Message::Binary(bytes))) => {
                     let mut out = std::io::stdout().lock();
-                    out.write_all(&bytes)?;
-                    out.flush()?;
+                    if out.write_all(&bytes).and_then(|_| out.flush()).is_err() {
+                        // Nobody reads our output any more (`berth shell | head`).
+                        break;
+                    }
                 }
                 Some(Ok(Message::Text(text))) => match serde_json::from_str::<TermControl>(&text) {
                     Ok(TermControl::Exit { exit_code: code }) => exit_code = code,
@@ -146,7 +155,13 @@ pub async fn shell(
                 None => break,
             },
             read = stdin.read(&mut buf), if stdin_open => match read {
-                Ok(0) | Err(_) => stdin_open = false,
+                Ok(0) | Err(_) => {
+                    stdin_open = false;
+                    // Piped input ended: tell the program, as a terminal's Ctrl-D would.
+                    if !interactive && sink.send(Message::Binary(vec![4u8].into())).await.is_err() {
+                        break;
+                    }
+                }
                 Ok(n) => {
                     if sink.send(Message::Binary(buf[..n].to_vec().into())).await.is_err() {
                         break;
@@ -157,6 +172,14 @@ pub async fn shell(
                 if let Some(size) = window_size() {
                     let _ = sink.send(resize_message(size)).await;
                 }
+            }
+            _ = term.recv() => {
+                exit_code = Some(143);
+                break;
+            }
+            _ = hup.recv() => {
+                exit_code = Some(129);
+                break;
             }
         }
     }

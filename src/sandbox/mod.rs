@@ -74,6 +74,7 @@ pub struct SandboxService {
     events: Arc<events::EventHub>,
     pool: pool::Pool,
     recorders: recorder::Recorders,
+    viewers: Arc<terminals::Viewers>,
 }
 
 impl SandboxService {
@@ -110,6 +111,7 @@ impl SandboxService {
             events,
             pool: pool::Pool::new(config.pool.clone()),
             recorders: recorder::Recorders::default(),
+            viewers: Arc::default(),
             config,
         })
     }

@@ -1,23 +1,26 @@
 //! Terminal recordings. The supervisor attaches to every terminal as a recorder (it sees
 //! the output but is no viewer) and writes asciicast v2 to
 //! `<data_dir>/recordings/<sandbox>/<session>.cast`, on the host, where the sandbox
-//! cannot rewrite it; bounded in size. A `<session>.state` file beside it keeps the
-//! output offset recorded so far, so a restarted supervisor resumes from there (the agent
-//! keeps the last MiB), without repeating what it has.
+//! cannot rewrite it; bounded per session and per sandbox. A `<session>.state` file beside
+//! it keeps the run and output offset recorded so far, so a restarted supervisor resumes
+//! from there (the agent keeps the last MiB) without repeating what it has; a session name
+//! used again for a new run continues the same file after a marker.
 
+use super::terminals::valid_session;
 use super::SandboxService;
 use crate::domain::{SandboxId, SandboxState};
-use berth_runtime::term::{Decoder, Frame, TermControl, UPGRADE_PROTOCOL};
+use berth_runtime::term::{Frame, FrameReader, TermControl, UPGRADE_PROTOCOL};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::AsyncReadExt;
 
 /// Times a recorder attaches again after its stream broke while the terminal lived.
 const RETRIES: usize = 5;
+/// Recorders one sandbox may have (as many as it may have terminals).
+const MAX_RECORDERS_PER_SANDBOX: usize = 32;
 
 /// The recorders running now, by sandbox and session.
 #[derive(Default)]
@@ -32,9 +35,12 @@ impl Recorders {
 }
 
 /// What a recording has reached (its `.state` file).
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Progress {
-    /// Output offset recorded up to.
+    /// The terminal run recorded now (a session name can be used again).
+    #[serde(default)]
+    incarnation: String,
+    /// Output offset recorded up to, in that run.
     offset: u64,
     /// When the recording began, Unix milliseconds.
     started_ms: u64,
@@ -68,9 +74,34 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Bytes of the recordings in `dir` other than `session`'s.
+fn others_bytes(dir: &std::path::Path, session: &str) -> u64 {
+    let own = format!("{session}.cast");
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.ends_with(".cast") && n != own)
+        })
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum()
+}
+
 impl Cast {
-    fn open(dir: &std::path::Path, session: &str, limit: u64) -> std::io::Result<Cast> {
+    /// Opens (or continues) `session`'s recording; it may grow to `per_session` bytes and
+    /// the sandbox's recordings together to `per_sandbox`.
+    fn open(
+        dir: &std::path::Path,
+        session: &str,
+        per_session: u64,
+        per_sandbox: u64,
+    ) -> std::io::Result<Cast> {
         std::fs::create_dir_all(dir)?;
+        let limit = per_session.min(per_sandbox.saturating_sub(others_bytes(dir, session)));
         let state_path = dir.join(format!("{session}.state"));
         let progress = std::fs::read(&state_path)
             .ok()
@@ -104,6 +135,20 @@ impl Cast {
         if let Ok(bytes) = serde_json::to_vec(&self.progress) {
             let _ = std::fs::write(&self.state_path, bytes);
         }
+    }
+
+    /// A new run of the session begins at `offset` (0 for a fresh one).
+    fn begin_run(&mut self, incarnation: &str, offset: u64) -> std::io::Result<()> {
+        if self.progress.incarnation != incarnation {
+            if !self.progress.incarnation.is_empty() {
+                self.carry.clear();
+                self.event("m", "the session was started again")?;
+            }
+            self.progress.incarnation = incarnation.to_string();
+        }
+        self.progress.offset = offset;
+        self.save();
+        Ok(())
     }
 
     /// The header, once per recording.
@@ -152,6 +197,8 @@ impl Cast {
         if !text.is_empty() {
             self.event("o", &text)?;
         }
+        // After every event: a restart then repeats nothing. Output under load comes in
+        // large chunks (the agent coalesces), so this is a small write per 512 KiB.
         self.save();
         Ok(())
     }
@@ -176,11 +223,21 @@ fn incomplete_tail(bytes: &[u8]) -> usize {
 }
 
 impl SandboxService {
-    /// Starts recording terminal `session` unless a recorder already runs for it.
+    /// Starts recording terminal `session` unless a recorder already runs for it. The
+    /// name may come from the (untrusted) agent: one that is not a valid session name is
+    /// never recorded (it would name a file), nor more than a sandbox may have.
     pub(super) fn ensure_recorder(self: &Arc<Self>, id: &SandboxId, session: &str) {
-        let key = (id.clone(), session.to_string());
-        if !self.recorders.running().insert(key.clone()) {
+        if !valid_session(session) {
+            tracing::warn!(sandbox = %id, "the agent listed a terminal with an invalid name");
             return;
+        }
+        let key = (id.clone(), session.to_string());
+        {
+            let mut running = self.recorders.running();
+            let of_sandbox = running.iter().filter(|(s, _)| s == id).count();
+            if of_sandbox >= MAX_RECORDERS_PER_SANDBOX || !running.insert(key.clone()) {
+                return;
+            }
         }
         let this = self.clone();
         tokio::spawn(async move {
@@ -193,8 +250,13 @@ impl SandboxService {
 
     async fn record(&self, id: &SandboxId, session: &str) -> std::io::Result<()> {
         let dir = self.recordings_dir(id);
-        let limit = self.config.limits.max_recording_bytes;
-        let mut cast = Cast::open(&dir, session, limit)?;
+        let limits = &self.config.limits;
+        let mut cast = Cast::open(
+            &dir,
+            session,
+            limits.max_recording_bytes,
+            limits.max_recordings_bytes_per_sandbox,
+        )?;
         for _ in 0..=RETRIES {
             if cast.progress.full {
                 return Ok(());
@@ -221,10 +283,10 @@ impl SandboxService {
         cast: &mut Cast,
     ) -> std::io::Result<Ended> {
         let uri = format!(
-            "/terminals/{session}/attach?recorder=true&offset={}",
-            cast.progress.offset
+            "/terminals/{session}/attach?recorder=true&offset={}&incarnation={}",
+            cast.progress.offset, cast.progress.incarnation
         );
-        let mut io = match self
+        let io = match self
             .agent_client(id)
             .upgrade(&uri, UPGRADE_PROTOCOL, Duration::from_secs(10))
             .await
@@ -233,46 +295,46 @@ impl SandboxService {
             Err(crate::agent::AgentError::Rejected { .. }) => return Ok(Ended::Done),
             Err(_) => return Ok(Ended::Broken),
         };
-        let mut decoder = Decoder::default();
-        let mut buf = vec![0u8; 64 * 1024];
+        let mut frames = FrameReader::new(io);
         loop {
-            let n = match io.read(&mut buf).await {
-                Ok(0) | Err(_) => return Ok(Ended::Broken),
-                Ok(n) => n,
+            let frame = match frames.next().await {
+                Ok(Some(frame)) => frame,
+                Ok(None) | Err(_) => {
+                    cast.save();
+                    return Ok(Ended::Broken);
+                }
             };
-            decoder.push(&buf[..n]);
-            loop {
-                let frame = match decoder.next_frame() {
-                    Ok(Some(frame)) => frame,
-                    Ok(None) => break,
-                    Err(_) => return Ok(Ended::Broken),
-                };
-                match frame {
-                    Frame::Data(bytes) => {
-                        self.activity.touch(id);
-                        cast.output(&bytes)?;
-                        if cast.progress.full {
-                            return Ok(Ended::Done);
-                        }
-                    }
-                    Frame::Control(TermControl::Hello {
-                        cols, rows, offset, ..
-                    }) => {
-                        cast.header(session, cols, rows)?;
-                        cast.progress.offset = offset;
-                    }
-                    Frame::Control(TermControl::Resize { cols, rows }) => {
-                        cast.event("r", &format!("{cols}x{rows}"))?;
-                    }
-                    Frame::Control(TermControl::Dropped { bytes }) => {
-                        cast.event("m", &format!("{bytes} bytes of output were not recorded"))?;
-                    }
-                    Frame::Control(TermControl::Exit { .. }) => {
-                        cast.save();
+            match frame {
+                Frame::Data(bytes) => {
+                    // Output is activity even with nobody attached, like a running
+                    // background process; the lifetime still ends the sandbox.
+                    self.activity.touch(id);
+                    cast.output(&bytes)?;
+                    if cast.progress.full {
                         return Ok(Ended::Done);
                     }
-                    Frame::Control(_) => {}
                 }
+                Frame::Control(TermControl::Hello {
+                    cols,
+                    rows,
+                    offset,
+                    incarnation,
+                    ..
+                }) => {
+                    cast.header(session, cols, rows)?;
+                    cast.begin_run(&incarnation, offset)?;
+                }
+                Frame::Control(TermControl::Resize { cols, rows }) => {
+                    cast.event("r", &format!("{cols}x{rows}"))?;
+                }
+                Frame::Control(TermControl::Dropped { bytes }) => {
+                    cast.event("m", &format!("{bytes} bytes of output were not recorded"))?;
+                }
+                Frame::Control(TermControl::Exit { .. }) => {
+                    cast.save();
+                    return Ok(Ended::Done);
+                }
+                Frame::Control(_) => {}
             }
         }
     }
@@ -287,16 +349,7 @@ impl SandboxService {
             return;
         };
         for sandbox in running {
-            let listed: Result<Vec<super::terminals::TerminalInfo>, _> = self
-                .agent_client(&sandbox.id)
-                .json(
-                    hyper::Method::GET,
-                    "/terminals",
-                    None,
-                    Duration::from_secs(5),
-                    1024 * 1024,
-                )
-                .await;
+            let listed = self.agent_terminals(&sandbox.id).await;
             for terminal in listed.unwrap_or_default() {
                 self.ensure_recorder(&sandbox.id, &terminal.name);
             }
@@ -307,6 +360,20 @@ impl SandboxService {
 #[cfg(test)]
 mod tests {
     use super::incomplete_tail;
+
+    #[test]
+    fn a_recording_stops_at_its_share_of_the_sandboxs_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("old.cast"), vec![b'x'; 900]).unwrap();
+        let mut cast = super::Cast::open(dir.path(), "new", 10_000, 1_000).unwrap();
+        assert_eq!(cast.limit, 100, "what the other recordings leave");
+        cast.header("new", 80, 24).unwrap();
+        cast.output(&vec![b'y'; 500]).unwrap();
+        assert!(cast.progress.full);
+        let text = std::fs::read_to_string(dir.path().join("new.cast")).unwrap();
+        assert!(text.contains("size limit"), "{text}");
+        assert!(!text.contains("yyyy"), "{text}");
+    }
 
     #[test]
     fn a_utf8_sequence_cut_at_the_end_is_held_back() {

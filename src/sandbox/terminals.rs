@@ -2,19 +2,66 @@
 //! the agent; this hands back the upgraded stream to it, with the request's share of the
 //! budget), listing, ending, and the host-side recording (see `recorder`).
 
-use super::budget::Permit;
 use super::{Access, SandboxError, SandboxService};
 use crate::agent::query_string;
 use crate::domain::{SandboxId, TenantId};
-use berth_runtime::term::{clamp_size, UPGRADE_PROTOCOL};
+use berth_runtime::term::{clamp_size, MAX_CMD, UPGRADE_PROTOCOL};
 use hyper::Method;
 use hyper_util::rt::TokioIo;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// How long an attach may take (the agent answers at once; a resume comes first).
 const ATTACH_DEADLINE: Duration = Duration::from_secs(30);
+/// Terminal clients one sandbox may have attached at once. They have a budget of their
+/// own: open terminals (tabs left open) never use up the budget of execs and file routes.
+pub const MAX_VIEWERS_PER_SANDBOX: usize = 32;
+
+/// Terminal clients attached, per sandbox.
+#[derive(Default)]
+pub struct Viewers {
+    counts: Mutex<HashMap<SandboxId, usize>>,
+}
+
+/// One attached client's place, given back when dropped.
+pub struct ViewerSlot {
+    viewers: Arc<Viewers>,
+    sandbox: SandboxId,
+}
+
+impl Viewers {
+    fn take(self: &Arc<Self>, sandbox: &SandboxId) -> Option<ViewerSlot> {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let n = counts.entry(sandbox.clone()).or_default();
+        if *n >= MAX_VIEWERS_PER_SANDBOX {
+            return None;
+        }
+        *n += 1;
+        Some(ViewerSlot {
+            viewers: self.clone(),
+            sandbox: sandbox.clone(),
+        })
+    }
+}
+
+impl Drop for ViewerSlot {
+    fn drop(&mut self) {
+        let mut counts = self
+            .viewers
+            .counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = counts.get_mut(&self.sandbox) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.sandbox);
+            }
+        }
+    }
+}
 
 pub use berth_runtime::term::TerminalInfo;
 
@@ -34,7 +81,7 @@ pub struct TerminalAttach {
     pub sandbox: SandboxId,
     pub session: String,
     pub io: TokioIo<hyper::upgrade::Upgraded>,
-    _permit: Permit,
+    _slot: ViewerSlot,
 }
 
 /// A session name: 1–64 of `[A-Za-z0-9_.-]`, not starting with `.` or `-`.
@@ -78,16 +125,17 @@ impl SandboxService {
             ),
         };
         if let Some(cmd) = &request.cmd {
-            if cmd.len() > 4096 || cmd.contains('\0') {
-                return Err(SandboxError::Invalid(
-                    "`cmd` must be at most 4096 bytes without NUL".into(),
-                ));
+            if cmd.len() > MAX_CMD || cmd.contains('\0') {
+                return Err(SandboxError::Invalid(format!(
+                    "`cmd` must be at most {MAX_CMD} bytes without NUL"
+                )));
             }
         }
-        let permit = self
-            .budget
-            .try_acquire(tenant, id)
-            .map_err(|e| SandboxError::Busy(e.to_string()))?;
+        let slot = self.viewers.take(id).ok_or_else(|| {
+            SandboxError::Busy(format!(
+                "this sandbox already has {MAX_VIEWERS_PER_SANDBOX} terminal clients attached"
+            ))
+        })?;
         let (sandbox, agent, _) = self.agent_for(tenant, id, Access::Mutating).await?;
         let mut pairs: Vec<(&str, String)> = Vec::new();
         if let Some(cols) = request.cols {
@@ -114,7 +162,7 @@ impl SandboxService {
             sandbox: sandbox.id.clone(),
             session,
             io,
-            _permit: permit,
+            _slot: slot,
         })
     }
 
@@ -128,6 +176,14 @@ impl SandboxService {
         if sandbox.state != crate::domain::SandboxState::Running {
             return Ok(Vec::new());
         }
+        self.agent_terminals(id).await.map_err(SandboxError::Agent)
+    }
+
+    /// What the sandbox's agent lists (untrusted: names are checked before use).
+    pub(super) async fn agent_terminals(
+        &self,
+        id: &SandboxId,
+    ) -> Result<Vec<TerminalInfo>, crate::agent::AgentError> {
         self.agent_client(id)
             .json(
                 Method::GET,
@@ -137,7 +193,6 @@ impl SandboxService {
                 1024 * 1024,
             )
             .await
-            .map_err(SandboxError::Agent)
     }
 
     /// Ends a live terminal (its whole process tree).
@@ -189,11 +244,6 @@ impl SandboxService {
     /// Terminal input or output: activity, like an exec.
     pub fn terminal_activity(&self, id: &SandboxId) {
         self.activity.touch(id);
-    }
-
-    /// Whether `key_hash` still names `tenant` (a revoked key ends its terminals).
-    pub async fn key_still_valid(&self, key_hash: &str, tenant: &TenantId) -> bool {
-        matches!(self.store.tenant_for_key(key_hash).await, Ok(Some(t)) if &t == tenant)
     }
 }
 

@@ -3,7 +3,8 @@
 //! `esbuild`) and kept in memory: never a copy pasted into this repository.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 pub const PAGE: &str = include_str!("terminal.html");
 pub const SCRIPT: &str = include_str!("terminal.js");
@@ -14,12 +15,19 @@ const MISSING: &str = include_str!("missing.html");
 const XTERM_ENTRY: &str = "/usr/share/nodejs/xterm/lib/public/Terminal.js";
 const XTERM_CSS: &str = "/usr/share/nodejs/xterm/lib/xterm.css";
 
+/// How long a failed build is remembered before the next request tries again.
+const RETRY_AFTER: Duration = Duration::from_secs(10);
+
 /// xterm.js, once bundled.
 pub struct Assets {
     entry: String,
     css: String,
-    bundle: Mutex<Option<Arc<Vec<u8>>>>,
+    /// The bundle, or the last failure and when it happened; one build at a time.
+    built: tokio::sync::Mutex<Option<Built>>,
 }
+
+/// A build's outcome: the bundle, or why not and when that was found.
+type Built = Result<Arc<Vec<u8>>, (String, Instant)>;
 
 impl Default for Assets {
     fn default() -> Self {
@@ -33,21 +41,29 @@ impl Assets {
         Assets {
             entry: entry.into(),
             css: css.into(),
-            bundle: Mutex::default(),
+            built: tokio::sync::Mutex::default(),
         }
     }
 
-    /// The xterm.js bundle, built now if it was not yet (a failure is not remembered, so
-    /// installing the packages makes the next request work).
+    /// The xterm.js bundle, built now if it was not yet: one build at a time, and a
+    /// failure is answered from memory for a few seconds (after that, installing the
+    /// packages makes the next request work).
     pub async fn xterm(&self) -> Result<Arc<Vec<u8>>, String> {
-        if let Some(bundle) = self
-            .bundle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-        {
-            return Ok(bundle);
+        let mut built = self.built.lock().await;
+        match &*built {
+            Some(Ok(bundle)) => return Ok(bundle.clone()),
+            Some(Err((reason, at))) if at.elapsed() < RETRY_AFTER => return Err(reason.clone()),
+            _ => {}
         }
+        let result = self.build().await;
+        *built = Some(match &result {
+            Ok(bundle) => Ok(bundle.clone()),
+            Err(reason) => Err((reason.clone(), Instant::now())),
+        });
+        result
+    }
+
+    async fn build(&self) -> Result<Arc<Vec<u8>>, String> {
         if !Path::new(&self.entry).exists() {
             return Err(format!("{} is missing (package node-xterm)", self.entry));
         }
@@ -69,9 +85,7 @@ impl Assets {
                 String::from_utf8_lossy(&output.stderr).trim()
             ));
         }
-        let bundle = Arc::new(output.stdout);
-        *self.bundle.lock().unwrap_or_else(|p| p.into_inner()) = Some(bundle.clone());
-        Ok(bundle)
+        Ok(Arc::new(output.stdout))
     }
 
     /// xterm.js's stylesheet.

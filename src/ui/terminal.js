@@ -14,7 +14,11 @@
   var key = params.get('key') || sessionStorage.getItem('berth-key') || window.prompt('berth API key');
   if (!key) return say('no API key: open this page as /ui/terminal/ID#key=YOUR_KEY', true);
   sessionStorage.setItem('berth-key', key);
-  if (params.get('key')) history.replaceState(null, '', location.pathname);
+  // The key leaves the address bar (and the history); the session stays, for a reload.
+  if (params.get('key')) {
+    params.delete('key');
+    history.replaceState(null, '', location.pathname + (params.toString() ? '#' + params : ''));
+  }
 
   var term = new XtermBundle.Terminal({ cols: 120, rows: 32, rendererType: 'dom', cursorBlink: true });
   term.open(document.getElementById('term'));

@@ -428,6 +428,8 @@ struct AttachQuery {
     #[serde(default)]
     offset: Option<u64>,
     #[serde(default)]
+    incarnation: Option<String>,
+    #[serde(default)]
     cmd: Option<String>,
     #[serde(default)]
     ephemeral: bool,
@@ -451,6 +453,7 @@ async fn attach_terminal(
             cols: q.cols,
             rows: q.rows,
             offset: q.offset,
+            incarnation: q.incarnation,
             cmd: q.cmd,
             ephemeral: q.ephemeral,
             recorder: q.recorder,
@@ -481,8 +484,8 @@ async fn serve_terminal<S>(stream: S, mut subscription: terminal::Subscription)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
 {
-    use crate::term::{encode_control, header, Decoder, Frame, TermControl, DATA};
-    let (mut read, mut write) = tokio::io::split(stream);
+    use crate::term::{encode_control, header, Frame, FrameReader, TermControl, DATA};
+    let (read, mut write) = tokio::io::split(stream);
     let terminal = subscription.terminal.clone();
     let viewer = subscription.viewer;
     let queued = subscription.queued.clone();
@@ -532,28 +535,19 @@ where
         }
     };
     let incoming = async {
-        let mut decoder = Decoder::default();
-        let mut buf = vec![0u8; 64 * 1024];
+        let mut frames = FrameReader::new(read);
         loop {
-            let n = match read.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => n,
-            };
-            decoder.push(&buf[..n]);
-            loop {
-                match decoder.next_frame() {
-                    Ok(Some(Frame::Data(input))) if viewer => {
-                        if terminal.write_input(&input).await.is_err() {
-                            return;
-                        }
+            match frames.next().await {
+                Ok(Some(Frame::Data(input))) if viewer => {
+                    if terminal.write_input(&input).await.is_err() {
+                        return;
                     }
-                    Ok(Some(Frame::Control(TermControl::Resize { cols, rows }))) if viewer => {
-                        terminal.resize(cols, rows);
-                    }
-                    Ok(Some(_)) => {}
-                    Ok(None) => break,
-                    Err(_) => return,
                 }
+                Ok(Some(Frame::Control(TermControl::Resize { cols, rows }))) if viewer => {
+                    terminal.resize(cols, rows);
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => return,
             }
         }
     };

@@ -8,7 +8,7 @@ use super::error::AgentError;
 use super::reaper::ExitStatus;
 use super::spawn::{self, Credentials};
 use super::AgentState;
-use crate::term::{clamp_size, TermControl, TerminalInfo, RING_BYTES};
+use crate::term::{clamp_size, TermControl, TerminalInfo, MAX_CMD, RING_BYTES};
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -19,14 +19,14 @@ use std::sync::{Arc, Mutex};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 
-/// Most terminals one sandbox may have at once.
+/// Most terminals one sandbox may have running at once.
 pub const MAX_TERMINALS: usize = 32;
+/// How long an ended terminal stays for recorders to read its last output.
+const KEEP_ENDED: std::time::Duration = std::time::Duration::from_secs(30);
 /// Bytes a subscriber may have queued before it is evicted. The subscriber is the
 /// supervisor, which reads at once (it bounds each client itself), so this only absorbs
 /// bursts: a program can write faster than anything reads it, for a while.
 pub const SUBSCRIBER_BYTES: usize = 32 * 1024 * 1024;
-/// Longest `cmd`.
-const MAX_CMD: usize = 4096;
 
 /// What a subscriber receives.
 #[derive(Debug)]
@@ -41,6 +41,8 @@ pub struct AttachSpec {
     pub cols: Option<u16>,
     pub rows: Option<u16>,
     pub offset: Option<u64>,
+    /// The run `offset` counts in; another run's offset means nothing (all kept is sent).
+    pub incarnation: Option<String>,
     pub cmd: Option<String>,
     /// Ends when its last viewer leaves (an unnamed terminal).
     pub ephemeral: bool,
@@ -91,6 +93,8 @@ impl Shared {
 
 pub struct Terminal {
     pub name: String,
+    /// This run of the session (see `TermControl::Hello`).
+    pub incarnation: String,
     pub pid: u32,
     tag: u32,
     ephemeral: bool,
@@ -113,69 +117,92 @@ impl Terminals {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The running terminals.
     pub fn list(&self) -> Vec<TerminalInfo> {
-        let mut list: Vec<_> = self.map().values().map(|t| t.info()).collect();
+        let mut list: Vec<_> = self
+            .map()
+            .values()
+            .filter(|t| !t.ended())
+            .map(|t| t.info())
+            .collect();
         list.sort_by(|a, b| a.name.cmp(&b.name));
         list
     }
 
-    pub fn get(&self, name: &str) -> Option<Arc<Terminal>> {
-        self.map().get(name).cloned()
-    }
-
-    /// Ends a terminal: its whole process tree is killed; its viewers get `exit`.
+    /// Ends a running terminal: its whole process tree is killed; its viewers get `exit`.
     pub fn kill(&self, name: &str) -> Result<(), AgentError> {
         let terminal = self
+            .map()
             .get(name)
+            .filter(|t| !t.ended())
+            .cloned()
             .ok_or_else(|| AgentError::NotFound(format!("no terminal {name:?}")))?;
         terminal.kill();
         Ok(())
     }
 
-    fn remove(&self, name: &str, pid: u32) {
+    /// Forgets `terminal` (ended a while ago) unless its name was taken again meanwhile.
+    fn forget(&self, terminal: &Arc<Terminal>) {
         let mut map = self.map();
-        if map.get(name).is_some_and(|t| t.pid == pid) {
-            map.remove(name);
+        if map
+            .get(&terminal.name)
+            .is_some_and(|t| Arc::ptr_eq(t, terminal))
+        {
+            map.remove(&terminal.name);
         }
     }
 }
 
-/// Attaches to terminal `name`, creating it (running `cmd`, or a shell) unless it is
-/// live or the caller is a recorder.
+/// A new run's id: when this agent started, and a count.
+fn next_incarnation() -> String {
+    static STARTED: std::sync::OnceLock<u128> = std::sync::OnceLock::new();
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let started = STARTED.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    });
+    format!("{started}-{}", COUNT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Attaches to terminal `name`. A viewer starts it (running `cmd`, or a shell) unless it
+/// runs; a recorder never starts one, but may still read one that ended a moment ago.
 pub fn attach(
     state: &Arc<AgentState>,
     name: &str,
     spec: AttachSpec,
 ) -> Result<Subscription, AgentError> {
-    let existing = state.terminals.get(name);
-    let terminal = match existing {
-        Some(t) => t,
-        None if spec.recorder => {
-            return Err(AgentError::NotFound(format!("no terminal {name:?}")));
-        }
-        None => {
-            let mut map = state.terminals.map();
-            match map.get(name) {
-                Some(t) => t.clone(),
-                None => {
-                    if map.len() >= MAX_TERMINALS {
-                        return Err(AgentError::Conflict(format!(
-                            "this sandbox already has {MAX_TERMINALS} terminals; end one first"
-                        )));
-                    }
-                    let t = start(state, name, &spec)?;
-                    map.insert(name.to_string(), t.clone());
-                    t
+    let terminal = {
+        let mut map = state.terminals.map();
+        match map.get(name) {
+            Some(t) if spec.recorder || !t.ended() => t.clone(),
+            _ if spec.recorder => {
+                return Err(AgentError::NotFound(format!("no terminal {name:?}")));
+            }
+            _ => {
+                let running = map.values().filter(|t| !t.ended()).count();
+                if running >= MAX_TERMINALS {
+                    return Err(AgentError::Conflict(format!(
+                        "this sandbox already has {MAX_TERMINALS} terminals; end one first"
+                    )));
                 }
+                let t = start(state, name, &spec)?;
+                map.insert(name.to_string(), t.clone());
+                t
             }
         }
     };
+    let offset = spec.offset.filter(|_| {
+        spec.incarnation
+            .as_deref()
+            .is_none_or(|i| i == terminal.incarnation)
+    });
     if !spec.recorder {
         if let (Some(cols), Some(rows)) = (spec.cols, spec.rows) {
             terminal.resize(cols, rows);
         }
     }
-    Ok(terminal.subscribe(spec.offset, !spec.recorder))
+    Ok(terminal.subscribe(offset, !spec.recorder))
 }
 
 /// Starts a program on a new PTY.
@@ -250,6 +277,7 @@ fn start(
         .map_err(|e| AgentError::Io(format!("cannot watch the terminal: {e}")))?;
     let terminal = Arc::new(Terminal {
         name: name.to_string(),
+        incarnation: next_incarnation(),
         pid: child.id(),
         tag,
         ephemeral: spec.ephemeral,
@@ -265,7 +293,11 @@ fn start(
         }),
         input: tokio::sync::Mutex::new(()),
         next_subscriber: AtomicU64::new(1),
-        created_at: now_rfc3339(),
+        created_at: super::files::rfc3339(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64),
+        ),
     });
     let (reader, waiter) = (terminal.clone(), terminal.clone());
     let state = state.clone();
@@ -277,7 +309,9 @@ fn start(
         spawn::kill_tree(waiter.pid, waiter.tag);
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), drained).await;
         waiter.finish(status);
-        state.terminals.remove(&waiter.name, waiter.pid);
+        // Kept a little, for a recorder that attaches late (a short command's output).
+        tokio::time::sleep(KEEP_ENDED).await;
+        state.terminals.forget(&waiter);
     });
     Ok(terminal)
 }
@@ -293,32 +327,21 @@ fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
     Ok(())
 }
 
-/// Now as RFC 3339 UTC, without a date library (days to civil date, proleptic Gregorian).
-fn now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs()) as i64;
-    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
-}
-
 impl Terminal {
     fn shared(&self) -> std::sync::MutexGuard<'_, Shared> {
         self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the program has exited.
+    pub fn ended(&self) -> bool {
+        self.shared().exited.is_some()
+    }
+
+    /// An unnamed terminal whose last viewer left ends (call without the lock held).
+    fn end_if_abandoned(&self, viewers_left: usize) {
+        if self.ephemeral && viewers_left == 0 && !self.ended() {
+            self.kill();
+        }
     }
 
     pub fn info(&self) -> TerminalInfo {
@@ -347,6 +370,7 @@ impl Terminal {
             cols: s.cols,
             rows: s.rows,
             offset: from,
+            incarnation: self.incarnation.clone(),
         }));
         if let Some(asked) = offset.filter(|o| *o < s.start) {
             let _ = tx.send(Out::Control(TermControl::Dropped {
@@ -395,10 +419,9 @@ impl Terminal {
         s.subscribers.retain(|sub| sub.id != id);
         if s.subscribers.len() < before && viewer {
             s.viewers -= 1;
-            if self.ephemeral && s.viewers == 0 && s.exited.is_none() {
-                drop(s);
-                self.kill();
-            }
+            let left = s.viewers;
+            drop(s);
+            self.end_if_abandoned(left);
         }
     }
 
@@ -531,11 +554,17 @@ impl Terminal {
                 evicted.push((sub.id, sub.viewer));
             }
         }
+        let evicted_viewer = evicted.iter().any(|(_, viewer)| *viewer);
         for (id, viewer) in evicted {
             s.subscribers.retain(|sub| sub.id != id);
             if viewer {
                 s.viewers -= 1;
             }
+        }
+        let left = s.viewers;
+        drop(s);
+        if evicted_viewer {
+            self.end_if_abandoned(left);
         }
     }
 
