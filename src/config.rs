@@ -51,6 +51,34 @@ pub struct Config {
     /// Browser origins (`https://app.example.com`) allowed to open terminals besides this
     /// server's own; `*` allows any.
     pub terminal_origins: Vec<String>,
+    /// Where snapshots and archived volumes go.
+    pub archive: crate::archive::ArchiveConfig,
+    /// How long sandboxes, snapshots and kept volumes live on.
+    pub retention: Retention,
+    /// On shutdown, how long `/readyz` says 503 while requests are still taken.
+    pub shutdown_notice_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Retention {
+    /// A sandbox stopped this long has its volume archived (0: never).
+    pub archive_after_s: u64,
+    /// Snapshots are deleted this long after they were taken (0: never).
+    pub snapshots_s: u64,
+    /// A volume kept past its sandbox's deletion (`keep_volume=true`), and used by no
+    /// sandbox, is removed this long after (0: never).
+    pub kept_volumes_s: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            archive_after_s: 7 * 24 * 3600,
+            snapshots_s: 30 * 24 * 3600,
+            kept_volumes_s: 30 * 24 * 3600,
+        }
+    }
 }
 
 /// Most sandboxes the pool keeps ready for one template.
@@ -131,6 +159,9 @@ impl Default for Config {
             images: ImagesConfig::default(),
             pool: BTreeMap::from([("python".to_string(), 2), ("node".to_string(), 1)]),
             terminal_origins: Vec::new(),
+            archive: Default::default(),
+            retention: Retention::default(),
+            shutdown_notice_ms: 1000,
         }
     }
 }
@@ -287,6 +318,23 @@ impl Config {
         );
         overlay!("BERTH_ENDED_RETENTION_S", self.limits.ended_retention_s);
         overlay!("BERTH_MAX_RECORDING_BYTES", self.limits.max_recording_bytes);
+        if let Some(v) = lookup("BERTH_ARCHIVE_URL") {
+            self.archive.url = Some(v).filter(|v| !v.is_empty());
+        }
+        if let Some(v) = lookup("BERTH_ARCHIVE_ENDPOINT") {
+            self.archive.endpoint = Some(v).filter(|v| !v.is_empty());
+        }
+        if let Some(v) = lookup("BERTH_ARCHIVE_REGION") {
+            self.archive.region = Some(v).filter(|v| !v.is_empty());
+        }
+        overlay!("BERTH_ARCHIVE_ALLOW_HTTP", self.archive.allow_http);
+        overlay!("BERTH_ARCHIVE_AFTER_S", self.retention.archive_after_s);
+        overlay!("BERTH_SHUTDOWN_NOTICE_MS", self.shutdown_notice_ms);
+        overlay!("BERTH_SNAPSHOT_RETENTION_S", self.retention.snapshots_s);
+        overlay!(
+            "BERTH_KEPT_VOLUME_RETENTION_S",
+            self.retention.kept_volumes_s
+        );
         if let Some(v) = lookup("BERTH_TERMINAL_ORIGINS") {
             self.terminal_origins = v
                 .split(',')

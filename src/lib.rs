@@ -3,9 +3,11 @@
 
 pub mod agent;
 pub mod api;
+pub mod archive;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod crash;
 pub mod docker;
 pub mod domain;
 pub mod images;

@@ -45,9 +45,15 @@ pub enum StartupError {
     },
     #[error("start-up reconciliation failed: {0}")]
     Reconcile(String),
+    #[error("another berth server (pid {pid}) is using the data dir {dir}; stop it first, or give this one its own BERTH_DATA_DIR")]
+    Locked { dir: PathBuf, pid: String },
+    #[error("{0}")]
+    Archive(#[from] crate::archive::ArchiveError),
 }
 
 pub struct Application {
+    /// Held while the server lives: a second server on the same data dir is refused.
+    _lock: std::fs::File,
     listener: TcpListener,
     state: AppState,
     /// Set when this start created the default tenant: where its key was written.
@@ -57,6 +63,7 @@ pub struct Application {
 impl Application {
     pub async fn build(mut config: Config) -> Result<Self, StartupError> {
         prepare_data_dir(&config.data_dir)?;
+        let lock = lock_data_dir(&config.data_dir)?;
         let store = store::open(&config.database_url()).await?;
         let docker = DockerEngine::connect(Duration::from_secs(config.docker_timeout_s)).await?;
         docker.ping().await?;
@@ -69,11 +76,14 @@ impl Application {
             config.data_dir.clone(),
             config.images.clone(),
         );
+        let archive =
+            crate::archive::ArchiveStore::open(&config.archive, &config.data_dir.join("archive"))?;
         let service = SandboxService::new(
             config.clone(),
             store.clone(),
             docker,
             images,
+            archive,
             agent_binary,
             instance,
         );
@@ -91,6 +101,7 @@ impl Application {
                     source,
                 })?;
         Ok(Application {
+            _lock: lock,
             listener,
             state: AppState::new(service),
             new_key_file,
@@ -105,19 +116,23 @@ impl Application {
         self.state.service.clone()
     }
 
-    /// Serves until `shutdown` completes; the reaper runs alongside. Open connections
-    /// (streams, event subscribers) get [`SHUTDOWN_GRACE`] to finish, then are dropped.
+    /// Serves until `shutdown` completes; the reaper runs alongside. Then `/readyz` turns
+    /// 503 and terminals close with 1001 while requests are still taken for
+    /// `shutdown_notice_ms`; after that, requests under way get [`SHUTDOWN_GRACE`] to
+    /// finish. Sandboxes keep running.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let reaper = self.state.service.spawn_reaper();
+        let watcher = self.state.service.spawn_watcher();
         // Terminals that lived on in running sandboxes are recorded again.
         let recorders = tokio::spawn({
             let service = self.state.service.clone();
             async move { service.resume_recorders().await }
         });
         let pool = self.state.service.spawn_pool_filler();
+        let service = self.state.service.clone();
         let app = api::router(self.state);
         let stopping = Arc::new(tokio::sync::Notify::new());
         let signal = stopping.clone();
@@ -128,8 +143,13 @@ impl Application {
                 tracing::debug!(error = %e, "cannot set TCP_NODELAY");
             }
         });
+        let notice = Duration::from_millis(service.config().shutdown_notice_ms);
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
             shutdown.await;
+            // Not ready any more (load balancers take note), terminals told to go; new
+            // requests are still served for the notice, then only those under way are.
+            service.begin_shutdown();
+            tokio::time::sleep(notice).await;
             signal.notify_one();
         });
         let result = tokio::select! {
@@ -137,6 +157,7 @@ impl Application {
             _ = async { stopping.notified().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => Ok(()),
         };
         reaper.abort();
+        watcher.abort();
         recorders.abort();
         if let Some(pool) = pool {
             pool.abort();
@@ -158,6 +179,38 @@ fn fit_to_host(config: &mut Config, host_cpus: u64) {
         config.limits.max_cpu = cpus;
     }
     config.defaults.cpu = config.defaults.cpu.min(cpus);
+}
+
+/// Takes the data dir's lock file (an exclusive `flock`, released when the process
+/// ends, however it ends) and writes this process's pid into it.
+fn lock_data_dir(dir: &Path) -> Result<std::fs::File, StartupError> {
+    use std::io::{Read, Seek, Write};
+    use std::os::fd::AsRawFd;
+    let path = dir.join("berth.lock");
+    let err = |source| StartupError::DataDir {
+        path: path.clone(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(err)?;
+    // SAFETY: flock(2) on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let mut pid = String::new();
+        let _ = file.read_to_string(&mut pid);
+        return Err(StartupError::Locked {
+            dir: dir.to_path_buf(),
+            pid: pid.trim().to_string(),
+        });
+    }
+    file.set_len(0).map_err(err)?;
+    file.rewind().map_err(err)?;
+    write!(file, "{}", std::process::id()).map_err(err)?;
+    Ok(file)
 }
 
 fn prepare_data_dir(dir: &Path) -> Result<(), StartupError> {

@@ -217,6 +217,15 @@ pub struct ProcessList {
     pub processes: Vec<ProcessInfo>,
 }
 
+/// The agent's `GET /usage`: bytes the workdir takes on disk (blocks, not lengths), and
+/// whether every file was counted (a huge tree is counted for a bounded time).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DiskUsage {
+    pub bytes: u64,
+    pub files: u64,
+    pub complete: bool,
+}
+
 /// Body of the agent's `PUT /env`: the sandbox's own variables, given to every exec
 /// (a request's `env` still wins). Replaces what was set before.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -343,6 +352,10 @@ pub struct ErrorDetail {
     /// With `sandbox_stopped`: why the sandbox stopped (`idle`, `timeout`, `deleted`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// True when the same request may succeed later (Docker or the database were
+    /// unavailable, a budget was full): retry after `Retry-After`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retryable: bool,
 }
 
 impl ErrorBody {
@@ -352,6 +365,7 @@ impl ErrorBody {
                 code: code.to_string(),
                 message: message.into(),
                 reason: None,
+                retryable: false,
             },
         }
     }

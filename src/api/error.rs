@@ -22,6 +22,8 @@ pub struct ApiError {
     pub reason: Option<String>,
     /// Extra response headers (`Retry-After`, `Content-Range`).
     pub headers: Vec<(axum::http::HeaderName, String)>,
+    /// The same request may succeed later (`"retryable": true` in the body).
+    pub retryable: bool,
 }
 
 /// Response extension carrying a 5xx cause to the logging layer.
@@ -37,6 +39,7 @@ impl ApiError {
             detail: None,
             reason: None,
             headers: Vec::new(),
+            retryable: false,
         }
     }
     /// 429 `busy`: a concurrency budget is full; retry after a second.
@@ -44,6 +47,7 @@ impl ApiError {
         let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, "busy", m);
         e.headers
             .push((axum::http::header::RETRY_AFTER, "1".into()));
+        e.retryable = true;
         e
     }
     pub fn invalid(m: impl Into<String>) -> Self {
@@ -78,9 +82,13 @@ impl ApiError {
             "this route does not take that method",
         )
     }
+    /// 503 `unavailable`, retryable: Docker, the database or the archive store are
+    /// down for now; retry after a couple of seconds.
     pub fn unavailable(m: impl Into<String>, cause: impl std::fmt::Display) -> Self {
         ApiError {
             detail: Some(cause.to_string()),
+            retryable: true,
+            headers: vec![(axum::http::header::RETRY_AFTER, "2".into())],
             ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m)
         }
     }
@@ -100,6 +108,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut body = ErrorBody::new(self.code, self.message);
         body.error.reason = self.reason;
+        body.error.retryable = self.retryable;
         let mut response = (self.status, Json(body)).into_response();
         for (name, value) in self.headers {
             if let Ok(value) = axum::http::HeaderValue::from_str(&value) {
@@ -222,6 +231,9 @@ impl From<SandboxError> for ApiError {
             SandboxError::TooLarge(m) => ApiError::too_large(m),
             SandboxError::Unprocessable(m) => ApiError::unprocessable(m),
             SandboxError::Internal(m) => ApiError::internal(m),
+            SandboxError::Archive(m) => {
+                ApiError::unavailable("the archive store is unavailable; retry shortly", m)
+            }
             SandboxError::Busy(m) => ApiError::busy(format!("{m}; retry shortly")),
             SandboxError::Stopped { id, reason } => {
                 let message = SandboxError::Stopped {

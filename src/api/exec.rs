@@ -26,7 +26,7 @@ pub async fn exec(
             duration_ms,
         } => {
             state.metrics.observe_exec(duration_ms, timed_out);
-            Ok(relay(reply))
+            Ok(relay(*reply))
         }
     }
 }

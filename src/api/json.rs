@@ -8,6 +8,10 @@ use serde::de::DeserializeOwned;
 
 pub struct ApiJson<T>(pub T);
 
+/// Like [`ApiJson`], but an empty body is `T::default()` (for routes whose body is
+/// optional, such as a snapshot's label).
+pub struct ApiJsonOrDefault<T>(pub T);
+
 /// The longest a client may take to send a JSON body.
 const BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -15,6 +19,26 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        match read(req, state).await? {
+            Some(value) => Ok(ApiJson(value)),
+            None => Err(ApiError::invalid("a JSON body is required")),
+        }
+    }
+}
+
+impl<T: DeserializeOwned + Default> FromRequest<AppState> for ApiJsonOrDefault<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        Ok(ApiJsonOrDefault(
+            read(req, state).await?.unwrap_or_default(),
+        ))
+    }
+}
+
+/// The body parsed, or `None` when it is empty.
+async fn read<T: DeserializeOwned>(req: Request, state: &AppState) -> Result<Option<T>, ApiError> {
+    {
         let limit = state.service.config().limits.max_json_bytes;
         let declared = req
             .headers()
@@ -39,10 +63,10 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
             })?
             .map_err(|_| ApiError::too_large(format!("JSON body larger than {limit} bytes")))?;
         if bytes.is_empty() {
-            return Err(ApiError::invalid("a JSON body is required"));
+            return Ok(None);
         }
         let value = serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))?;
-        Ok(ApiJson(value))
+        Ok(Some(value))
     }
 }

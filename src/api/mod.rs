@@ -14,6 +14,7 @@ pub mod openapi;
 mod ops;
 mod request_id;
 mod sandboxes;
+mod snapshots;
 mod terminal;
 mod ui;
 mod views;
@@ -113,6 +114,13 @@ pub fn router(state: AppState) -> Router {
             "/sandboxes/{id}/terminals/{name}/recording",
             get(terminal::recording),
         )
+        .route("/sandboxes/{id}/snapshots", post(snapshots::create))
+        .route("/snapshots", get(snapshots::list))
+        .route(
+            "/snapshots/{id}",
+            get(snapshots::get).delete(snapshots::delete),
+        )
+        .route("/snapshots/{id}/files", get(snapshots::files))
         .route("/volumes", get(volumes::list))
         .route("/volumes/{name}", get(volumes::get).delete(volumes::delete))
         .route("/events", get(events::stream))

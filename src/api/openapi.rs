@@ -355,7 +355,8 @@ fn schemas(c: &Config) -> Value {
             "created_at": time, "started_at": time, "expires_at": time, "stopped_at": time, "last_activity_at": time,
             "reason": string,
             "usage": {"type": "object", "properties": {"cpu_s": {"type": "number"}, "memory_bytes": {"type": "integer"},
-                "memory_peak_bytes": {"type": "integer"}, "disk_bytes": {"type": "integer"}}}}},
+                "memory_peak_bytes": {"type": "integer"}, "disk_bytes": {"type": "integer"},
+                "archive_bytes": {"type": "integer"}}}}},
         "SandboxList": {"type": "object", "properties": {"sandboxes": {"type": "array",
             "items": {"$ref": "#/components/schemas/Sandbox"}}}},
         "PatchSandbox": {"type": "object", "additionalProperties": false, "properties": {

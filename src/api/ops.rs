@@ -24,8 +24,10 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         tracing::warn!(error = %e, "readiness: database unreachable");
     }
     let word = |ok: bool| if ok { "ok" } else { "unavailable" };
-    let body = json!({ "docker": word(docker.is_ok()), "database": word(database.is_ok()) });
-    let status = if docker.is_ok() && database.is_ok() {
+    let draining = state.service.shutting_down();
+    let body = json!({ "docker": word(docker.is_ok()), "database": word(database.is_ok()),
+        "server": if draining { "shutting down" } else { "ok" } });
+    let status = if docker.is_ok() && database.is_ok() && !draining {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

@@ -355,12 +355,25 @@ async fn bridge(
         }
     };
 
+    let shutdown = {
+        let outbox = &outbox;
+        let signal = state.service.shutdown_signal();
+        async move {
+            signal.await;
+            outbox.send(close(
+                GOING_AWAY,
+                "the server is shutting down; reattach shortly",
+            ));
+        }
+    };
+
     let work = async {
         tokio::select! {
             _ = from_agent => {}
             _ = from_client => {}
             _ = liveness => {}
             _ = key_check => {}
+            _ = shutdown => {}
         }
     };
     tokio::pin!(writer);

@@ -49,8 +49,12 @@ pub async fn serve(local: LocalOpts, listen: Option<String>) -> anyhow::Result<E
         None => eprintln!("create more API keys with: berth keys create --tenant NAME"),
     }
     eprintln!("images are built on first use; `berth images build` builds them ahead of time. Ctrl-C stops.");
-    app.run_until(async {
-        let _ = tokio::signal::ctrl_c().await;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    app.run_until(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
         eprintln!(
             "berth: shutting down (sandboxes keep running and are adopted on the next start)"
         );

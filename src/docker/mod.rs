@@ -145,6 +145,13 @@ impl ContainerRole {
     }
 }
 
+/// A container of this instance died or was removed.
+#[derive(Debug, Clone)]
+pub struct ContainerGone {
+    pub sandbox_id: String,
+    pub role: ContainerRole,
+}
+
 /// One-shot resource usage.
 #[derive(Debug, Clone, Default)]
 pub struct ContainerUsage {
@@ -475,6 +482,40 @@ impl DockerEngine {
                 })
             })
             .collect())
+    }
+
+    /// Containers of berth instance `instance` dying or being removed, as it happens. The
+    /// stream ends (with an error) when the daemon goes away.
+    pub fn containers_gone(
+        &self,
+        instance: &str,
+    ) -> impl futures_util::Stream<Item = Result<ContainerGone, DockerError>> + Send + 'static {
+        let filters = HashMap::from([
+            ("type".to_string(), vec!["container".to_string()]),
+            (
+                "event".to_string(),
+                vec!["die".to_string(), "destroy".to_string()],
+            ),
+            (
+                "label".to_string(),
+                vec![
+                    format!("{LABEL_MANAGED}=true"),
+                    format!("{LABEL_INSTANCE}={instance}"),
+                ],
+            ),
+        ]);
+        let options = bollard::system::EventsOptions::<String> {
+            filters,
+            ..Default::default()
+        };
+        self.client.events(Some(options)).map(|event| {
+            let event = event.map_err(|e| DockerError::from_bollard("events", "engine", e))?;
+            let labels = event.actor.and_then(|a| a.attributes).unwrap_or_default();
+            Ok(ContainerGone {
+                sandbox_id: labels.get(LABEL_SANDBOX).cloned().unwrap_or_default(),
+                role: ContainerRole::from_label(labels.get(LABEL_ROLE)),
+            })
+        })
     }
 
     pub async fn usage(&self, name: &str) -> Result<ContainerUsage, DockerError> {

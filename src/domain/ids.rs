@@ -47,6 +47,39 @@ impl SandboxId {
     }
 }
 
+/// `snap-` and 16 lowercase alphanumerics.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SnapshotId(String);
+
+impl SnapshotId {
+    pub fn generate() -> Self {
+        SnapshotId(format!("snap-{}", random_token(16)))
+    }
+
+    /// Accepts only ids of the generated shape (they name archive objects).
+    pub fn parse(raw: &str) -> Option<Self> {
+        let rest = raw.strip_prefix("snap-")?;
+        (rest.len() == 16 && rest.bytes().all(|b| ALPHABET.contains(&b)))
+            .then(|| SnapshotId(raw.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The archive object holding it.
+    pub fn object_key(&self) -> String {
+        format!("snapshots/{}.tar.zst", self.0)
+    }
+}
+
+impl fmt::Display for SnapshotId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 impl fmt::Display for SandboxId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

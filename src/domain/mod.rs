@@ -6,9 +6,19 @@ mod ids;
 pub mod image_ref;
 mod request;
 mod sandbox;
+mod snapshot;
 mod state;
 
-pub use ids::{ApiKey, SandboxId, TenantId, VolumeName};
+pub use ids::{ApiKey, SandboxId, SnapshotId, TenantId, VolumeName};
+pub use snapshot::{Snapshot, SnapshotKind, SnapshotState};
+
+/// Unix seconds as RFC 3339 UTC (`1970-01-01T00:00:00Z`).
+pub fn rfc3339(secs: i64) -> String {
+    chrono::DateTime::from_timestamp(secs, 0)
+        .unwrap_or_default()
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
 pub use request::{CreateSandbox, CreateSandboxRequest, LabelFilter, PatchSandbox, RequestError};
 pub use sandbox::{Limits, Network, Sandbox, Usage};
 pub use state::{SandboxState, TransitionError};

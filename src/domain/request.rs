@@ -55,6 +55,8 @@ pub struct CreateSandbox {
     pub labels: BTreeMap<String, String>,
     pub network: Network,
     pub volume: Option<VolumeName>,
+    /// A snapshot to restore into the new volume.
+    pub from_snapshot: Option<super::SnapshotId>,
     pub auto_resume: bool,
 }
 
@@ -127,8 +129,16 @@ impl CreateSandboxRequest {
             .map(VolumeName::parse)
             .transpose()
             .map_err(RequestError)?;
-        if self.from_snapshot.is_some() {
-            return fail("`from_snapshot` is not supported by this server yet");
+        let from_snapshot = match self.from_snapshot.as_deref() {
+            None => None,
+            Some(raw) => Some(super::SnapshotId::parse(raw).ok_or_else(|| {
+                RequestError(format!(
+                    "`from_snapshot` {raw:?} is not a snapshot id (snap-...)"
+                ))
+            })?),
+        };
+        if from_snapshot.is_some() && volume.is_some() {
+            return fail("give `volume` or `from_snapshot`, not both: a snapshot is restored into a new volume");
         }
         Ok(CreateSandbox {
             image,
@@ -146,6 +156,7 @@ impl CreateSandboxRequest {
             labels: self.labels,
             network,
             volume,
+            from_snapshot,
             auto_resume: self.auto_resume.unwrap_or(true),
         })
     }

@@ -42,6 +42,9 @@ pub struct Usage {
     pub memory_peak_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disk_bytes: Option<u64>,
+    /// Bytes of the archive holding the volume while the sandbox is archived.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archive_bytes: Option<u64>,
 }
 
 /// One sandbox: its state, where its files live and what it may use. Stored whole.
@@ -70,6 +73,9 @@ pub struct Sandbox {
     pub last_activity_at: Option<DateTime<Utc>>,
     /// Why it stopped or failed (`timeout`, `idle`, `oom`, `requested`, an error text).
     pub reason: Option<String>,
+    /// Where its volume's content is while it is archived.
+    #[serde(default)]
+    pub archive: Option<super::SnapshotId>,
 }
 
 impl Sandbox {
@@ -103,6 +109,7 @@ impl Sandbox {
             stopped_at: None,
             last_activity_at: None,
             reason: None,
+            archive: None,
         }
     }
 

@@ -108,6 +108,7 @@ impl SandboxService {
             stopped_at: None,
             last_activity_at: None,
             reason: None,
+            archive: None,
         };
         self.store.insert_sandbox(&sandbox).await?;
         self.counts.add(sandbox.state);
@@ -134,6 +135,11 @@ impl SandboxService {
         if let Some(sandbox) = self.adopt_pooled(tenant, &request).await? {
             return Ok(sandbox);
         }
+        // Checked before anything is made for it.
+        let snapshot = match &request.from_snapshot {
+            Some(id) => Some(self.restorable(tenant, id).await?),
+            None => None,
+        };
         // A missing template is built here, outside the admission lock (it can take minutes).
         let image_ref = self.images.resolve(&request.image).await?;
         let id = SandboxId::generate();
@@ -141,12 +147,18 @@ impl SandboxService {
         let lock = self.lock_for(&id);
         let _held = lock.lock().await;
         let mut sandbox = self.admit(tenant, &request, id, image_ref).await?;
+        crate::crash::point("create.after_record");
         self.emit(EventKind::Created, &sandbox);
         let started = async {
             if sandbox.owns_volume {
                 self.create_volume(&sandbox).await?;
             }
+            crate::crash::point("create.after_volume");
             self.bring_up(&sandbox).await?;
+            crate::crash::point("create.after_container");
+            if let Some(snapshot) = &snapshot {
+                self.restore_into(&sandbox, snapshot).await?;
+            }
             self.write_starter_files(&sandbox, &request.files).await
         }
         .await;

@@ -30,6 +30,7 @@ impl SandboxService {
         let mut sandbox = self.get(tenant, id).await?;
         if sandbox.state != SandboxState::Terminated {
             self.bring_down(&sandbox).await?;
+            crate::crash::point("delete.after_container");
             self.activity.forget(id);
             sandbox.stopped_at = sandbox.stopped_at.or(Some(Utc::now()));
             self.transition(
@@ -41,6 +42,21 @@ impl SandboxService {
             self.emit(EventKind::Terminated, &sandbox);
         }
         self.remove_reader(id).await?;
+        // An archived sandbox's files are its archive: kept as a snapshot of the
+        // tenant's with `keep_volume`, dropped otherwise.
+        if let Some(archive) = sandbox.archive.take() {
+            if keep_volume {
+                if let Some(mut kept) = self.store.get_snapshot(&archive).await? {
+                    kept.kind = crate::domain::SnapshotKind::Snapshot;
+                    kept.label = Some(format!("archive of deleted sandbox {id}"));
+                    self.store.update_snapshot(&kept).await?;
+                }
+            } else {
+                self.drop_archive(&archive).await;
+            }
+            self.store.update_sandbox(&sandbox).await?;
+            return Ok(sandbox);
+        }
         if !keep_volume && sandbox.owns_volume {
             let others = self.store.list_sandboxes(Some(tenant), None).await?;
             let still_used = others.iter().any(|s| {

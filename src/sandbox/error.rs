@@ -31,6 +31,9 @@ pub enum SandboxError {
     Agent(#[from] AgentError),
     #[error("sandbox failed to start: {0}")]
     StartFailed(String),
+    /// The archive store could not be used (503, retry).
+    #[error("the archive store failed: {0}")]
+    Archive(String),
     /// An upload past its limit.
     #[error("{0}")]
     TooLarge(String),

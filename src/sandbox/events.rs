@@ -32,6 +32,8 @@ pub enum EventKind {
     Idle,
     #[serde(rename = "sandbox.oom")]
     Oom,
+    #[serde(rename = "sandbox.archived")]
+    Archived,
 }
 
 impl EventKind {
@@ -46,6 +48,7 @@ impl EventKind {
             EventKind::Timeout => "sandbox.timeout",
             EventKind::Idle => "sandbox.idle",
             EventKind::Oom => "sandbox.oom",
+            EventKind::Archived => "sandbox.archived",
         }
     }
 }

@@ -19,9 +19,11 @@ mod recorder;
 mod resume;
 mod run_tests;
 mod sessions;
+mod snapshots;
 mod stop;
 mod terminals;
 mod volumes;
+mod watch;
 
 pub use create::Idempotency;
 pub use error::SandboxError;
@@ -29,6 +31,7 @@ pub use events::{Event, EventKind, Subscription};
 pub use ops::{AgentReply, ExecReply, MAX_LIST_DEPTH, MAX_SEARCH_RESULTS};
 pub use pool::PoolFigures;
 pub use sessions::SESSION_LABEL;
+pub use snapshots::SnapshotRead;
 pub use terminals::{valid_session, TerminalAttach, TerminalInfo, TerminalRequest};
 pub use volumes::VolumeInfo;
 
@@ -75,6 +78,11 @@ pub struct SandboxService {
     pool: pool::Pool,
     recorders: recorder::Recorders,
     viewers: Arc<terminals::Viewers>,
+    archive: crate::archive::ArchiveStore,
+    /// An archive pass is running (one at a time).
+    archiving: std::sync::atomic::AtomicBool,
+    /// True once the server began shutting down.
+    shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 impl SandboxService {
@@ -83,6 +91,7 @@ impl SandboxService {
         store: Arc<dyn Store>,
         docker: DockerEngine,
         images: Arc<ImageService>,
+        archive: crate::archive::ArchiveStore,
         agent_binary: PathBuf,
         instance: String,
     ) -> Arc<Self> {
@@ -112,12 +121,33 @@ impl SandboxService {
             pool: pool::Pool::new(config.pool.clone()),
             recorders: recorder::Recorders::default(),
             viewers: Arc::default(),
+            archive,
+            archiving: Default::default(),
+            shutdown: tokio::sync::watch::Sender::new(false),
             config,
         })
     }
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The server is shutting down: readiness turns false, open terminals close with
+    /// 1001. Sandboxes keep running.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    pub fn shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// Resolves once the server began shutting down.
+    pub fn shutdown_signal(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.shutdown.subscribe();
+        async move {
+            let _ = rx.wait_for(|down| *down).await;
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -216,16 +246,38 @@ impl SandboxService {
     }
 
     /// Resource usage of a running sandbox, where Docker reports it.
+    /// Resource usage: CPU and memory from Docker and the volume's bytes on disk from the
+    /// agent while it runs; the archive's bytes while it is archived.
     pub async fn usage(&self, sandbox: &Sandbox) -> Option<Usage> {
+        if sandbox.state == SandboxState::Archived {
+            let archive = sandbox.archive.as_ref()?;
+            let snapshot = self.store.get_snapshot(archive).await.ok()??;
+            return Some(Usage {
+                archive_bytes: Some(snapshot.size_bytes),
+                ..Usage::default()
+            });
+        }
         if sandbox.state != SandboxState::Running {
             return None;
         }
-        let u = self.docker.usage(&sandbox.id.container_name()).await.ok()?;
+        let (name, agent) = (sandbox.id.container_name(), self.agent_client(&sandbox.id));
+        let (docker, disk) = tokio::join!(
+            self.docker.usage(&name),
+            agent.json::<berth_runtime::wire::DiskUsage>(
+                hyper::Method::GET,
+                "/usage",
+                None,
+                std::time::Duration::from_secs(5),
+                4096,
+            )
+        );
+        let u = docker.ok()?;
         Some(Usage {
             cpu_s: u.cpu_s,
             memory_bytes: u.memory_bytes,
             memory_peak_bytes: u.memory_peak_bytes,
-            disk_bytes: None,
+            disk_bytes: disk.ok().map(|d| d.bytes),
+            archive_bytes: None,
         })
     }
 

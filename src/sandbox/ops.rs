@@ -61,7 +61,7 @@ pub enum ExecReply {
     Started(BackgroundStarted),
     /// The result (JSON), with how it ended read from the agent's headers.
     Finished {
-        reply: AgentReply,
+        reply: Box<AgentReply>,
         timed_out: bool,
         duration_ms: u64,
     },
@@ -303,7 +303,7 @@ impl SandboxService {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         Ok(ExecReply::Finished {
-            reply,
+            reply: Box::new(reply),
             timed_out,
             duration_ms,
         })

@@ -133,6 +133,7 @@ impl SandboxService {
         let l = &request.limits;
         self.pool.targets.contains_key(&request.image)
             && request.volume.is_none()
+            && request.from_snapshot.is_none()
             && request.network == Network::None
             && request.workdir == self.config.defaults.workdir
             && l.cpu <= pool.cpu
@@ -299,6 +300,7 @@ impl SandboxService {
             stopped_at: None,
             last_activity_at: None,
             reason: None,
+            archive: None,
         };
         self.store.insert_sandbox(&sandbox).await?;
         let started = async {

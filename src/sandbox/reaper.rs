@@ -11,10 +11,11 @@ use std::time::Duration;
 
 impl SandboxService {
     /// One pass; returns how many sandboxes it stopped.
-    pub async fn reap_once(&self) -> usize {
+    pub async fn reap_once(self: &Arc<Self>) -> usize {
         self.reap_readers().await;
         self.prune_locks();
         self.prune_ended().await;
+        self.spawn_archiving();
         let seen = self.activity.take_unflushed();
         if !seen.is_empty() {
             if let Err(e) = self.store.record_activity(&seen).await {
@@ -62,6 +63,98 @@ impl SandboxService {
             }
         }
         stopped
+    }
+
+    /// Archives sandboxes stopped longer than `archive_after_s`, and removes snapshots and
+    /// kept volumes past their retention: on a task of its own (an archive can take a
+    /// while), one pass at a time.
+    fn spawn_archiving(self: &Arc<Self>) {
+        if self
+            .archiving
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            this.archive_pass().await;
+            this.archiving
+                .store(false, std::sync::atomic::Ordering::SeqCst);
+        });
+    }
+
+    async fn archive_pass(self: &Arc<Self>) {
+        let retention = &self.config.retention;
+        let now = Utc::now();
+        let ago = |s: u64| now - chrono::Duration::seconds(s as i64);
+        if retention.archive_after_s > 0 {
+            let stopped = self
+                .store
+                .list_sandboxes(None, Some(SandboxState::Stopped))
+                .await
+                .unwrap_or_default();
+            for sandbox in stopped.iter().filter(|s| {
+                s.owns_volume
+                    && s.stopped_at
+                        .is_some_and(|t| t <= ago(retention.archive_after_s))
+            }) {
+                match self.archive_sandbox(&sandbox.id).await {
+                    Ok(true) => {
+                        tracing::info!(sandbox = %sandbox.id, "archived a long-stopped sandbox")
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(sandbox = %sandbox.id, error = %e, "could not archive")
+                    }
+                }
+            }
+        }
+        if retention.snapshots_s > 0 {
+            let old = self.store.list_snapshots(None).await.unwrap_or_default();
+            for snapshot in old.iter().filter(|s| {
+                s.kind == crate::domain::SnapshotKind::Snapshot
+                    && s.state == crate::domain::SnapshotState::Ready
+                    && s.created_at <= ago(retention.snapshots_s)
+            }) {
+                if let Err(e) = self.delete_snapshot(&snapshot.tenant, &snapshot.id).await {
+                    tracing::warn!(snapshot = %snapshot.id, error = %e, "could not remove an old snapshot");
+                }
+            }
+        }
+        if retention.kept_volumes_s > 0 {
+            self.remove_old_kept_volumes(ago(retention.kept_volumes_s))
+                .await;
+        }
+    }
+
+    /// Removes volumes no live sandbox uses whose last sandbox ended before `cutoff` (or,
+    /// with no sandbox record left, that were made before it).
+    async fn remove_old_kept_volumes(&self, cutoff: chrono::DateTime<Utc>) {
+        let Ok(sandboxes) = self.store.list_sandboxes(None, None).await else {
+            return;
+        };
+        let mut tenants: Vec<_> = sandboxes.iter().map(|s| s.tenant.clone()).collect();
+        tenants.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        tenants.dedup();
+        for tenant in tenants {
+            let Ok(volumes) = self.store.list_volumes(&tenant).await else {
+                continue;
+            };
+            for (volume, created) in volumes {
+                let users: Vec<_> = sandboxes.iter().filter(|s| s.volume == volume).collect();
+                let live = users.iter().any(|s| s.state != SandboxState::Terminated);
+                let ended = users
+                    .iter()
+                    .filter_map(|s| s.stopped_at)
+                    .max()
+                    .unwrap_or(created);
+                if !live && ended <= cutoff {
+                    if let Err(e) = self.delete_volume(&tenant, &volume).await {
+                        tracing::warn!(%volume, error = %e, "could not remove an old kept volume");
+                    }
+                }
+            }
+        }
     }
 
     /// Forgets terminated and failed records that ended longer ago than the retention.

@@ -1,6 +1,6 @@
 //! Start-up reconciliation with Docker by labels: adopt what still runs, record what
-//! vanished, undo creates a crash cut short, remove containers berth does not know, and
-//! count sandboxes by state.
+//! vanished, undo creates, snapshots, archives and restores a crash cut short, remove
+//! containers and archive objects berth does not know, and count sandboxes by state.
 
 use super::stop::StopReason;
 use super::SandboxService;
@@ -21,6 +21,11 @@ pub struct Reconciled {
     pub pooled_removed: usize,
     /// Idempotency keys of cut-short creates, forgotten so a retry creates anew.
     pub keys_forgotten: u64,
+    /// Snapshots a crash cut short, and archive objects no record names: removed.
+    pub snapshots_undone: usize,
+    pub objects_removed: usize,
+    /// Volumes of archived sandboxes a crash left behind (the archive is whole).
+    pub archived_volumes_removed: usize,
 }
 
 impl SandboxService {
@@ -98,8 +103,53 @@ impl SandboxService {
             }
         }
         report.keys_forgotten = self.store.idempotency_clear_in_flight().await?;
+        self.reconcile_archives(&mut report).await?;
         self.count_states().await?;
         Ok(report)
+    }
+
+    /// Snapshots and archives after a crash: a snapshot being written is undone; an archive
+    /// no archived sandbox names (a crash before its sandbox was marked, or after a resume
+    /// restored it) is dropped; an archived sandbox's volume (a crash before it was
+    /// removed, or during a restore) goes, since its archive is whole; objects no record
+    /// names are removed.
+    async fn reconcile_archives(&self, report: &mut Reconciled) -> Result<(), super::SandboxError> {
+        use crate::domain::{SnapshotKind, SnapshotState};
+        let sandboxes = self.store.list_sandboxes(None, None).await?;
+        for snapshot in self.store.list_snapshots(None).await? {
+            let named = sandboxes.iter().any(|s| {
+                s.state == SandboxState::Archived && s.archive.as_ref() == Some(&snapshot.id)
+            });
+            let unused_archive = snapshot.kind == SnapshotKind::Archive && !named;
+            if snapshot.state == SnapshotState::Creating || unused_archive {
+                self.archive.delete(&snapshot.id.object_key()).await?;
+                self.store.delete_snapshot(&snapshot.id).await?;
+                report.snapshots_undone += 1;
+            }
+        }
+        for sandbox in sandboxes
+            .iter()
+            .filter(|s| s.state == SandboxState::Archived)
+        {
+            if self.docker.volume_exists(sandbox.volume.as_str()).await? {
+                self.undo_unarchive(sandbox).await;
+                report.archived_volumes_removed += 1;
+            }
+        }
+        let known: HashSet<String> = self
+            .store
+            .list_snapshots(None)
+            .await?
+            .iter()
+            .map(|s| s.id.object_key())
+            .collect();
+        for key in self.archive.keys().await? {
+            if key.starts_with("snapshots/") && !known.contains(&key) {
+                self.archive.delete(&key).await?;
+                report.objects_removed += 1;
+            }
+        }
+        Ok(())
     }
 
     /// Reads the count of sandboxes by state from the store (then kept on transitions).

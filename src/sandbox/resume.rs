@@ -34,23 +34,34 @@ impl SandboxService {
                     "{e}: sandbox {id} cannot be resumed (create a new one)"
                 ))
             })?;
-        if !self.docker.volume_exists(sandbox.volume.as_str()).await? {
-            return Err(SandboxError::Conflict(format!(
-                "the volume {} of sandbox {id} no longer exists; it cannot be resumed",
-                sandbox.volume
-            )));
-        }
-        self.remove_reader(id).await?;
         // The image may have been rebuilt or removed since; resolve it again.
         sandbox.image_ref = self.images.resolve(&sandbox.image).await?;
-        self.bring_up(&sandbox).await?;
+        let archive = sandbox.archive.clone();
+        if sandbox.state == SandboxState::Archived {
+            // Its files come back out of the archive into a new volume.
+            self.unarchive(&mut sandbox).await?;
+        } else {
+            if !self.docker.volume_exists(sandbox.volume.as_str()).await? {
+                return Err(SandboxError::Conflict(format!(
+                    "the volume {} of sandbox {id} no longer exists; it cannot be resumed",
+                    sandbox.volume
+                )));
+            }
+            self.remove_reader(id).await?;
+            self.bring_up(&sandbox).await?;
+        }
+        crate::crash::point("resume.after_container");
         let now = Utc::now();
         sandbox.started_at = Some(now);
         sandbox.last_activity_at = Some(now);
         sandbox.stopped_at = None;
         sandbox.expires_at = Some(now + chrono::Duration::seconds(sandbox.limits.timeout_s as i64));
+        sandbox.archive = None;
         self.transition(&mut sandbox, SandboxState::Running, None)
             .await?;
+        if let Some(archive) = archive {
+            self.drop_archive(&archive).await;
+        }
         self.activity.touch(id);
         self.emit(EventKind::Resumed, &sandbox);
         Ok(sandbox)

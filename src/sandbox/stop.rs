@@ -71,6 +71,7 @@ impl SandboxService {
             return Ok(sandbox);
         }
         self.bring_down(&sandbox).await?;
+        crate::crash::point("stop.after_container");
         self.record_stop(&mut sandbox, reason).await?;
         Ok(sandbox)
     }

@@ -3,7 +3,7 @@
 
 mod sqlite;
 
-use crate::domain::{Sandbox, SandboxId, SandboxState, TenantId, VolumeName};
+use crate::domain::{Sandbox, SandboxId, SandboxState, Snapshot, SnapshotId, TenantId, VolumeName};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
@@ -108,6 +108,13 @@ pub trait Store: Send + Sync + 'static {
     async fn prune_ended(&self, cutoff: DateTime<Utc>) -> Result<Vec<Sandbox>, StoreError>;
     /// Records activity times (kept in memory on the hot path, flushed in batches).
     async fn record_activity(&self, seen: &[(SandboxId, DateTime<Utc>)]) -> Result<(), StoreError>;
+
+    async fn insert_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError>;
+    async fn update_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError>;
+    async fn get_snapshot(&self, id: &SnapshotId) -> Result<Option<Snapshot>, StoreError>;
+    /// A tenant's snapshots (every tenant's with `None`), newest first, archives included.
+    async fn list_snapshots(&self, tenant: Option<&TenantId>) -> Result<Vec<Snapshot>, StoreError>;
+    async fn delete_snapshot(&self, id: &SnapshotId) -> Result<(), StoreError>;
 
     async fn insert_volume(&self, tenant: &TenantId, volume: &VolumeName)
         -> Result<(), StoreError>;

@@ -1,7 +1,7 @@
 //! The embedded SQLite store (WAL mode, one file in the data dir).
 
 use super::{IdempotencyStart, KeyInfo, Store, StoreError};
-use crate::domain::{Sandbox, SandboxId, SandboxState, TenantId, VolumeName};
+use crate::domain::{Sandbox, SandboxId, SandboxState, Snapshot, SnapshotId, TenantId, VolumeName};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -49,6 +49,22 @@ fn decode(data: &str) -> Result<Sandbox, StoreError> {
 
 fn encode(sandbox: &Sandbox) -> Result<String, StoreError> {
     serde_json::to_string(sandbox).map_err(|e| StoreError::Corrupt(format!("sandbox record: {e}")))
+}
+
+fn decode_snapshot(data: &str) -> Result<Snapshot, StoreError> {
+    serde_json::from_str(data).map_err(|e| StoreError::Corrupt(format!("snapshot record: {e}")))
+}
+
+fn encode_snapshot(snapshot: &Snapshot) -> Result<String, StoreError> {
+    serde_json::to_string(snapshot)
+        .map_err(|e| StoreError::Corrupt(format!("snapshot record: {e}")))
+}
+
+fn kind_str(snapshot: &Snapshot) -> &'static str {
+    match snapshot.kind {
+        crate::domain::SnapshotKind::Snapshot => "snapshot",
+        crate::domain::SnapshotKind::Archive => "archive",
+    }
 }
 
 #[async_trait]
@@ -280,6 +296,76 @@ impl Store for SqliteStore {
             .map_err(StoreError::from_sqlx)?;
         }
         tx.commit().await.map_err(StoreError::from_sqlx)?;
+        Ok(())
+    }
+
+    async fn insert_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO snapshots (id, tenant_id, sandbox_id, kind, state, created_at, data) VALUES (?, ?, ?, ?, ?, ?, ?)")
+            .bind(snapshot.id.as_str())
+            .bind(snapshot.tenant.as_str())
+            .bind(snapshot.sandbox_id.as_str())
+            .bind(kind_str(snapshot))
+            .bind(snapshot.state.as_str())
+            .bind(snapshot.created_at.to_rfc3339())
+            .bind(encode_snapshot(snapshot)?)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        Ok(())
+    }
+
+    async fn update_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
+        let done = sqlx::query("UPDATE snapshots SET kind = ?, state = ?, data = ? WHERE id = ?")
+            .bind(kind_str(snapshot))
+            .bind(snapshot.state.as_str())
+            .bind(encode_snapshot(snapshot)?)
+            .bind(snapshot.id.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Missing(format!("snapshot {}", snapshot.id)));
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot(&self, id: &SnapshotId) -> Result<Option<Snapshot>, StoreError> {
+        let row = sqlx::query("SELECT data FROM snapshots WHERE id = ?")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        row.map(|r| decode_snapshot(r.get("data"))).transpose()
+    }
+
+    async fn list_snapshots(&self, tenant: Option<&TenantId>) -> Result<Vec<Snapshot>, StoreError> {
+        let rows = match tenant {
+            Some(t) => {
+                sqlx::query(
+                    "SELECT data FROM snapshots WHERE tenant_id = ? ORDER BY created_at DESC",
+                )
+                .bind(t.as_str())
+                .fetch_all(&self.pool)
+                .await
+            }
+            None => {
+                sqlx::query("SELECT data FROM snapshots ORDER BY created_at DESC")
+                    .fetch_all(&self.pool)
+                    .await
+            }
+        }
+        .map_err(StoreError::from_sqlx)?;
+        rows.iter()
+            .map(|r| decode_snapshot(r.get("data")))
+            .collect()
+    }
+
+    async fn delete_snapshot(&self, id: &SnapshotId) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM snapshots WHERE id = ?")
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
         Ok(())
     }
 

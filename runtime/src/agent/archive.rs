@@ -440,10 +440,17 @@ fn unpack_all(
     {
         let mut archive = tar::Archive::new(&mut counted);
         archive.set_preserve_permissions(true);
+        // An archive is never trusted to hand out privileges: setuid and setgid bits go.
+        archive.set_mask(0o6000);
         archive.set_overwrite(true);
         let entries = archive.entries().map_err(|e| not_tar(&e.to_string()))?;
         for entry in entries {
             let mut entry = entry.map_err(|e| not_tar(&format!("bad entry: {e}")))?;
+            // Nor to make device nodes or FIFOs (tar-rs would write them as plain files).
+            let kind = entry.header().entry_type();
+            if kind.is_block_special() || kind.is_character_special() || kind.is_fifo() {
+                continue;
+            }
             let unpacked = entry.unpack_in(dest).map_err(|e| match e.kind() {
                 io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
                     AgentError::TooLarge(format!(
@@ -638,6 +645,35 @@ mod tests {
             other => panic!("expected 409, got {other:?}"),
         }
         assert_eq!(tree(tmp.path()), ["b", "b/keep"]);
+    }
+
+    #[test]
+    fn setuid_bits_and_device_nodes_never_come_out_of_an_archive() {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(2);
+        header.set_mode(0o4755);
+        header.set_cksum();
+        builder
+            .append_data(&mut header, "suid", &b"#!"[..])
+            .unwrap();
+        let mut device = tar::Header::new_gnu();
+        device.set_entry_type(tar::EntryType::Char);
+        device.set_device_major(1).unwrap();
+        device.set_device_minor(3).unwrap();
+        device.set_size(0);
+        device.set_mode(0o666);
+        device.set_cksum();
+        builder.append_data(&mut device, "null", &b""[..]).unwrap();
+        let bytes = builder.into_inner().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        extract(&bytes[..], tmp.path()).unwrap();
+        let mode = std::fs::metadata(tmp.path().join("suid"))
+            .unwrap()
+            .permissions();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(mode.mode() & 0o7777, 0o755);
+        assert!(!tmp.path().join("null").exists());
     }
 
     #[test]

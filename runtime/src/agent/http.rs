@@ -26,6 +26,7 @@ pub fn router(state: Shared) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/env", axum::routing::put(set_env))
+        .route("/usage", get(disk_usage))
         .route("/exec", post(exec_buffered))
         .route("/exec/stream", post(exec_stream))
         .route("/processes", get(list_processes))
@@ -51,6 +52,39 @@ async fn health(State(state): State<Shared>) -> Json<AgentHealth> {
         version: env!("CARGO_PKG_VERSION").into(),
         workdir: state.workdir.display().to_string(),
     })
+}
+
+/// What the workdir takes on disk, counted for at most two seconds.
+async fn disk_usage(
+    State(state): State<Shared>,
+) -> Result<Json<crate::wire::DiskUsage>, AgentError> {
+    let root = state.workdir.clone();
+    let usage = blocking(move || {
+        use std::os::unix::fs::MetadataExt;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let (mut bytes, mut files, mut complete) = (0u64, 0u64, true);
+        for entry in walkdir::WalkDir::new(&root)
+            .follow_links(false)
+            .same_file_system(true)
+        {
+            if files % 1024 == 0 && std::time::Instant::now() > deadline {
+                complete = false;
+                break;
+            }
+            let Ok(entry) = entry else { continue };
+            if let Ok(meta) = entry.metadata() {
+                bytes += meta.blocks() * 512;
+                files += 1;
+            }
+        }
+        Ok(crate::wire::DiskUsage {
+            bytes,
+            files,
+            complete,
+        })
+    })
+    .await?;
+    Ok(Json(usage))
 }
 
 async fn set_env(

@@ -1,0 +1,720 @@
+//! Crash safety with a real `berth serve` process: SIGKILLed at every step of create, stop,
+//! resume, delete, snapshot, archive and restore (`BERTH_CRASH_AT`), then started again
+//! on the same data dir, after which Docker's objects, the store's rows and the archive's
+//! objects must agree and the operation must work when retried; containers killed or
+//! removed behind berth's back; SIGTERM; a second server on the same data dir.
+
+mod common;
+
+use berth::client::Client;
+use berth::domain::{SandboxState, SnapshotKind, SnapshotState, TenantId};
+use common::eventually;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::io::BufRead;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A `berth serve` child process on a data dir.
+struct Serve {
+    child: Child,
+    base: String,
+    client: Client,
+    log: Arc<Mutex<String>>,
+}
+
+/// Starts `berth serve` on `data` (port 0, no warm pool, a quick reaper), with `env`.
+async fn serve(data: &Path, env: &[(&str, &str)]) -> Serve {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data)
+        .env("BERTH_POOL", "off")
+        .env("BERTH_REAPER_INTERVAL_MS", "200")
+        .env("BERTH_SHUTDOWN_NOTICE_MS", "300")
+        .env("RUST_LOG", "warn")
+        .env_remove("BERTH_CRASH_AT")
+        .env_remove("BERTH_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("berth serve starts");
+    let stderr = child.stderr.take().unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if let Some(addr) = line
+                .split("listening on http://")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+            {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(addr.to_string());
+                }
+            }
+            let mut log = sink.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    let addr = tokio::time::timeout(Duration::from_secs(120), rx)
+        .await
+        .expect("berth serve listens within 2 minutes")
+        .unwrap_or_else(|_| panic!("berth serve exited: {}", log.lock().unwrap()));
+    let key = std::fs::read_to_string(data.join(berth::startup::DEFAULT_KEY_FILE)).unwrap();
+    let base = format!("http://{addr}");
+    Serve {
+        child,
+        client: Client::new(base.clone(), Some(key.trim().to_string())),
+        base,
+        log,
+    }
+}
+
+impl Serve {
+    /// Waits for the process to end (it crashes at its injected point); its status.
+    async fn ended(mut self) -> std::process::ExitStatus {
+        let log = self.log.clone();
+        tokio::task::spawn_blocking(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(120);
+            loop {
+                if let Some(status) = self.child.try_wait().unwrap() {
+                    return status;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "berth did not end: {}",
+                    log.lock().unwrap()
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+        .await
+        .unwrap()
+    }
+
+    /// Waits for the crash at `point`: the process died of SIGKILL, saying where.
+    async fn crashed_at(self, point: &str) {
+        let log = self.log.clone();
+        let status = self.ended().await;
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+        let log = log.lock().unwrap().clone();
+        assert!(log.contains(&format!("crashing at {point}")), "{log}");
+    }
+
+    /// SIGTERM, then the exit status.
+    async fn terminate(self) -> std::process::ExitStatus {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.ended().await
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What a data dir's server owns, as Docker, the store and the archive see it; asserts
+/// that the three agree: every running sandbox has its container and nothing else does,
+/// every volume Docker has is recorded and every recorded one exists, an archived
+/// sandbox has no volume and a whole archive, every snapshot row is ready and has its
+/// object, and no object lacks a row.
+async fn assert_consistent(data: &Path) {
+    let instance = std::fs::read_to_string(data.join("instance-id")).unwrap();
+    let filter = format!("label=dev.berth.instance={}", instance.trim());
+    let lines = |args: &[&str]| -> Vec<String> {
+        let out = Command::new("docker").args(args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    let containers = lines(&[
+        "ps",
+        "-a",
+        "--filter",
+        &filter,
+        "--format",
+        "{{.Label \"dev.berth.sandbox\"}} {{.Label \"dev.berth.role\"}} {{.State}}",
+    ]);
+    let volumes: BTreeSet<String> = lines(&["volume", "ls", "-q", "--filter", &filter])
+        .into_iter()
+        .collect();
+
+    let store = berth::store::open(&format!(
+        "sqlite://{}?mode=rwc",
+        data.join("berth.db").display()
+    ))
+    .await
+    .unwrap();
+    let sandboxes = store.list_sandboxes(None, None).await.unwrap();
+    let snapshots = store.list_snapshots(None).await.unwrap();
+    let tenant = TenantId::parse("default").unwrap();
+    let recorded_volumes: BTreeSet<String> = store
+        .list_volumes(&tenant)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(v, _)| v.to_string())
+        .collect();
+    let objects: BTreeSet<String> = std::fs::read_dir(data.join("archive/snapshots"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| format!("snapshots/{}", e.file_name().to_string_lossy()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let report =
+        format!(
+        "containers {containers:?}\nvolumes {volumes:?}\nrecorded volumes {recorded_volumes:?}\n\
+         objects {objects:?}\nsandboxes {:?}\nsnapshots {:?}",
+        sandboxes
+            .iter()
+            .map(|s| (s.id.to_string(), s.state, s.volume.to_string(), s.archive.clone()))
+            .collect::<Vec<_>>(),
+        snapshots
+            .iter()
+            .map(|s| (s.id.to_string(), s.kind, s.state))
+            .collect::<Vec<_>>()
+    );
+
+    let running: BTreeSet<String> = sandboxes
+        .iter()
+        .filter(|s| s.state == SandboxState::Running)
+        .map(|s| s.id.to_string())
+        .collect();
+    let with_container: BTreeSet<String> = containers
+        .iter()
+        .map(|c| {
+            let parts: Vec<&str> = c.split(' ').collect();
+            assert_eq!(parts.get(1), Some(&""), "only sandbox containers: {report}");
+            assert_eq!(parts.get(2), Some(&"running"), "{report}");
+            parts[0].to_string()
+        })
+        .collect();
+    assert_eq!(containers.len(), with_container.len(), "{report}");
+    assert_eq!(with_container, running, "{report}");
+    assert_eq!(volumes, recorded_volumes, "{report}");
+    for s in &sandboxes {
+        match s.state {
+            SandboxState::Creating => panic!("a create was left half done: {report}"),
+            SandboxState::Running | SandboxState::Stopped => {
+                assert!(volumes.contains(s.volume.as_str()), "{report}")
+            }
+            SandboxState::Archived => {
+                assert!(!volumes.contains(s.volume.as_str()), "{report}");
+                let archive = s.archive.as_ref().expect("an archive");
+                let snap = snapshots
+                    .iter()
+                    .find(|x| &x.id == archive)
+                    .unwrap_or_else(|| panic!("the archive row is missing: {report}"));
+                assert_eq!(snap.kind, SnapshotKind::Archive, "{report}");
+            }
+            SandboxState::Failed => {
+                assert!(!volumes.contains(s.volume.as_str()), "{report}")
+            }
+            _ => {}
+        }
+    }
+    for snap in &snapshots {
+        assert_eq!(snap.state, SnapshotState::Ready, "{report}");
+        if snap.kind == SnapshotKind::Archive {
+            assert!(
+                sandboxes
+                    .iter()
+                    .any(|s| s.state == SandboxState::Archived
+                        && s.archive.as_ref() == Some(&snap.id)),
+                "an archive no sandbox uses: {report}"
+            );
+        }
+    }
+    let keyed: BTreeSet<String> = snapshots.iter().map(|s| s.id.object_key()).collect();
+    assert_eq!(objects, keyed, "{report}");
+}
+
+/// Removes every container and volume of the data dir's instance.
+fn remove_everything(data: &Path) {
+    let Ok(instance) = std::fs::read_to_string(data.join("instance-id")) else {
+        return;
+    };
+    let filter = format!("label=dev.berth.instance={}", instance.trim());
+    let names = |args: &[&str]| -> Vec<String> {
+        let out = Command::new("docker").args(args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    };
+    let containers = names(&["ps", "-aq", "--filter", &filter]);
+    if !containers.is_empty() {
+        let _ = Command::new("docker")
+            .args(["rm", "-f"])
+            .args(&containers)
+            .output();
+    }
+    let volumes = names(&["volume", "ls", "-q", "--filter", &filter]);
+    if !volumes.is_empty() {
+        let _ = Command::new("docker")
+            .args(["volume", "rm", "-f"])
+            .args(&volumes)
+            .output();
+    }
+}
+
+/// A data dir removed with everything its servers made, however the test ends.
+struct DataDir {
+    dir: tempfile::TempDir,
+}
+
+impl DataDir {
+    fn new() -> Self {
+        DataDir {
+            dir: tempfile::Builder::new()
+                .prefix("berth-crash-")
+                .tempdir()
+                .unwrap(),
+        }
+    }
+    fn path(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        remove_everything(self.dir.path());
+    }
+}
+
+async fn create(client: &Client, key: Option<&str>) -> Result<Value, reqwest::Error> {
+    let mut req = client
+        .request(Method::POST, "/v1/sandboxes")
+        .json(&json!({"image": "base", "memory_mb": 256, "cpu": 1.0}));
+    if let Some(key) = key {
+        req = req.header("Idempotency-Key", key);
+    }
+    let resp = req.send().await?;
+    let status = resp.status();
+    let body: Value = resp.json().await?;
+    assert!(status.is_success(), "{status} {body}");
+    Ok(body)
+}
+
+async fn state(client: &Client, id: &str) -> String {
+    client.get_sandbox(id).await.unwrap().state
+}
+
+async fn until_state(client: &Client, id: &str, want: &str) {
+    let got = eventually(Duration::from_secs(60), || async {
+        let s = client.get_sandbox(id).await.ok()?;
+        (s.state == want).then_some(())
+    })
+    .await;
+    assert!(
+        got.is_some(),
+        "{id} never became {want}: {}",
+        state(client, id).await
+    );
+}
+
+/// A sandbox with a file whose content must survive whatever the crash hit.
+async fn sandbox_with_file(client: &Client) -> String {
+    let id = create(client, None).await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    client.write_file(&id, "keep.txt", "kept").await.unwrap();
+    id
+}
+
+async fn has_file(client: &Client, id: &str) {
+    let out = client.sh(id, "cat keep.txt").await.unwrap();
+    assert_eq!(out.stdout, "kept", "{out:?}");
+}
+
+async fn crash_during_create(point: &str) {
+    let data = DataDir::new();
+    let first = serve(&data.path(), &[("BERTH_CRASH_AT", point)]).await;
+    let client = first.client.clone();
+    assert!(
+        create(&client, Some("the-key")).await.is_err(),
+        "the crash cut the answer"
+    );
+    first.crashed_at(point).await;
+
+    let second = serve(&data.path(), &[]).await;
+    assert_consistent_live(&data.path(), &second).await;
+    // The retry with the same key creates the sandbox, once; a second retry returns it.
+    let made = create(&second.client, Some("the-key")).await.unwrap();
+    let again = create(&second.client, Some("the-key")).await.unwrap();
+    assert_eq!(made["id"], again["id"]);
+    let id = made["id"].as_str().unwrap();
+    assert_eq!(
+        second.client.sh(id, "echo up").await.unwrap().stdout,
+        "up\n"
+    );
+    let live: Vec<_> = second
+        .client
+        .list_sandboxes("state=running")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(live, vec![id.to_string()]);
+    assert_eq!(second.terminate().await.code(), Some(0));
+    assert_consistent(&data.path()).await;
+}
+
+/// Checks consistency while `_server` runs and is idle (the store is SQLite in WAL mode:
+/// reading beside it is safe).
+async fn assert_consistent_live(data: &Path, _server: &Serve) {
+    assert_consistent(data).await;
+}
+
+#[tokio::test]
+async fn crash_at_create_after_record() {
+    crash_during_create("create.after_record").await;
+}
+
+#[tokio::test]
+async fn crash_at_create_after_volume() {
+    crash_during_create("create.after_volume").await;
+}
+
+#[tokio::test]
+async fn crash_at_create_after_container() {
+    crash_during_create("create.after_container").await;
+}
+
+#[tokio::test]
+async fn crash_at_stop_after_container() {
+    let point = "stop.after_container";
+    let data = DataDir::new();
+    let first = serve(&data.path(), &[("BERTH_CRASH_AT", point)]).await;
+    let id = sandbox_with_file(&first.client).await;
+    assert!(first.client.stop(&id).await.is_err());
+    first.crashed_at(point).await;
+    let second = serve(&data.path(), &[]).await;
+    // The container is gone, so the stop is finished.
+    assert_eq!(state(&second.client, &id).await, "stopped");
+    assert_consistent_live(&data.path(), &second).await;
+    second.client.resume(&id).await.unwrap();
+    has_file(&second.client, &id).await;
+    assert_eq!(second.terminate().await.code(), Some(0));
+    assert_consistent(&data.path()).await;
+}
+
+#[tokio::test]
+async fn crash_at_resume_after_container() {
+    let point = "resume.after_container";
+    let data = DataDir::new();
+    let first = serve(&data.path(), &[("BERTH_CRASH_AT", point)]).await;
+    let id = sandbox_with_file(&first.client).await;
+    first.client.stop(&id).await.unwrap();
+    assert!(first.client.resume(&id).await.is_err());
+    first.crashed_at(point).await;
+    let second = serve(&data.path(), &[]).await;
+    // The record never said running: the resume is undone (its container removed).
+    assert_eq!(state(&second.client, &id).await, "stopped");
+    assert_consistent_live(&data.path(), &second).await;
+    second.client.resume(&id).await.unwrap();
+    has_file(&second.client, &id).await;
+    assert_eq!(second.terminate().await.code(), Some(0));
+    assert_consistent(&data.path()).await;
+}
+
+#[tokio::test]
+async fn crash_at_delete_after_container() {
+    let point = "delete.after_container";
+    let data = DataDir::new();
+    let first = serve(&data.path(), &[("BERTH_CRASH_AT", point)]).await;
+    let id = sandbox_with_file(&first.client).await;
+    assert!(first.client.delete(&id, false).await.is_err());
+    first.crashed_at(point).await;
+    let second = serve(&data.path(), &[]).await;
+    // Its container went, its volume did not: stopped, files whole; the retry deletes.
+    assert_eq!(state(&second.client, &id).await, "stopped");
+    assert_consistent_live(&data.path(), &second).await;
+    second.client.delete(&id, false).await.unwrap();
+    assert_eq!(state(&second.client, &id).await, "terminated");
+    assert_eq!(second.terminate().await.code(), Some(0));
+    assert_consistent(&data.path()).await;
+}
+
+async fn crash_during_snapshot(point: &str) {
+    let data = DataDir::new();
+    let first = serve(&data.path(), &[("BERTH_CRASH_AT", point)]).await;
+    let id = sandbox_with_file(&first.client).await;
+    let resp = first
+        .client
+        .request(Method::POST, &format!("/v1/sandboxes/{id}/snapshots"))
+        .send()
+        .await;
+    assert!(resp.is_err(), "the crash cut the answer");
+    first.crashed_at(point).await;
+    let second = serve(&data.path(), &[]).await;
+    // The half-written snapshot is undone: no row, no object.
+    let list: Value = second
+        .client
+        .request(Method::GET, "/v1/snapshots")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["snapshots"], json!([]));
+    assert_consistent_live(&data.path(), &second).await;
+    let resp = second
+        .client
+        .request(Method::POST, &format!("/v1/sandboxes/{id}/snapshots"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let snap: Value = resp.json().await.unwrap();
+    let fork = second
+        .client
+        .create_sandbox(&json!({"image": "base", "from_snapshot": snap["id"]}))
+        .await
+        .unwrap();
+    has_file(&second.client, &fork.id).await;
+    assert_eq!(second.terminate().await.code(), Some(0));
+    assert_consistent(&data.path()).await;
+}
+
+#[tokio::test]
+async fn crash_at_snapshot_after_record() {
+    crash_during_snapshot("snapshot.after_record").await;
+}
+
+#[tokio::test]
+async fn crash_at_snapshot_after_upload() {
+    crash_during_snapshot("snapshot.after_upload").await;
+}
+
+async fn crash_during_archive(point: &str) {
+    let data = DataDir::new();
+    let archive_soon = ("BERTH_ARCHIVE_AFTER_S", "1");
+    let first = serve(&data.path(), &[("BERTH_CRASH_AT", point), archive_soon]).await;
+    let id = sandbox_with_file(&first.client).await;
+    first.client.stop(&id).await.unwrap();
+    // The reaper archives it a second later, and the crash comes.
+    first.crashed_at(point).await;
+    let second = serve(&data.path(), &[]).await;
+    assert_consistent_live(&data.path(), &second).await;
+    drop(second);
+    // Archiving goes on after the restart, and the archive comes back whole.
+    let third = serve(&data.path(), &[archive_soon]).await;
+    until_state(&third.client, &id, "archived").await;
+    has_file(&third.client, &id).await;
+    assert_eq!(state(&third.client, &id).await, "running");
+    assert_eq!(third.terminate().await.code(), Some(0));
+    assert_consistent(&data.path()).await;
+}
+
+#[tokio::test]
+async fn crash_at_archive_after_upload() {
+    crash_during_archive("archive.after_upload").await;
+}
+
+#[tokio::test]
+async fn crash_at_archive_after_record() {
+    crash_during_archive("archive.after_record").await;
+}
+
+async fn crash_during_restore(point: &str) {
+    let data = DataDir::new();
+    let archive_soon = ("BERTH_ARCHIVE_AFTER_S", "1");
+    let first = serve(&data.path(), &[("BERTH_CRASH_AT", point), archive_soon]).await;
+    let id = sandbox_with_file(&first.client).await;
+    first.client.stop(&id).await.unwrap();
+    until_state(&first.client, &id, "archived").await;
+    assert!(first.client.resume(&id).await.is_err());
+    first.crashed_at(point).await;
+    let second = serve(&data.path(), &[]).await;
+    // The restore is undone: still archived, its archive whole, no volume left.
+    assert_eq!(state(&second.client, &id).await, "archived");
+    assert_consistent_live(&data.path(), &second).await;
+    second.client.resume(&id).await.unwrap();
+    has_file(&second.client, &id).await;
+    assert_eq!(second.terminate().await.code(), Some(0));
+    assert_consistent(&data.path()).await;
+}
+
+#[tokio::test]
+async fn crash_at_restore_after_volume() {
+    crash_during_restore("restore.after_volume").await;
+}
+
+#[tokio::test]
+async fn crash_at_restore_after_extract() {
+    crash_during_restore("restore.after_extract").await;
+}
+
+#[test]
+fn every_crash_point_has_a_test() {
+    let source = include_str!("crash.rs");
+    for point in berth::crash::POINTS {
+        let name = format!("fn crash_at_{}()", point.replace('.', "_"));
+        assert!(source.contains(&name), "no test for crash point {point}");
+    }
+}
+
+/// Collects the SSE stream's text until it contains `needle` (or 20 s pass).
+async fn until_event(resp: reqwest::Response, needle: &str) -> String {
+    use futures_util::StreamExt;
+    let mut stream = resp.bytes_stream();
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !seen.contains(needle) {
+        let next = tokio::time::timeout_at(deadline, stream.next()).await;
+        let Ok(Some(Ok(chunk))) = next else {
+            panic!("no {needle} event: {seen}");
+        };
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    seen
+}
+
+#[tokio::test]
+async fn containers_killed_or_removed_behind_berths_back_show_within_seconds() {
+    let data = DataDir::new();
+    let server = serve(&data.path(), &[]).await;
+    // `rm -f` kills first: berth may see the dead container or none at all.
+    for (how, args, reasons) in [
+        ("docker kill", vec!["kill"], &["exited"][..]),
+        (
+            "docker rm -f",
+            vec!["rm", "-f"],
+            &["exited", "vanished"][..],
+        ),
+    ] {
+        let id = sandbox_with_file(&server.client).await;
+        let events = server
+            .client
+            .request(Method::GET, "/v1/events")
+            .send()
+            .await
+            .unwrap();
+        let out = Command::new("docker")
+            .args(&args)
+            .arg(format!("berth-{id}"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{how}: {out:?}");
+        // No call to the sandbox is needed for berth to notice.
+        let seen = until_event(events, "sandbox.stopped").await;
+        assert!(seen.contains(&id), "{how}: {seen}");
+        let sb = server.client.get_sandbox(&id).await.unwrap();
+        assert_eq!(sb.state, "stopped", "{how}");
+        assert!(
+            reasons.contains(&sb.reason.as_deref().unwrap_or("")),
+            "{how}: {sb:?}"
+        );
+        // The volume survived; the sandbox resumes with its files.
+        server.client.resume(&id).await.unwrap();
+        has_file(&server.client, &id).await;
+    }
+    assert_eq!(server.terminate().await.code(), Some(0));
+    assert_consistent(&data.path()).await;
+}
+
+#[tokio::test]
+async fn sigterm_drains_and_leaves_sandboxes_running_and_one_server_per_data_dir() {
+    let data = DataDir::new();
+    let server = serve(&data.path(), &[("BERTH_SHUTDOWN_NOTICE_MS", "1500")]).await;
+    let id = sandbox_with_file(&server.client).await;
+
+    // A second server on the same data dir refuses, saying why.
+    let second = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data.path())
+        .env("BERTH_POOL", "off")
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    let said = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        said.contains("another berth server") && said.contains(&server.child.id().to_string()),
+        "{said}"
+    );
+
+    // An exec under way, and a terminal attached.
+    let (ws, _) = tokio_tungstenite::connect_async(format!(
+        "{}/v1/sandboxes/{id}/terminal?token={}",
+        server.base.replace("http://", "ws://"),
+        server.client.key().unwrap()
+    ))
+    .await
+    .unwrap();
+    let exec_client = server.client.clone();
+    let exec_id = id.clone();
+    let exec =
+        tokio::spawn(async move { exec_client.sh(&exec_id, "sleep 1; echo finished").await });
+    // The exec is running before the signal.
+    eventually(Duration::from_secs(10), || async {
+        let out = server
+            .client
+            .sh(&id, "ps -eo args | grep -c '^sleep 1'")
+            .await
+            .ok()?;
+        (out.stdout.trim() != "0").then_some(())
+    })
+    .await
+    .expect("the exec started");
+
+    let pid = server.child.id() as i32;
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    // Not ready any more, while requests are still answered.
+    let http = reqwest::Client::new();
+    let ready = eventually(Duration::from_secs(5), || async {
+        let r = http
+            .get(format!("{}/readyz", server.base))
+            .send()
+            .await
+            .ok()?;
+        (r.status() == StatusCode::SERVICE_UNAVAILABLE).then_some(())
+    })
+    .await;
+    assert!(ready.is_some(), "/readyz turned 503");
+    // The terminal is closed with 1001 (going away).
+    use futures_util::StreamExt;
+    let (_, mut read) = ws.split();
+    let close = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(msg) = read.next().await {
+            if let Ok(tokio_tungstenite::tungstenite::Message::Close(frame)) = msg {
+                return frame.map(|f| u16::from(f.code));
+            }
+        }
+        None
+    })
+    .await
+    .expect("the terminal was closed");
+    assert_eq!(close, Some(1001));
+    // The exec under way finished with its output.
+    let out = exec.await.unwrap().unwrap();
+    assert_eq!(out.stdout, "finished\n");
+    let status = server.ended().await;
+    assert_eq!(status.code(), Some(0), "{status:?}");
+
+    // The sandbox kept running; the next server adopts it.
+    let next = serve(&data.path(), &[]).await;
+    assert_eq!(state(&next.client, &id).await, "running");
+    has_file(&next.client, &id).await;
+    assert_eq!(next.terminate().await.code(), Some(0));
+    assert_consistent(&data.path()).await;
+}
