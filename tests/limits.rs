@@ -238,7 +238,10 @@ async fn metrics_count_states_on_change_and_ended_records_are_pruned() {
         .json()
         .await
         .unwrap();
-    assert_eq!(ready, json!({"docker": "ok", "database": "ok"}));
+    assert_eq!(
+        ready,
+        json!({"docker": "ok", "database": "ok", "server": "ok"})
+    );
     app.cleanup().await;
 }
 

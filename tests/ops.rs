@@ -15,7 +15,10 @@ async fn health_readiness_metrics_and_openapi_answer_without_auth() {
     let get = |path: &str| http.get(format!("{}{path}", app.base)).send();
     assert_eq!(get("/healthz").await.unwrap().status(), StatusCode::OK);
     let ready: Value = get("/readyz").await.unwrap().json().await.unwrap();
-    assert_eq!(ready, json!({"docker": "ok", "database": "ok"}));
+    assert_eq!(
+        ready,
+        json!({"docker": "ok", "database": "ok", "server": "ok"})
+    );
     let sb = app.sandbox(json!({})).await;
     app.client.sh(&sb.id, "true").await.unwrap();
     let metrics = get("/metrics").await.unwrap().text().await.unwrap();

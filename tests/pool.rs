@@ -96,7 +96,11 @@ async fn a_create_that_fits_adopts_a_started_sandbox_and_the_pool_refills() {
         json!({"image": "base", "network": "bridge"}),
         json!({"image": "python"}),
     ] {
-        let cold = app.client.create_sandbox(&body).await.unwrap();
+        let cold = app
+            .client
+            .create_sandbox(&body)
+            .await
+            .unwrap_or_else(|e| panic!("{body}: {e}"));
         assert!(cold.id != sb.id);
     }
     assert_eq!(metric(&app, "berth_pool_adopted_total").await, Some(1.0));

@@ -649,3 +649,44 @@ async fn snapshots_and_archives_live_in_an_s3_compatible_store() {
     assert!(s3.keys().await.is_empty());
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn old_snapshots_and_kept_volumes_are_removed_after_their_retention() {
+    let temp = tempfile::tempdir().unwrap();
+    let mut config = test_config(temp.path());
+    config.retention.snapshots_s = 2;
+    config.retention.kept_volumes_s = 2;
+    let app = spawn_with(config).await;
+    let sb = app.sandbox(json!({})).await;
+    // A running sandbox reports its volume's bytes on disk.
+    app.client
+        .sh(&sb.id, "head -c 2000000 /dev/urandom > data.bin")
+        .await
+        .unwrap();
+    let usage = app.client.get_sandbox(&sb.id).await.unwrap().usage.unwrap();
+    assert!(
+        usage["disk_bytes"].as_u64().unwrap() >= 2_000_000,
+        "{usage}"
+    );
+    let snap = snapshot(&app.client, &sb.id, None).await;
+    let snap_id = snap["id"].as_str().unwrap().to_string();
+    app.client.delete(&sb.id, true).await.unwrap();
+    assert!(volume_exists(&sb.volume).await, "kept by the delete");
+    let gone = eventually(Duration::from_secs(30), || async {
+        let resp = app
+            .client
+            .request(Method::GET, &format!("/v1/snapshots/{snap_id}"))
+            .send()
+            .await
+            .ok()?;
+        let volume_gone = !volume_exists(&sb.volume).await;
+        (resp.status() == StatusCode::NOT_FOUND && volume_gone).then_some(())
+    })
+    .await;
+    assert!(
+        gone.is_some(),
+        "the snapshot and the kept volume outlived their retention"
+    );
+    assert!(archive_objects(&app).is_empty());
+    app.cleanup().await;
+}

@@ -234,6 +234,46 @@ pub const OPERATIONS: &[Operation] = &[
         200,
         None,
     ),
+    (
+        "post",
+        "/v1/sandboxes/{id}/snapshots",
+        "Snapshot the volume (running or stopped) into the archive store as a zstd tar",
+        Some("CreateSnapshot"),
+        201,
+        Some("Snapshot"),
+    ),
+    (
+        "get",
+        "/v1/snapshots",
+        "List snapshots",
+        None,
+        200,
+        Some("SnapshotList"),
+    ),
+    (
+        "get",
+        "/v1/snapshots/{id}",
+        "Get a snapshot",
+        None,
+        200,
+        Some("Snapshot"),
+    ),
+    (
+        "delete",
+        "/v1/snapshots/{id}",
+        "Delete a snapshot (its object too)",
+        None,
+        204,
+        None,
+    ),
+    (
+        "get",
+        "/v1/snapshots/{id}/files",
+        "Read a file (bytes) or list a directory (JSON) out of a snapshot, starting nothing",
+        None,
+        200,
+        None,
+    ),
     ("get", "/v1/volumes", "List volumes", None, 200, None),
     ("get", "/v1/volumes/{name}", "Get a volume", None, 200, None),
     (
@@ -326,7 +366,8 @@ fn schemas(c: &Config) -> Value {
         "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object",
             "required": ["code", "message"],
             "properties": {"code": string, "message": string,
-                "reason": {"type": "string", "description": "with sandbox_stopped: idle, timeout, deleted, requested, oom, exited"}}}}},
+                "reason": {"type": "string", "description": "with sandbox_stopped: idle, timeout, deleted, requested, oom, exited"},
+                "retryable": {"type": "boolean", "description": "true on 503 and 429 busy: retry after Retry-After"}}}}},
         "Limits": {"type": "object", "properties": {"cpu": {"type": "number"}, "memory_mb": {"type": "integer"},
             "disk_mb": {"type": "integer"}, "pids": {"type": "integer"}, "timeout_s": {"type": "integer"},
             "idle_timeout_s": {"type": "integer"}}},
@@ -346,7 +387,8 @@ fn schemas(c: &Config) -> Value {
             "files": files, "labels": labels,
             "network": {"enum": ["none", "bridge", null]},
             "volume": {"type": ["string", "null"], "pattern": "^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$"},
-            "from_snapshot": {"type": "null", "description": "snapshots are not served yet"},
+            "from_snapshot": {"type": ["string", "null"], "pattern": "^snap-[a-z0-9]+$",
+                "description": "restore this snapshot into the new volume (not with volume)"},
             "auto_resume": {"type": ["boolean", "null"]}}},
         "Sandbox": {"type": "object", "properties": {
             "id": string, "state": {"enum": ["creating", "running", "stopped", "terminated", "failed", "archived"]},
@@ -423,6 +465,23 @@ fn schemas(c: &Config) -> Value {
     })
 }
 
+/// Schemas of the snapshot routes.
+fn snapshot_schemas() -> Value {
+    let snapshot = json!({"type": "object", "properties": {
+        "id": {"type": "string"}, "sandbox_id": {"type": "string"},
+        "state": {"enum": ["creating", "ready", "failed"]},
+        "label": {"type": ["string", "null"]}, "size_bytes": {"type": "integer"},
+        "sha256": {"type": ["string", "null"], "description": "of the stored (compressed) object"},
+        "created_at": {"type": "string", "format": "date-time"}}});
+    json!({
+        "CreateSnapshot": {"type": "object", "additionalProperties": false, "properties": {
+            "label": {"type": ["string", "null"], "maxLength": 256}}},
+        "Snapshot": snapshot,
+        "SnapshotList": {"type": "object", "properties": {"snapshots": {"type": "array",
+            "items": {"$ref": "#/components/schemas/Snapshot"}}}},
+    })
+}
+
 /// Schemas of the terminal routes.
 fn terminal_schemas() -> Value {
     json!({
@@ -438,7 +497,7 @@ fn terminal_schemas() -> Value {
 
 fn all_schemas(config: &Config) -> Value {
     let mut all = schemas(config);
-    for more in [evaluation_schemas(), terminal_schemas()] {
+    for more in [evaluation_schemas(), terminal_schemas(), snapshot_schemas()] {
         if let (Some(all), Value::Object(more)) = (all.as_object_mut(), more) {
             all.extend(more);
         }
@@ -562,6 +621,7 @@ fn query_params(method: &str, path: &str) -> Vec<Value> {
             ),
         ],
         (_, "/v1/sandboxes/{id}/archive") => vec![path_param(false)],
+        ("get", "/v1/snapshots/{id}/files") => vec![path_param(false)],
         ("get", "/v1/sandboxes/{id}/terminal") => {
             let size = json!({"type": "integer", "minimum": 0, "maximum": 65535,
                 "description": "clamped to 2..1000"});
@@ -811,5 +871,25 @@ mod tests {
                 "{schema} drifted from its Rust type"
             );
         }
+        let snapshot = crate::domain::Snapshot {
+            id: crate::domain::SnapshotId::generate(),
+            tenant: crate::domain::TenantId::parse("t").unwrap(),
+            sandbox_id: SandboxId::generate(),
+            kind: crate::domain::SnapshotKind::Snapshot,
+            state: crate::domain::SnapshotState::Ready,
+            label: Some("l".into()),
+            size_bytes: 1,
+            sha256: Some("0".into()),
+            workdir: "/w".into(),
+            created_at: chrono::Utc::now(),
+            reason: None,
+        };
+        let view =
+            serde_json::to_value(super::super::snapshots::SnapshotView::from(snapshot)).unwrap();
+        assert_eq!(
+            keys(&view),
+            keys(&snapshot_schemas()["Snapshot"]["properties"]),
+            "Snapshot drifted from its Rust type"
+        );
     }
 }

@@ -69,9 +69,12 @@ impl DockerError {
             B::DockerResponseServerError { message, .. } => {
                 DockerError::Failed { operation, message }
             }
-            B::HyperResponseError { .. } | B::IOError { .. } | B::RequestTimeoutError => {
-                DockerError::Unreachable(err.to_string())
-            }
+            // No socket, a refused or broken connection (the daemon is down or restarting).
+            B::HyperResponseError { .. }
+            | B::HyperLegacyError { .. }
+            | B::IOError { .. }
+            | B::SocketNotFoundError(_)
+            | B::RequestTimeoutError => DockerError::Unreachable(err.to_string()),
             other => DockerError::Failed {
                 operation,
                 message: other.to_string(),

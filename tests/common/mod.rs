@@ -2,6 +2,8 @@
 //! fresh data dir) on port 0 and returns a client holding a fresh tenant key.
 #![allow(dead_code)]
 
+pub mod serve;
+
 use berth::client::{Client, SandboxInfo};
 use berth::config::Config;
 use berth::startup::{create_api_key, Application};

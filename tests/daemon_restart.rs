@@ -1,0 +1,344 @@
+//! The Docker daemon restarting under a running berth: a private second engine (its own
+//! data root, exec root, socket, containerd namespace and bridge; no iptables) is started
+//! by the test, berth is pointed at it, and the engine is restarted during an exec. Calls made
+//! while it is down answer 503 `retryable` at once, the exec under way ends instead of
+//! hanging, and once the engine is back the sandbox is `stopped` within seconds (its
+//! container died with the engine) and resumes with its files.
+//!
+//! Needs root and `dockerd` (the test is skipped, saying so, without them).
+
+mod common;
+
+use common::eventually;
+use common::serve::{serve, DataDir};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A private Docker engine on a socket of its own.
+struct Engine {
+    root: tempfile::TempDir,
+    socket: PathBuf,
+    /// Its own bridge: `--bridge none` would make dockerd delete the host's `docker0`
+    /// (moby removes the default bridge interface when the bridge is disabled).
+    bridge: String,
+    child: Option<Child>,
+}
+
+/// Makes bridge `name` with an address of a range this test picks for itself.
+fn make_bridge(name: &str) {
+    let n = std::process::id() % 200 + 20;
+    for args in [
+        vec!["link", "add", name, "type", "bridge"],
+        vec!["addr", "add", &format!("10.254.{n}.1/24"), "dev", name],
+        vec!["link", "set", name, "up"],
+    ] {
+        let out = Command::new("ip")
+            .args(&args)
+            .output()
+            .expect("ip (iproute2)");
+        assert!(out.status.success(), "ip {args:?}: {out:?}");
+    }
+}
+
+impl Engine {
+    fn start() -> Option<Engine> {
+        let uid = unsafe { libc::geteuid() };
+        if uid != 0 || Command::new("dockerd").arg("--version").output().is_err() {
+            eprintln!("skipped: a private Docker engine needs root and dockerd");
+            return None;
+        }
+        let root = tempfile::Builder::new()
+            .prefix("berth-engine-")
+            .tempdir_in("/var/tmp")
+            .unwrap();
+        let socket = root.path().join("docker.sock");
+        let bridge = format!("brt{}", std::process::id() % 100_000);
+        make_bridge(&bridge);
+        let mut engine = Engine {
+            root,
+            socket,
+            bridge,
+            child: None,
+        };
+        engine.run();
+        Some(engine)
+    }
+
+    fn host(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+
+    fn docker(&self) -> Command {
+        let mut cmd = Command::new("docker");
+        cmd.arg("-H").arg(self.host());
+        cmd
+    }
+
+    /// Starts dockerd and waits until it answers.
+    fn run(&mut self) {
+        let dir = self.root.path();
+        let config = dir.join("daemon.json");
+        std::fs::write(&config, "{}").unwrap();
+        let tag = dir.file_name().unwrap().to_string_lossy().replace('.', "-");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("dockerd.log"))
+            .unwrap();
+        let child = Command::new("dockerd")
+            .arg("--config-file")
+            .arg(&config)
+            .arg("--data-root")
+            .arg(dir.join("data"))
+            .arg("--exec-root")
+            .arg(dir.join("exec"))
+            .arg("-H")
+            .arg(self.host())
+            .arg("--pidfile")
+            .arg(dir.join("docker.pid"))
+            .arg("--bridge")
+            .arg(&self.bridge)
+            .args([
+                "--iptables=false",
+                "--ip-masq=false",
+                "--storage-driver",
+                "fuse-overlayfs",
+            ])
+            .arg("--containerd-namespace")
+            .arg(format!("{tag}-ns"))
+            .arg("--containerd-plugins-namespace")
+            .arg(format!("{tag}-plugins"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("dockerd starts");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.answers() {
+            assert!(
+                Instant::now() < deadline,
+                "the private engine did not come up: {}",
+                std::fs::read_to_string(dir.join("dockerd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn answers(&self) -> bool {
+        self.docker()
+            .args(["version", "--format", "{{.Server.Version}}"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
+    /// SIGTERM, as `systemctl restart docker` sends; waits for the engine to exit.
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let ids = self.docker().args(["ps", "-aq"]).output();
+            if let Ok(ids) = ids {
+                let ids = String::from_utf8_lossy(&ids.stdout).to_string();
+                let ids: Vec<&str> = ids.split_whitespace().collect();
+                if !ids.is_empty() {
+                    let _ = self.docker().args(["rm", "-f"]).args(&ids).output();
+                }
+            }
+            let _ = self.docker().args(["volume", "prune", "-f"]).output();
+        }
+        self.stop();
+        // Mounts the engine left (it was stopped cleanly, so normally none).
+        let _ = Command::new("umount")
+            .arg("-R")
+            .arg(self.root.path().join("data"))
+            .output();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .output();
+    }
+}
+
+/// A one-file image (a static busybox) imported into `engine`.
+fn busybox_image(engine: &Engine, dir: &Path) -> String {
+    let busybox = Path::new("/bin/busybox");
+    assert!(busybox.exists(), "this test needs busybox-static");
+    let rootfs = dir.join("rootfs");
+    std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+    std::fs::copy(busybox, rootfs.join("bin/busybox")).unwrap();
+    let layer = dir.join("layer.tar");
+    let mut builder = tar::Builder::new(std::fs::File::create(&layer).unwrap());
+    builder.append_dir_all(".", &rootfs).unwrap();
+    builder.finish().unwrap();
+    drop(builder);
+    let tag = "berth-test/engine-restart:1";
+    let out = engine
+        .docker()
+        .args(["import", "--change", "ENV PATH=/bin"])
+        .arg(&layer)
+        .arg(tag)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    tag.to_string()
+}
+
+fn busybox(args: &[&str]) -> Value {
+    let mut cmd = vec!["/bin/busybox"];
+    cmd.extend_from_slice(args);
+    json!({ "cmd": cmd })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_docker_daemon_restart_during_an_exec_is_answered_and_then_reflected() {
+    let has_docker0 = || {
+        Command::new("ip")
+            .args(["link", "show", "docker0"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let had_docker0 = has_docker0();
+    let Some(mut engine) = Engine::start() else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let image = busybox_image(&engine, work.path());
+    let data = DataDir::new();
+    let host = engine.host();
+    let server = serve(
+        &data.path(),
+        &[
+            ("DOCKER_HOST", host.as_str()),
+            ("BERTH_DOCKER_TIMEOUT_S", "5"),
+        ],
+    )
+    .await;
+    let client = server.client.clone();
+    let sb = client
+        .create_sandbox(&json!({ "image": image, "files": { "keep.txt": "kept" } }))
+        .await
+        .unwrap();
+    let events = client
+        .request(Method::GET, "/v1/events")
+        .send()
+        .await
+        .unwrap();
+
+    // An exec that would run for a minute.
+    let exec = {
+        let client = client.clone();
+        let id = sb.id.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let resp = client
+                .request(Method::POST, &format!("/v1/sandboxes/{id}/exec"))
+                .json(&busybox(&["sleep", "60"]))
+                .send()
+                .await;
+            (started.elapsed(), resp.map(|r| r.status()))
+        })
+    };
+    eventually(Duration::from_secs(10), || async {
+        let out = client
+            .exec(&sb.id, &serde_json::from_value(busybox(&["ps"])).unwrap())
+            .await
+            .ok()?;
+        out.stdout.contains("sleep 60").then_some(())
+    })
+    .await
+    .expect("the long exec is running");
+
+    // The engine goes down (its containers with it).
+    let down = tokio::task::spawn_blocking(move || {
+        engine.stop();
+        engine
+    });
+    let mut engine = down.await.unwrap();
+
+    // The exec under way is answered, not left hanging.
+    let (took, status) = tokio::time::timeout(Duration::from_secs(30), exec)
+        .await
+        .expect("the exec under way was answered")
+        .unwrap();
+    assert!(took < Duration::from_secs(45), "{took:?}");
+    if let Ok(status) = status {
+        assert!(!status.is_success(), "{status}");
+    }
+
+    // While it is down: 503 `retryable`, fast, for what needs the engine; /readyz says so.
+    let started = Instant::now();
+    let resp = client
+        .request(Method::POST, "/v1/sandboxes")
+        .json(&json!({ "image": image }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(resp.headers().contains_key("retry-after"));
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["retryable"], true, "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let ready = reqwest::get(format!("{}/readyz", server.base))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    // Back: the sandbox is seen stopped within seconds, without any call touching it.
+    let engine_back = tokio::task::spawn_blocking(move || {
+        engine.run();
+        engine
+    });
+    let engine = engine_back.await.unwrap();
+    let stopped = eventually(Duration::from_secs(20), || async {
+        let s = client.get_sandbox(&sb.id).await.ok()?;
+        (s.state == "stopped").then_some(s)
+    })
+    .await
+    .expect("the sandbox was marked stopped after the engine came back");
+    assert!(stopped.reason.is_some(), "{stopped:?}");
+    {
+        use futures_util::StreamExt;
+        let mut stream = events.bytes_stream();
+        let mut seen = String::new();
+        while !seen.contains("sandbox.stopped") {
+            let chunk = tokio::time::timeout(Duration::from_secs(10), stream.next())
+                .await
+                .expect("a stopped event")
+                .unwrap()
+                .unwrap();
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+    let ready = reqwest::get(format!("{}/readyz", server.base))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+    // Its volume outlived the engine: a resume brings the files back.
+    client.resume(&sb.id).await.unwrap();
+    let cat: berth_runtime::wire::ExecRequest =
+        serde_json::from_value(busybox(&["cat", "keep.txt"])).unwrap();
+    assert_eq!(client.exec(&sb.id, &cat).await.unwrap().stdout, "kept");
+    client.delete(&sb.id, false).await.unwrap();
+    assert_eq!(server.terminate().await.code(), Some(0));
+    drop(engine);
+    // The host's own engine kept its bridge.
+    assert_eq!(
+        has_docker0(),
+        had_docker0,
+        "the private engine removed docker0"
+    );
+}
