@@ -117,6 +117,8 @@ pub struct LimitCeilings {
     pub max_json_bytes_in_flight: usize,
     /// Sandboxes a tenant may have that are not terminated.
     pub max_sandboxes_per_tenant: usize,
+    /// Snapshots a tenant may keep (archives of archived sandboxes do not count).
+    pub max_snapshots_per_tenant: usize,
     /// Agent requests (execs, streams, file routes) in flight at once on one sandbox.
     pub max_requests_per_sandbox: usize,
     /// ... for one tenant.
@@ -196,6 +198,7 @@ impl Default for LimitCeilings {
             max_json_bytes: 16 * 1024 * 1024,
             max_json_bytes_in_flight: 256 * 1024 * 1024,
             max_sandboxes_per_tenant: 200,
+            max_snapshots_per_tenant: 100,
             max_requests_per_sandbox: 16,
             max_requests_per_tenant: 64,
             max_requests: 256,
@@ -312,6 +315,10 @@ impl Config {
             self.limits.max_requests_per_tenant
         );
         overlay!("BERTH_MAX_REQUESTS", self.limits.max_requests);
+        overlay!(
+            "BERTH_MAX_SNAPSHOTS_PER_TENANT",
+            self.limits.max_snapshots_per_tenant
+        );
         overlay!(
             "BERTH_MAX_EVENT_STREAMS_PER_TENANT",
             self.limits.max_event_streams_per_tenant

@@ -291,6 +291,81 @@ async fn crash_at_delete_after_container() {
     assert_consistent(&data.path()).await;
 }
 
+#[tokio::test]
+async fn crash_at_resume_after_record() {
+    // An archived sandbox, resumed: the record says running, its archive not dropped yet.
+    let point = "resume.after_record";
+    let data = DataDir::new();
+    let archive_soon = ("BERTH_ARCHIVE_AFTER_S", "1");
+    let first = serve(&data.path(), &[("BERTH_CRASH_AT", point), archive_soon]).await;
+    let id = sandbox_with_file(&first.client).await;
+    first.client.stop(&id).await.unwrap();
+    until_state(&first.client, &id, "archived").await;
+    assert!(first.client.resume(&id).await.is_err());
+    first.crashed_at(point).await;
+    let second = serve(&data.path(), &[]).await;
+    // Finished: running on its restored volume, the archive removed.
+    assert_eq!(state(&second.client, &id).await, "running");
+    assert_consistent_live(&data.path(), &second).await;
+    has_file(&second.client, &id).await;
+    assert_eq!(second.terminate().await.code(), Some(0));
+    assert_consistent(&data.path()).await;
+}
+
+#[tokio::test]
+async fn crash_at_delete_after_record() {
+    let point = "delete.after_record";
+    let data = DataDir::new();
+    // A delete without keep_volume: the volume goes at the restart.
+    let first = serve(&data.path(), &[("BERTH_CRASH_AT", point)]).await;
+    let plain = sandbox_with_file(&first.client).await;
+    let volume = first.client.get_sandbox(&plain).await.unwrap().volume;
+    assert!(first.client.delete(&plain, false).await.is_err());
+    first.crashed_at(point).await;
+    let second = serve(&data.path(), &[]).await;
+    assert_eq!(state(&second.client, &plain).await, "terminated");
+    let listed = Command::new("docker")
+        .args(["volume", "inspect", &volume])
+        .output()
+        .unwrap();
+    assert!(
+        !listed.status.success(),
+        "the deleted sandbox's volume was left"
+    );
+    assert_consistent_live(&data.path(), &second).await;
+    drop(second);
+
+    // An archived sandbox deleted with keep_volume: its archive is the tenant's snapshot.
+    let archive_soon = ("BERTH_ARCHIVE_AFTER_S", "1");
+    let third = serve(&data.path(), &[("BERTH_CRASH_AT", point), archive_soon]).await;
+    let id = sandbox_with_file(&third.client).await;
+    third.client.stop(&id).await.unwrap();
+    until_state(&third.client, &id, "archived").await;
+    assert!(third.client.delete(&id, true).await.is_err());
+    third.crashed_at(point).await;
+    let fourth = serve(&data.path(), &[]).await;
+    assert_eq!(state(&fourth.client, &id).await, "terminated");
+    let list: Value = fourth
+        .client
+        .request(Method::GET, "/v1/snapshots")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kept = &list["snapshots"][0];
+    assert_eq!(kept["sandbox_id"], id.as_str(), "{list}");
+    let fork = fourth
+        .client
+        .create_sandbox(&json!({"image": "base", "from_snapshot": kept["id"]}))
+        .await
+        .unwrap();
+    has_file(&fourth.client, &fork.id).await;
+    assert_eq!(fourth.terminate().await.code(), Some(0));
+    assert_consistent(&data.path()).await;
+}
+
 async fn crash_during_snapshot(point: &str) {
     let data = DataDir::new();
     let first = serve(&data.path(), &[("BERTH_CRASH_AT", point)]).await;

@@ -243,12 +243,13 @@ async fn a_stopped_sandbox_is_snapshotted_without_starting_it() {
     let sb = app.sandbox(json!({})).await;
     make_tree(&app, &sb.id, 64 << 10).await;
     let before = fingerprint(&app, &sb.id).await;
-    app.client.stop(&sb.id).await.unwrap();
+    let stopped = app.client.stop(&sb.id).await.unwrap();
     let snap = snapshot(&app.client, &sb.id, None).await;
-    assert_eq!(
-        app.client.get_sandbox(&sb.id).await.unwrap().state,
-        "stopped"
-    );
+    let after = app.client.get_sandbox(&sb.id).await.unwrap();
+    assert_eq!(after.state, "stopped");
+    // Not resumed and stopped again on the way: its clocks did not move.
+    assert_eq!(after.started_at, stopped.started_at);
+    assert_eq!(after.stopped_at, stopped.stopped_at);
     let fork = app
         .sandbox(json!({ "from_snapshot": snap["id"].as_str().unwrap() }))
         .await;
@@ -301,10 +302,12 @@ async fn archived_sandboxes_come_back_byte_for_byte_by_resume_or_by_themselves()
     let before = fingerprint(&app, &sb.id).await;
     app.client.stop(&sb.id).await.unwrap();
     let archived = until_archived(&app.client, &sb.id).await;
-    assert!(
-        !volume_exists(&sb.volume).await,
-        "the Docker volume is removed"
-    );
+    // The volume goes right after the record says archived (never before).
+    let removed = eventually(Duration::from_secs(10), || async {
+        (!volume_exists(&sb.volume).await).then_some(())
+    })
+    .await;
+    assert!(removed.is_some(), "the Docker volume is removed");
     let usage = archived
         .usage
         .expect("an archived sandbox reports its archive");
@@ -371,6 +374,38 @@ async fn archived_sandboxes_come_back_byte_for_byte_by_resume_or_by_themselves()
     let resumed = app.client.resume(&manual.id).await.unwrap();
     assert_eq!(resumed.state, "running");
     assert_eq!(fingerprint(&app, &manual.id).await, before);
+
+    // A sandbox whose volume another sandbox uses is never archived (nor its volume
+    // removed): a third one, stopped after it, is archived while it stays stopped.
+    let owner = app.sandbox(json!({})).await;
+    app.client
+        .write_file(&owner.id, "shared.txt", "both")
+        .await
+        .unwrap();
+    app.client.stop(&owner.id).await.unwrap();
+    let sharer = app
+        .sandbox(json!({ "volume": owner.volume.as_str() }))
+        .await;
+    app.client.stop(&sharer.id).await.unwrap();
+    let later = app.sandbox(json!({})).await;
+    app.client.stop(&later.id).await.unwrap();
+    until_archived(&app.client, &later.id).await;
+    assert_eq!(
+        app.client.get_sandbox(&owner.id).await.unwrap().state,
+        "stopped"
+    );
+    assert!(volume_exists(&owner.volume).await);
+    assert_eq!(
+        app.client
+            .read_file(&sharer.id, "shared.txt")
+            .await
+            .unwrap()
+            .as_ref(),
+        b"both"
+    );
+    for id in [&owner.id, &sharer.id, &later.id] {
+        app.client.delete(id, false).await.unwrap();
+    }
 
     // Deleting an archived sandbox drops its archive.
     app.client.stop(&manual.id).await.unwrap();
@@ -587,27 +622,60 @@ async fn restoring_never_trusts_the_archive() {
     assert_eq!(containers, containers_before);
     assert_eq!(volumes, volumes_before);
 
-    // A damaged object (its checksum no longer matches) is refused, whole.
+    // A damaged object that still decompresses (a flipped byte inside a raw, random
+    // block) is refused by its checksum, whole: nothing of it lands.
+    let random: Vec<u8> = (0..256 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     let mut tar = Vec::new();
     raw_entry(&mut tar, "ok.txt", EntryType::Regular, 0o644, None, b"fine");
+    raw_entry(
+        &mut tar,
+        "noise.bin",
+        EntryType::Regular,
+        0o644,
+        None,
+        &random,
+    );
     let damaged = plant_snapshot(&app, tar).await;
     let id = berth::domain::SnapshotId::parse(&damaged).unwrap();
     let path = app.data_dir.join("archive").join(id.object_key());
     let mut bytes = std::fs::read(&path).unwrap();
-    let last = bytes.len() - 1;
-    bytes[last] ^= 0xff;
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
     std::fs::write(&path, bytes).unwrap();
+    let (containers_before, volumes_before) = common::instance_objects(&app.data_dir);
     let e = app
         .client
         .create_sandbox(&json!({ "image": "base", "from_snapshot": damaged }))
         .await
         .unwrap_err();
-    assert!(
-        e.status() == Some(StatusCode::UNPROCESSABLE_ENTITY),
+    assert_eq!(
+        e.status(),
+        Some(StatusCode::UNPROCESSABLE_ENTITY),
         "a damaged snapshot: {e}"
     );
-    let (status, _) = snapshot_file(&app.client, &damaged, ".").await;
-    assert!(status.is_client_error() || status.is_server_error());
+    assert!(e.to_string().contains("damaged"), "{e}");
+    assert_eq!(
+        common::instance_objects(&app.data_dir),
+        (containers_before, volumes_before)
+    );
+
+    // A snapshot whose tar would make the supervisor hold a huge name in memory is
+    // refused when read out of, without reading it all.
+    let mut tar = Vec::new();
+    raw_entry(
+        &mut tar,
+        "././@LongLink",
+        EntryType::GNULongName,
+        0o644,
+        None,
+        &vec![b'a'; 4 << 20],
+    );
+    raw_entry(&mut tar, "x", EntryType::Regular, 0o644, None, b"x");
+    let bomb = plant_snapshot(&app, tar).await;
+    let (status, body) = snapshot_file(&app.client, &bomb, "x").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body:?}");
     app.cleanup().await;
 }
 
@@ -654,9 +722,10 @@ async fn snapshots_and_archives_live_in_an_s3_compatible_store() {
 async fn old_snapshots_and_kept_volumes_are_removed_after_their_retention() {
     let temp = tempfile::tempdir().unwrap();
     let mut config = test_config(temp.path());
-    config.retention.snapshots_s = 2;
-    config.retention.kept_volumes_s = 2;
+    config.retention.snapshots_s = 600;
+    config.retention.kept_volumes_s = 600;
     let app = spawn_with(config).await;
+    let store = app.service.store();
     let sb = app.sandbox(json!({})).await;
     // A running sandbox reports its volume's bytes on disk.
     app.client
@@ -668,25 +737,56 @@ async fn old_snapshots_and_kept_volumes_are_removed_after_their_retention() {
         usage["disk_bytes"].as_u64().unwrap() >= 2_000_000,
         "{usage}"
     );
-    let snap = snapshot(&app.client, &sb.id, None).await;
-    let snap_id = snap["id"].as_str().unwrap().to_string();
+
+    // Two snapshots; one made to look an hour old.
+    let young = snapshot(&app.client, &sb.id, None).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let old = snapshot(&app.client, &sb.id, None).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut row = store
+        .get_snapshot(&berth::domain::SnapshotId::parse(&old).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    row.created_at = chrono::Utc::now() - chrono::Duration::hours(1);
+    store.update_snapshot(&row).await.unwrap();
+
+    // Two sandboxes deleted with their volumes kept; one ended an hour ago.
+    let kept_young = app.sandbox(json!({})).await;
+    app.client.delete(&kept_young.id, true).await.unwrap();
     app.client.delete(&sb.id, true).await.unwrap();
-    assert!(volume_exists(&sb.volume).await, "kept by the delete");
+    let id = berth::domain::SandboxId::parse(&sb.id).unwrap();
+    let mut ended = store.get_sandbox(&id).await.unwrap().unwrap();
+    ended.stopped_at = Some(chrono::Utc::now() - chrono::Duration::hours(1));
+    store.update_sandbox(&ended).await.unwrap();
+
+    let status = |snap: String| {
+        let client = app.client.clone();
+        async move {
+            client
+                .request(Method::GET, &format!("/v1/snapshots/{snap}"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
     let gone = eventually(Duration::from_secs(30), || async {
-        let resp = app
-            .client
-            .request(Method::GET, &format!("/v1/snapshots/{snap_id}"))
-            .send()
-            .await
-            .ok()?;
-        let volume_gone = !volume_exists(&sb.volume).await;
-        (resp.status() == StatusCode::NOT_FOUND && volume_gone).then_some(())
+        let snap_gone = status(old.clone()).await == StatusCode::NOT_FOUND;
+        (snap_gone && !volume_exists(&sb.volume).await).then_some(())
     })
     .await;
     assert!(
         gone.is_some(),
-        "the snapshot and the kept volume outlived their retention"
+        "the old snapshot and the old kept volume outlived their retention"
     );
-    assert!(archive_objects(&app).is_empty());
+    // The young ones stay.
+    assert_eq!(status(young.clone()).await, StatusCode::OK);
+    assert!(volume_exists(&kept_young.volume).await);
+    assert_eq!(archive_objects(&app), vec![format!("{young}.tar.zst")]);
     app.cleanup().await;
 }

@@ -64,6 +64,8 @@ pub struct ArchiveStore {
     prefix: String,
     /// `file:///...` or `s3://...`, for messages.
     pub location: String,
+    /// The directory of a local store (whose files berth syncs and sweeps itself).
+    local_root: Option<std::path::PathBuf>,
 }
 
 /// Bytes of one part of a multipart upload (S3's smallest but the last).
@@ -87,7 +89,8 @@ impl ArchiveStore {
             return Ok(ArchiveStore {
                 store: Arc::new(store),
                 prefix: String::new(),
-                location: url,
+                location: url.clone(),
+                local_root: Some(std::path::PathBuf::from(dir)),
             });
         }
         let Some(rest) = url.strip_prefix("s3://") else {
@@ -125,6 +128,7 @@ impl ArchiveStore {
             store: Arc::new(store),
             prefix: prefix.trim_matches('/').to_string(),
             location: url,
+            local_root: None,
         })
     }
 
@@ -158,6 +162,7 @@ impl ArchiveStore {
             };
             // At most a couple of parts in flight: memory stays flat.
             if let Err(e) = writer.wait_for_capacity(2).await {
+                let _ = writer.abort().await;
                 return Err(e.into());
             }
             hash.update(&chunk);
@@ -217,10 +222,76 @@ impl ArchiveStore {
             .collect())
     }
 
+    /// Makes `key` durable: for a local store its file and directories are synced to disk
+    /// (the local store renames a finished upload into place without a sync); an S3
+    /// service has it durable once the upload completed.
+    pub async fn sync(&self, key: &str) -> Result<(), ArchiveError> {
+        let Some(root) = self.local_root.clone() else {
+            return Ok(());
+        };
+        let file = root.join(key);
+        tokio::task::spawn_blocking(move || {
+            std::fs::File::open(&file)?.sync_all()?;
+            let mut dir = file.parent();
+            while let Some(d) = dir {
+                std::fs::File::open(d)?.sync_all()?;
+                if d == root {
+                    break;
+                }
+                dir = d.parent();
+            }
+            Ok::<_, std::io::Error>(())
+        })
+        .await
+        .map_err(|e| ArchiveError::Store(e.to_string()))?
+        .map_err(|e| ArchiveError::Store(format!("cannot sync {key}: {e}")))
+    }
+
+    /// Removes what uploads cut short by a crash left in a local store (the local store
+    /// writes `key#N` and renames it when done; such files are not listed). Returns how
+    /// many went. An S3 service keeps incomplete multipart uploads until a lifecycle rule
+    /// (`AbortIncompleteMultipartUpload`) removes them.
+    pub async fn sweep_partial(&self) -> Result<usize, ArchiveError> {
+        let Some(root) = self.local_root.clone() else {
+            return Ok(0);
+        };
+        tokio::task::spawn_blocking(move || {
+            let mut removed = 0;
+            let mut dirs = vec![root];
+            while let Some(dir) = dirs.pop() {
+                let Ok(entries) = std::fs::read_dir(&dir) else {
+                    continue;
+                };
+                for entry in entries.flatten() {
+                    let path = entry.path();
+                    let Ok(kind) = entry.file_type() else {
+                        continue;
+                    };
+                    if kind.is_dir() {
+                        dirs.push(path);
+                    } else if is_partial(&entry.file_name().to_string_lossy())
+                        && std::fs::remove_file(&path).is_ok()
+                    {
+                        removed += 1;
+                    }
+                }
+            }
+            removed
+        })
+        .await
+        .map_err(|e| ArchiveError::Store(e.to_string()))
+    }
+
     /// Whether the store answers (for readiness).
     pub async fn ping(&self) -> Result<(), ArchiveError> {
         self.exists("berth-ping").await.map(|_| ())
     }
+}
+
+/// A local store's name for an upload under way: `name#digits`.
+fn is_partial(name: &str) -> bool {
+    name.rsplit_once('#')
+        .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 #[cfg(test)]
@@ -258,6 +329,12 @@ mod tests {
         ]);
         assert!(store.put("snapshots/b.tar.zst", broken).await.is_err());
         assert!(!store.exists("snapshots/b.tar.zst").await.unwrap());
+        store.sync("snapshots/a.tar.zst").await.unwrap();
+        // What a crash mid-upload leaves is swept, and nothing else.
+        std::fs::write(dir.path().join("snapshots/c.tar.zst#3"), b"half").unwrap();
+        assert_eq!(store.sweep_partial().await.unwrap(), 1);
+        assert!(!dir.path().join("snapshots/c.tar.zst#3").exists());
+        assert!(store.exists("snapshots/a.tar.zst").await.unwrap());
         store.delete("snapshots/a.tar.zst").await.unwrap();
         store.delete("snapshots/a.tar.zst").await.unwrap();
         assert!(store.keys().await.unwrap().is_empty());

@@ -76,6 +76,14 @@ pub struct Sandbox {
     /// Where its volume's content is while it is archived.
     #[serde(default)]
     pub archive: Option<super::SnapshotId>,
+    /// Deleted with `keep_volume`: its own volume stays (until its retention). Records
+    /// from before this field count as kept (nothing is removed on a guess).
+    #[serde(default = "kept_by_default")]
+    pub volume_kept: bool,
+}
+
+fn kept_by_default() -> bool {
+    true
 }
 
 impl Sandbox {
@@ -110,6 +118,7 @@ impl Sandbox {
             last_activity_at: None,
             reason: None,
             archive: None,
+            volume_kept: false,
         }
     }
 

@@ -109,6 +109,7 @@ impl SandboxService {
             last_activity_at: None,
             reason: None,
             archive: None,
+            volume_kept: false,
         };
         self.store.insert_sandbox(&sandbox).await?;
         self.counts.add(sandbox.state);

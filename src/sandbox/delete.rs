@@ -28,33 +28,39 @@ impl SandboxService {
         let lock = self.lock_for(id);
         let _held = lock.lock().await;
         let mut sandbox = self.get(tenant, id).await?;
+        // An archived sandbox's files are its archive: kept as a snapshot of the tenant's
+        // with `keep_volume` (made one before the record changes, so no crash loses it;
+        // its retention counts from now), dropped otherwise.
+        let archive = sandbox.archive.clone();
+        if let (Some(archive), true) = (&archive, keep_volume) {
+            if let Some(mut kept) = self.store.get_snapshot(archive).await? {
+                kept.kind = crate::domain::SnapshotKind::Snapshot;
+                kept.label = Some(format!("archive of deleted sandbox {id}"));
+                kept.created_at = Utc::now();
+                self.store.update_snapshot(&kept).await?;
+            }
+        }
         if sandbox.state != SandboxState::Terminated {
             self.bring_down(&sandbox).await?;
             crate::crash::point("delete.after_container");
             self.activity.forget(id);
             sandbox.stopped_at = sandbox.stopped_at.or(Some(Utc::now()));
+            sandbox.volume_kept = keep_volume;
+            sandbox.archive = None;
             self.transition(
                 &mut sandbox,
                 SandboxState::Terminated,
                 Some("deleted".into()),
             )
             .await?;
+            crate::crash::point("delete.after_record");
             self.emit(EventKind::Terminated, &sandbox);
         }
         self.remove_reader(id).await?;
-        // An archived sandbox's files are its archive: kept as a snapshot of the
-        // tenant's with `keep_volume`, dropped otherwise.
-        if let Some(archive) = sandbox.archive.take() {
-            if keep_volume {
-                if let Some(mut kept) = self.store.get_snapshot(&archive).await? {
-                    kept.kind = crate::domain::SnapshotKind::Snapshot;
-                    kept.label = Some(format!("archive of deleted sandbox {id}"));
-                    self.store.update_snapshot(&kept).await?;
-                }
-            } else {
+        if let Some(archive) = archive {
+            if !keep_volume {
                 self.drop_archive(&archive).await;
             }
-            self.store.update_sandbox(&sandbox).await?;
             return Ok(sandbox);
         }
         if !keep_volume && sandbox.owns_volume {

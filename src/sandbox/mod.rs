@@ -21,6 +21,7 @@ mod run_tests;
 mod sessions;
 mod snapshots;
 mod stop;
+mod tar_guard;
 mod terminals;
 mod volumes;
 mod watch;
@@ -81,6 +82,10 @@ pub struct SandboxService {
     archive: crate::archive::ArchiveStore,
     /// An archive pass is running (one at a time).
     archiving: std::sync::atomic::AtomicBool,
+    /// Reads out of snapshots under way (each holds a blocking thread).
+    snapshot_reads: Arc<tokio::sync::Semaphore>,
+    /// Sandboxes whose archiving failed, and when to try again.
+    archive_backoff: std::sync::Mutex<std::collections::HashMap<SandboxId, std::time::Instant>>,
     /// True once the server began shutting down.
     shutdown: tokio::sync::watch::Sender<bool>,
 }
@@ -123,6 +128,8 @@ impl SandboxService {
             viewers: Arc::default(),
             archive,
             archiving: Default::default(),
+            snapshot_reads: Arc::new(tokio::sync::Semaphore::new(snapshots::MAX_SNAPSHOT_READS)),
+            archive_backoff: Default::default(),
             shutdown: tokio::sync::watch::Sender::new(false),
             config,
         })

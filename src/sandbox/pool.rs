@@ -301,6 +301,7 @@ impl SandboxService {
             last_activity_at: None,
             reason: None,
             archive: None,
+            volume_kept: false,
         };
         self.store.insert_sandbox(&sandbox).await?;
         let started = async {

@@ -223,6 +223,11 @@ impl SandboxService {
         Ok(())
     }
 
+    /// Whether a request is reading through `id`'s reader now.
+    pub(super) fn reader_in_use(&self, id: &SandboxId) -> bool {
+        lock(&self.readers).get(id).is_some_and(|e| e.in_flight > 0)
+    }
+
     /// Removes readers unused for [`READER_IDLE`] (checked again under each one's lock).
     pub(super) async fn reap_readers(&self) {
         let idle: Vec<SandboxId> = lock(&self.readers)

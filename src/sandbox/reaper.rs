@@ -9,6 +9,11 @@ use chrono::Utc;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Least time between two archive passes.
+const ARCHIVE_PASS_EVERY: Duration = Duration::from_secs(2);
+/// How long a sandbox whose archiving failed waits before the next try.
+const ARCHIVE_RETRY: Duration = Duration::from_secs(300);
+
 impl SandboxService {
     /// One pass; returns how many sandboxes it stopped.
     pub async fn reap_once(self: &Arc<Self>) -> usize {
@@ -78,6 +83,8 @@ impl SandboxService {
         let this = self.clone();
         tokio::spawn(async move {
             this.archive_pass().await;
+            // At most one pass every couple of seconds (each reads the tables whole).
+            tokio::time::sleep(ARCHIVE_PASS_EVERY).await;
             this.archiving
                 .store(false, std::sync::atomic::Ordering::SeqCst);
         });
@@ -93,18 +100,38 @@ impl SandboxService {
                 .list_sandboxes(None, Some(SandboxState::Stopped))
                 .await
                 .unwrap_or_default();
+            let waiting = |id: &crate::domain::SandboxId| {
+                self.archive_backoff
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(id)
+                    .is_some_and(|at| *at > std::time::Instant::now())
+            };
             for sandbox in stopped.iter().filter(|s| {
                 s.owns_volume
                     && s.stopped_at
                         .is_some_and(|t| t <= ago(retention.archive_after_s))
+                    && !waiting(&s.id)
             }) {
-                match self.archive_sandbox(&sandbox.id).await {
-                    Ok(true) => {
-                        tracing::info!(sandbox = %sandbox.id, "archived a long-stopped sandbox")
+                let outcome = self.archive_sandbox(&sandbox.id).await;
+                let mut backoff = self
+                    .archive_backoff
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                match outcome {
+                    Ok(archived) => {
+                        backoff.remove(&sandbox.id);
+                        if archived {
+                            tracing::info!(sandbox = %sandbox.id, "archived a long-stopped sandbox");
+                        }
                     }
-                    Ok(false) => {}
                     Err(e) => {
-                        tracing::warn!(sandbox = %sandbox.id, error = %e, "could not archive")
+                        // Tried again later, not at every pass.
+                        backoff.insert(
+                            sandbox.id.clone(),
+                            std::time::Instant::now() + ARCHIVE_RETRY,
+                        );
+                        tracing::warn!(sandbox = %sandbox.id, error = %e, "could not archive; trying again in 5 minutes");
                     }
                 }
             }

@@ -26,6 +26,8 @@ pub struct Reconciled {
     pub objects_removed: usize,
     /// Volumes of archived sandboxes a crash left behind (the archive is whole).
     pub archived_volumes_removed: usize,
+    /// Own volumes of sandboxes deleted without `keep_volume` that a crash left behind.
+    pub volumes_removed: usize,
 }
 
 impl SandboxService {
@@ -102,27 +104,58 @@ impl SandboxService {
                 _ => {}
             }
         }
+        report.volumes_removed = self.remove_deleted_volumes().await?;
         report.keys_forgotten = self.store.idempotency_clear_in_flight().await?;
         self.reconcile_archives(&mut report).await?;
         self.count_states().await?;
         Ok(report)
     }
 
+    /// Removes the own volumes of sandboxes deleted without `keep_volume` that a crash
+    /// left (between the record and the volume's removal), unless another sandbox uses
+    /// them.
+    async fn remove_deleted_volumes(&self) -> Result<usize, super::SandboxError> {
+        let sandboxes = self.store.list_sandboxes(None, None).await?;
+        let mut removed = 0;
+        for s in sandboxes
+            .iter()
+            .filter(|s| s.state == SandboxState::Terminated && s.owns_volume && !s.volume_kept)
+        {
+            let used = sandboxes.iter().any(|o| {
+                o.id != s.id
+                    && o.volume == s.volume
+                    && !matches!(o.state, SandboxState::Terminated | SandboxState::Failed)
+            });
+            if !used && self.docker.volume_exists(s.volume.as_str()).await? {
+                self.remove_volume_record(&s.volume).await?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// Snapshots and archives after a crash: a snapshot being written is undone; an archive
     /// no archived sandbox names (a crash before its sandbox was marked, or after a resume
     /// restored it) is dropped; an archived sandbox's volume (a crash before it was
     /// removed, or during a restore) goes, since its archive is whole; objects no record
-    /// names are removed.
+    /// names, and uploads a crash cut short, are removed. The archive store being down
+    /// does not stop the server: what it could not remove now goes at the next start.
     async fn reconcile_archives(&self, report: &mut Reconciled) -> Result<(), super::SandboxError> {
         use crate::domain::{SnapshotKind, SnapshotState};
         let sandboxes = self.store.list_sandboxes(None, None).await?;
+        let store_down = |e: crate::archive::ArchiveError| {
+            tracing::warn!(error = %e, store = %self.archive.location,
+                "the archive store did not answer; what it holds is reconciled at the next start");
+        };
         for snapshot in self.store.list_snapshots(None).await? {
             let named = sandboxes.iter().any(|s| {
                 s.state == SandboxState::Archived && s.archive.as_ref() == Some(&snapshot.id)
             });
             let unused_archive = snapshot.kind == SnapshotKind::Archive && !named;
             if snapshot.state == SnapshotState::Creating || unused_archive {
-                self.archive.delete(&snapshot.id.object_key()).await?;
+                if let Err(e) = self.archive.delete(&snapshot.id.object_key()).await {
+                    store_down(e);
+                }
                 self.store.delete_snapshot(&snapshot.id).await?;
                 report.snapshots_undone += 1;
             }
@@ -143,11 +176,22 @@ impl SandboxService {
             .iter()
             .map(|s| s.id.object_key())
             .collect();
-        for key in self.archive.keys().await? {
-            if key.starts_with("snapshots/") && !known.contains(&key) {
-                self.archive.delete(&key).await?;
-                report.objects_removed += 1;
+        match self.archive.keys().await {
+            Ok(keys) => {
+                for key in keys {
+                    if key.starts_with("snapshots/") && !known.contains(&key) {
+                        match self.archive.delete(&key).await {
+                            Ok(()) => report.objects_removed += 1,
+                            Err(e) => store_down(e),
+                        }
+                    }
+                }
             }
+            Err(e) => store_down(e),
+        }
+        match self.archive.sweep_partial().await {
+            Ok(n) => report.objects_removed += n,
+            Err(e) => store_down(e),
         }
         Ok(())
     }

@@ -59,6 +59,7 @@ impl SandboxService {
         sandbox.archive = None;
         self.transition(&mut sandbox, SandboxState::Running, None)
             .await?;
+        crate::crash::point("resume.after_record");
         if let Some(archive) = archive {
             self.drop_archive(&archive).await;
         }

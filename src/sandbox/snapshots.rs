@@ -29,12 +29,21 @@ const MAX_LABEL: usize = 256;
 const MAX_LISTED: usize = 100_000;
 /// How long a restore's upload to the agent may take.
 const RESTORE_DEADLINE: Duration = Duration::from_secs(6 * 3600);
+/// Reads out of snapshots at once (each holds a blocking thread while it scans).
+pub const MAX_SNAPSHOT_READS: usize = 16;
+/// A client reading a file out of a snapshot that takes nothing for this long is let go.
+const READ_IDLE: Duration = Duration::from_secs(60);
 
 impl From<ArchiveError> for SandboxError {
     fn from(e: ArchiveError) -> Self {
         match e {
-            ArchiveError::NotFound(what) => SandboxError::Internal(format!(
-                "the archive store lost {what}; the snapshot cannot be read"
+            // Deleted meanwhile (a snapshot's delete, or an archive dropped by a resume).
+            ArchiveError::NotFound(what) => SandboxError::Conflict(format!(
+                "{what} is no longer in the archive store (deleted meanwhile?); retry"
+            )),
+            // The sandbox's tar stream broke (it stopped, or its helper went away).
+            ArchiveError::Source(why) => SandboxError::Conflict(format!(
+                "the sandbox's files could not be read to the end ({why}); retry"
             )),
             other => SandboxError::Archive(other.to_string()),
         }
@@ -94,13 +103,33 @@ fn verified(
     body.chain(end)
 }
 
-/// zstd-decompressed bytes of `stream`.
+/// zstd-decompressed bytes of `stream`. Once the compressed frame ends, the rest of
+/// `stream` is read too (nothing is expected there), so that an error at its very end
+/// (the checksum's verdict from [`verified`]) reaches whoever reads to the end.
 fn decompressed(
     stream: impl Stream<Item = std::io::Result<Bytes>> + Send + 'static,
 ) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+    use tokio::io::AsyncReadExt;
     let reader = StreamReader::new(Box::pin(stream));
     let decoder = async_compression::tokio::bufread::ZstdDecoder::new(BufReader::new(reader));
-    ReaderStream::with_capacity(decoder, 64 * 1024)
+    futures_util::stream::unfold(Some(decoder), |state| async move {
+        let mut decoder = state?;
+        let mut buf = vec![0u8; 64 * 1024];
+        match decoder.read(&mut buf).await {
+            Ok(0) => {
+                let mut rest = decoder.into_inner();
+                match tokio::io::copy(&mut rest, &mut tokio::io::sink()).await {
+                    Ok(_) => None,
+                    Err(e) => Some((Err(e), None)),
+                }
+            }
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(Bytes::from(buf)), Some(decoder)))
+            }
+            Err(e) => Some((Err(e), None)),
+        }
+    })
 }
 
 /// What went wrong while a snapshot streamed: the store (retry later) or its bytes (a
@@ -167,6 +196,12 @@ impl SandboxService {
             )));
         }
         let sandbox = self.get(tenant, id).await?;
+        let max = self.config.limits.max_snapshots_per_tenant;
+        if self.snapshots(tenant).await?.len() >= max {
+            return Err(SandboxError::Quota(format!(
+                "this tenant has {max} snapshots, its limit; delete some first"
+            )));
+        }
         if matches!(sandbox.state, SandboxState::Creating | SandboxState::Failed) {
             return Err(SandboxError::Conflict(format!(
                 "sandbox {id} is {}; it has no volume to snapshot",
@@ -227,6 +262,7 @@ impl SandboxService {
                 }
             };
             crate::crash::point("snapshot.after_upload");
+            self.archive.sync(&key).await?;
             Ok::<_, SandboxError>(stored)
         }
         .await;
@@ -236,6 +272,7 @@ impl SandboxService {
                 snapshot.sha256 = Some(stored.sha256);
                 snapshot.state = SnapshotState::Ready;
                 self.store.update_snapshot(&snapshot).await?;
+                self.store.sync().await?;
                 Ok(snapshot)
             }
             Err(e) => {
@@ -337,8 +374,21 @@ impl SandboxService {
             SandboxError::Internal(format!("archived sandbox {} has no archive", sandbox.id))
         })?;
         let snapshot = self.store.get_snapshot(archive).await?.ok_or_else(|| {
-            SandboxError::Internal(format!("the archive of {} is gone", sandbox.id))
+            SandboxError::Conflict(format!(
+                "sandbox {} was restored meanwhile; retry",
+                sandbox.id
+            ))
         })?;
+        let workdir = sandbox.workdir.trim_end_matches('/');
+        let inside = path
+            .strip_prefix(workdir)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+        if path.starts_with('/') && !inside {
+            return Err(SandboxError::NotFound(format!(
+                "{path} in archived sandbox {} (only its workdir {workdir} is archived)",
+                sandbox.id
+            )));
+        }
         self.read_from(&snapshot, path).await
     }
 
@@ -353,13 +403,23 @@ impl SandboxService {
             ));
         }
         let wanted = normalize(path, &snapshot.workdir);
+        let permit = self
+            .snapshot_reads
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| SandboxError::Busy("too many reads out of snapshots under way".into()))?;
         let failure = Failure::default();
         let stream = self.snapshot_tar(snapshot, &failure).await?;
-        let tar = tokio_util::io::SyncIoBridge::new(StreamReader::new(Box::pin(stream)));
+        let tar = super::tar_guard::TarGuard::new(tokio_util::io::SyncIoBridge::new(
+            StreamReader::new(Box::pin(stream)),
+        ));
         let (head_tx, head_rx) = tokio::sync::oneshot::channel();
         let (tx, rx) = tokio::sync::mpsc::channel(8);
         let shown = path.to_string();
-        tokio::task::spawn_blocking(move || scan_tar(tar, &wanted, &shown, head_tx, tx));
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            scan_tar(tar, &wanted, &shown, head_tx, tx)
+        });
         match head_rx.await {
             Ok(Ok(Head::File(size))) => Ok(SnapshotRead::File { size, body: rx }),
             Ok(Ok(Head::Dir(list))) => Ok(SnapshotRead::Dir(list)),
@@ -399,7 +459,9 @@ impl SandboxService {
     /// Archives a sandbox stopped long enough: its volume into the archive store, then the
     /// Docker volume removed; the sandbox is then `archived` (a resume restores it). The
     /// upload runs without the lifecycle lock (a resume meanwhile wins: the archive is
-    /// then dropped); the switch to `archived` is made under it.
+    /// then dropped); the switch to `archived` is made under it, once the object and the
+    /// record are durable, and only while no other sandbox uses the volume and no read
+    /// goes through its read-only helper (otherwise it is tried again later).
     pub(super) async fn archive_sandbox(
         self: &Arc<Self>,
         id: &SandboxId,
@@ -407,7 +469,10 @@ impl SandboxService {
         let Some(sandbox) = self.store.get_sandbox(id).await? else {
             return Ok(false);
         };
-        if sandbox.state != SandboxState::Stopped || !sandbox.owns_volume {
+        if sandbox.state != SandboxState::Stopped
+            || !sandbox.owns_volume
+            || self.volume_shared(&sandbox).await?
+        {
             return Ok(false);
         }
         let archive = self
@@ -417,13 +482,19 @@ impl SandboxService {
         let lock = self.lock_for(id);
         let _held = lock.lock().await;
         let current = self.store.get_sandbox(id).await?;
-        let Some(mut current) = current.filter(|now| {
+        let still = match current.filter(|now| {
             now.state == SandboxState::Stopped && now.stopped_at == sandbox.stopped_at
-        }) else {
-            // Resumed (or deleted) while the archive was written: it is not needed.
+        }) {
+            Some(now) if !self.reader_in_use(id) && !self.volume_shared(&now).await? => Some(now),
+            _ => None,
+        };
+        let Some(mut current) = still else {
+            // Resumed, deleted, shared or read meanwhile: this archive is not needed.
             self.drop_archive(&archive.id).await;
             return Ok(false);
         };
+        // The volume goes only once the archive would survive a power cut.
+        self.archive.sync(&archive.id.object_key()).await?;
         current.archive = Some(archive.id.clone());
         self.transition(
             &mut current,
@@ -431,11 +502,26 @@ impl SandboxService {
             Some("archived".into()),
         )
         .await?;
+        self.store.sync().await?;
         crate::crash::point("archive.after_record");
         self.remove_reader(id).await?;
         self.remove_volume_record(&current.volume).await?;
         self.emit(EventKind::Archived, &current);
         Ok(true)
+    }
+
+    /// Whether a sandbox other than `sandbox` (not ended) uses its volume.
+    async fn volume_shared(&self, sandbox: &Sandbox) -> Result<bool, SandboxError> {
+        Ok(self
+            .store
+            .list_sandboxes(Some(&sandbox.tenant), None)
+            .await?
+            .iter()
+            .any(|s| {
+                s.id != sandbox.id
+                    && s.volume == sandbox.volume
+                    && !matches!(s.state, SandboxState::Terminated | SandboxState::Failed)
+            }))
     }
 
     /// Brings an archived sandbox's volume back: a new volume, the container on it, the
@@ -446,7 +532,7 @@ impl SandboxService {
             SandboxError::Internal(format!("archived sandbox {} has no archive", sandbox.id))
         })?;
         let archive = self.store.get_snapshot(&archive_id).await?.ok_or_else(|| {
-            SandboxError::Internal(format!("the archive of {} is gone", sandbox.id))
+            SandboxError::Internal(format!("the archive record of {} is missing", sandbox.id))
         })?;
         let restored = async {
             self.docker
@@ -475,8 +561,17 @@ impl SandboxService {
         let _ = self.remove_volume_record(&sandbox.volume).await;
     }
 
-    /// Drops an archive once its sandbox runs on its own volume again.
+    /// Drops an archive once its sandbox runs on its own volume again (a snapshot the
+    /// tenant was given, from a delete with `keep_volume`, is never dropped here).
     pub(super) async fn drop_archive(&self, id: &SnapshotId) {
+        match self.store.get_snapshot(id).await {
+            Ok(Some(s)) if s.kind == SnapshotKind::Archive => {}
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(snapshot = %id, error = %e, "could not look up an archive; the next start removes it");
+                return;
+            }
+        }
         if let Err(e) = self.archive.delete(&id.object_key()).await {
             tracing::warn!(snapshot = %id, error = %e, "could not remove an archive; the next start removes it");
             return;
@@ -524,6 +619,10 @@ fn scan_tar(
     };
     let mut head = Some(head);
     for entry in entries {
+        // The client went away before anything was found: stop scanning.
+        if head.as_ref().is_some_and(|h| h.is_closed()) {
+            return;
+        }
         let mut entry = match entry {
             Ok(entry) => entry,
             Err(e) => {
@@ -558,19 +657,19 @@ fn scan_tar(
                 }
             }
             let mut buf = vec![0u8; 64 * 1024];
+            // A client that stops reading (or leaves) lets the scan, and its thread, go.
+            let runtime = tokio::runtime::Handle::current();
+            let send = |item| runtime.block_on(body.send_timeout(item, READ_IDLE)).is_ok();
             loop {
                 match std::io::Read::read(&mut entry, &mut buf) {
                     Ok(0) => return,
                     Ok(n) => {
-                        if body
-                            .blocking_send(Ok(Bytes::copy_from_slice(&buf[..n])))
-                            .is_err()
-                        {
+                        if !send(Ok(Bytes::copy_from_slice(&buf[..n]))) {
                             return;
                         }
                     }
                     Err(e) => {
-                        let _ = body.blocking_send(Err(e));
+                        send(Err(e));
                         return;
                     }
                 }

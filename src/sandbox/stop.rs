@@ -122,6 +122,15 @@ impl SandboxService {
     ) -> Result<(), SandboxError> {
         let lock = self.lock_for(id);
         let _held = lock.lock().await;
+        self.stopped_externally_locked(id, reason).await
+    }
+
+    /// [`Self::mark_stopped_externally`] with the sandbox's lifecycle lock already held.
+    pub(super) async fn stopped_externally_locked(
+        &self,
+        id: &SandboxId,
+        reason: StopReason,
+    ) -> Result<(), SandboxError> {
         let Some(mut sandbox) = self.store.get_sandbox(id).await? else {
             return Ok(());
         };

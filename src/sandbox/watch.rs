@@ -68,7 +68,7 @@ impl SandboxService {
     /// stopped, with why. A lifecycle operation in progress is waited for first.
     async fn on_container_gone(self: &Arc<Self>, id: &SandboxId) {
         let lock = self.lock_for(id);
-        let held = lock.lock().await;
+        let _held = lock.lock().await;
         let Ok(Some(sandbox)) = self.store.get_sandbox(id).await else {
             return;
         };
@@ -83,8 +83,8 @@ impl SandboxService {
             // The daemon does not answer: the next successful check decides.
             Err(_) => return,
         };
-        drop(held);
-        if let Err(e) = self.mark_stopped_externally(id, reason).await {
+        // Still under the lock that the inspection was made under: no resume slips in.
+        if let Err(e) = self.stopped_externally_locked(id, reason).await {
             tracing::warn!(sandbox = %id, error = %e, "could not record a container that went away");
         } else {
             tracing::info!(sandbox = %id, reason = reason.as_str(), "a sandbox's container went away");

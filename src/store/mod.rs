@@ -68,6 +68,11 @@ pub enum IdempotencyStart {
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Makes every commit so far durable against a power cut (before berth removes data
+    /// that a rolled-back commit would still need, such as an archived sandbox's volume).
+    async fn sync(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 
     async fn ensure_tenant(&self, tenant: &TenantId) -> Result<(), StoreError>;
     async fn tenant_count(&self) -> Result<u64, StoreError>;

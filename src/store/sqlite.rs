@@ -69,6 +69,16 @@ fn kind_str(snapshot: &Snapshot) -> &'static str {
 
 #[async_trait]
 impl Store for SqliteStore {
+    /// In WAL mode with `synchronous = NORMAL` a commit is durable once the WAL is
+    /// synced, which a checkpoint does first.
+    async fn sync(&self) -> Result<(), StoreError> {
+        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        Ok(())
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1")
             .execute(&self.pool)

@@ -71,6 +71,10 @@ pub fn extract(reader: impl io::Read, dest: &Path) -> Result<u64, AgentError> {
         Ok(count) => count,
         Err(e) => return Err(source.explain_agent(e)),
     };
+    // The body is read to its end before anything is committed: what follows the tar's
+    // end (padding) may still fail, as a restore's stream does when the snapshot's
+    // checksum, checked at its end, does not match.
+    io::copy(&mut source, &mut io::sink()).map_err(|e| source.explain(e))?;
     staging.commit(&dest)?;
     Ok(count)
 }

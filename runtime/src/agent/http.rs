@@ -58,6 +58,17 @@ async fn health(State(state): State<Shared>) -> Json<AgentHealth> {
 async fn disk_usage(
     State(state): State<Shared>,
 ) -> Result<Json<crate::wire::DiskUsage>, AgentError> {
+    // One walk at a time, its answer reused for a few seconds: polling a sandbox's view
+    // costs the sandbox (almost) nothing.
+    static LAST: std::sync::OnceLock<
+        tokio::sync::Mutex<Option<(std::time::Instant, crate::wire::DiskUsage)>>,
+    > = std::sync::OnceLock::new();
+    let mut last = LAST.get_or_init(Default::default).lock().await;
+    if let Some((at, usage)) = last.as_ref() {
+        if at.elapsed() < std::time::Duration::from_secs(5) {
+            return Ok(Json(usage.clone()));
+        }
+    }
     let root = state.workdir.clone();
     let usage = blocking(move || {
         use std::os::unix::fs::MetadataExt;
@@ -84,6 +95,7 @@ async fn disk_usage(
         })
     })
     .await?;
+    *last = Some((std::time::Instant::now(), usage.clone()));
     Ok(Json(usage))
 }
 
