@@ -70,7 +70,18 @@ pub fn spawn(reaper: &Reaper, spec: SpawnSpec) -> io::Result<Spawned> {
     unsafe {
         command.pre_exec(move || drop_into_sandbox_identity(tag, user));
     }
-    let (mut child, exit) = reaper.spawn_watched(|| command.spawn())?;
+    // EAGAIN: the pids limit is full, often with a tree that was just killed and is not
+    // reaped yet; a few short waits (outside the reaper's lock, so it can reap) let it go.
+    let mut pause = std::time::Duration::from_millis(10);
+    let (mut child, exit) = loop {
+        match reaper.spawn_watched(|| command.spawn()) {
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) && pause.as_millis() <= 640 => {
+                std::thread::sleep(pause);
+                pause *= 2;
+            }
+            other => break other?,
+        }
+    };
     let stdin = pipe::Sender::from_owned_fd(OwnedFd::from(child.stdin.take().expect("piped")))?;
     let stdout = pipe::Receiver::from_owned_fd(OwnedFd::from(child.stdout.take().expect("piped")))?;
     let stderr = pipe::Receiver::from_owned_fd(OwnedFd::from(child.stderr.take().expect("piped")))?;
