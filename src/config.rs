@@ -57,6 +57,86 @@ pub struct Config {
     pub retention: Retention,
     /// On shutdown, how long `/readyz` says 503 while requests are still taken.
     pub shutdown_notice_ms: u64,
+    /// `disk_mb` enforced by a filesystem of that size per volume (a loop device):
+    /// `auto` (when this host can: root, losetup, mkfs.ext4), `on` (refuse to start
+    /// without), `off`.
+    pub disk_quotas: DiskQuotas,
+    /// How often the writable root layer of running sandboxes is measured (those past
+    /// `disk_mb` are stopped with reason `disk`); 0 turns the check off.
+    pub disk_check_ms: u64,
+    /// Who may run what: root in sandboxes, images beyond the templates.
+    pub security: SecurityConfig,
+}
+
+/// Root and image policy.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// `allow_root` of a create that leaves it out (execs may then ask for `user: "root"`).
+    pub allow_root: bool,
+    /// Tenants that may not create sandboxes with `allow_root`.
+    pub deny_root_tenants: Vec<String>,
+    /// Images every tenant may run besides the templates: exact references or patterns
+    /// with `*` (`myorg/*`, `busybox:*`). Empty: the templates only.
+    pub allowed_images: Vec<String>,
+    /// More patterns for one tenant (`tenant_images = { team-a = ["team-a/*"] }`).
+    pub tenant_images: BTreeMap<String, Vec<String>>,
+}
+
+impl SecurityConfig {
+    /// Whether `tenant` may run the (non-template) image `image`.
+    pub fn image_allowed(&self, tenant: &str, image: &str) -> bool {
+        self.allowed_images
+            .iter()
+            .chain(self.tenant_images.get(tenant).into_iter().flatten())
+            .any(|pattern| glob_match(pattern, image))
+    }
+
+    pub fn root_allowed(&self, tenant: &str) -> bool {
+        !self.deny_root_tenants.iter().any(|t| t == tenant)
+    }
+}
+
+/// `*` matches any run of characters (slashes included); everything else itself.
+fn glob_match(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !text.starts_with(first) || text.len() < first.len() + last.len() || !text.ends_with(last) {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for middle in &parts[1..parts.len() - 1] {
+        match rest.find(middle) {
+            Some(at) => rest = &rest[at + middle.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// Whether volumes get a filesystem of their own, `disk_mb` in size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskQuotas {
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+impl std::str::FromStr for DiskQuotas {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(DiskQuotas::Auto),
+            "on" => Ok(DiskQuotas::On),
+            "off" => Ok(DiskQuotas::Off),
+            other => Err(format!("{other:?}: use auto, on or off")),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -96,6 +176,8 @@ pub struct SandboxDefaults {
     pub exec_timeout_s: f64,
     pub output_cap_bytes: u64,
     pub workdir: String,
+    /// `runc` or `gvisor` (runsc, where the engine has it registered).
+    pub runtime: crate::domain::Runtime,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -164,6 +246,9 @@ impl Default for Config {
             archive: Default::default(),
             retention: Retention::default(),
             shutdown_notice_ms: 1000,
+            disk_quotas: DiskQuotas::Auto,
+            disk_check_ms: 2000,
+            security: SecurityConfig::default(),
         }
     }
 }
@@ -180,6 +265,7 @@ impl Default for SandboxDefaults {
             exec_timeout_s: 30.0,
             output_cap_bytes: 1024 * 1024,
             workdir: "/workspace".into(),
+            runtime: crate::domain::Runtime::Runc,
         }
     }
 }
@@ -337,11 +423,34 @@ impl Config {
         overlay!("BERTH_ARCHIVE_ALLOW_HTTP", self.archive.allow_http);
         overlay!("BERTH_ARCHIVE_AFTER_S", self.retention.archive_after_s);
         overlay!("BERTH_SHUTDOWN_NOTICE_MS", self.shutdown_notice_ms);
+        overlay!("BERTH_DISK_QUOTAS", self.disk_quotas);
+        overlay!("BERTH_DISK_CHECK_MS", self.disk_check_ms);
         overlay!("BERTH_SNAPSHOT_RETENTION_S", self.retention.snapshots_s);
         overlay!(
             "BERTH_KEPT_VOLUME_RETENTION_S",
             self.retention.kept_volumes_s
         );
+        overlay!("BERTH_ALLOW_ROOT", self.security.allow_root);
+        if let Some(v) = lookup("BERTH_RUNTIME") {
+            self.defaults.runtime =
+                crate::domain::Runtime::parse(&v).ok_or_else(|| ConfigError::Env {
+                    name: "BERTH_RUNTIME".into(),
+                    value: v.clone(),
+                    reason: "use runc or gvisor".into(),
+                })?;
+        }
+        let list = |v: &str| -> Vec<String> {
+            v.split(',')
+                .map(|o| o.trim().to_string())
+                .filter(|o| !o.is_empty())
+                .collect()
+        };
+        if let Some(v) = lookup("BERTH_DENY_ROOT_TENANTS") {
+            self.security.deny_root_tenants = list(&v);
+        }
+        if let Some(v) = lookup("BERTH_ALLOWED_IMAGES") {
+            self.security.allowed_images = list(&v);
+        }
         if let Some(v) = lookup("BERTH_TERMINAL_ORIGINS") {
             self.terminal_origins = v
                 .split(',')
@@ -437,6 +546,26 @@ fn parse_pool(text: &str) -> Result<BTreeMap<String, usize>, String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn image_patterns_match_whole_references() {
+        let security = SecurityConfig {
+            allowed_images: vec!["busybox:*".into(), "myorg/*".into(), "exact:1".into()],
+            tenant_images: BTreeMap::from([("team".to_string(), vec!["team/*/x".to_string()])]),
+            ..Default::default()
+        };
+        assert!(security.image_allowed("any", "busybox:latest"));
+        assert!(security.image_allowed("any", "myorg/tools:1"));
+        assert!(security.image_allowed("any", "exact:1"));
+        assert!(!security.image_allowed("any", "exact:12"));
+        assert!(!security.image_allowed("any", "busybox"));
+        assert!(!security.image_allowed("any", "notmyorg/tools"));
+        assert!(!security.image_allowed("any", "secrets:latest"));
+        assert!(security.image_allowed("team", "team/a/x"));
+        assert!(!security.image_allowed("other", "team/a/x"));
+        assert!(!security.image_allowed("team", "team/a/y"));
+        assert!(SecurityConfig::default().root_allowed("t"));
+    }
+
     use super::*;
 
     #[test]

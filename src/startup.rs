@@ -49,6 +49,10 @@ pub enum StartupError {
     Locked { dir: PathBuf, pid: String },
     #[error("{0}")]
     Archive(#[from] crate::archive::ArchiveError),
+    #[error("{0} (disk_quotas = \"on\"; set BERTH_DISK_QUOTAS=off to run without them)")]
+    Disk(crate::disk::DiskError),
+    #[error("{0}")]
+    Runtime(String),
 }
 
 pub struct Application {
@@ -68,6 +72,7 @@ impl Application {
         let docker = DockerEngine::connect(Duration::from_secs(config.docker_timeout_s)).await?;
         docker.ping().await?;
         fit_to_host(&mut config, docker.host_cpus().await?);
+        report_runtimes(&docker, &config).await?;
         let config = Arc::new(config);
         let agent_binary = install_agent(&config.data_dir)?;
         let instance = instance_id(&config.data_dir)?;
@@ -78,15 +83,15 @@ impl Application {
         );
         let archive =
             crate::archive::ArchiveStore::open(&config.archive, &config.data_dir.join("archive"))?;
-        let service = SandboxService::new(
-            config.clone(),
-            store.clone(),
+        let disks = disk_quotas(&config).await?;
+        let adapters = crate::sandbox::Adapters {
+            store: store.clone(),
             docker,
             images,
             archive,
-            agent_binary,
-            instance,
-        );
+            disks,
+        };
+        let service = SandboxService::new(config.clone(), adapters, agent_binary, instance);
         let report = service
             .reconcile()
             .await
@@ -126,6 +131,7 @@ impl Application {
     ) -> std::io::Result<()> {
         let reaper = self.state.service.spawn_reaper();
         let watcher = self.state.service.spawn_watcher();
+        let disk_watch = self.state.service.spawn_disk_watch();
         // Terminals that lived on in running sandboxes are recorded again.
         let recorders = tokio::spawn({
             let service = self.state.service.clone();
@@ -158,11 +164,38 @@ impl Application {
         };
         reaper.abort();
         watcher.abort();
+        if let Some(disk_watch) = disk_watch {
+            disk_watch.abort();
+        }
         recorders.abort();
         if let Some(pool) = pool {
             pool.abort();
         }
         result
+    }
+}
+
+/// Loop-backed volumes of `disk_mb` when the config wants them and the host can.
+async fn disk_quotas(config: &Config) -> Result<Option<crate::disk::Disks>, StartupError> {
+    use crate::config::DiskQuotas;
+    if config.disk_quotas == DiskQuotas::Off {
+        tracing::info!("disk quotas are off: disk_mb is recorded, not enforced");
+        return Ok(None);
+    }
+    let disks = crate::disk::Disks::new(
+        config.data_dir.join("disks"),
+        berth_runtime::wire::SANDBOX_USER_IDS,
+    );
+    match disks.probe().await {
+        Ok(()) => {
+            tracing::info!("disk quotas are on: each volume is an ext4 filesystem of its disk_mb");
+            Ok(Some(disks))
+        }
+        Err(e) if config.disk_quotas == DiskQuotas::Auto => {
+            tracing::warn!(error = %e, "disk quotas are off: disk_mb is recorded, not enforced");
+            Ok(None)
+        }
+        Err(e) => Err(StartupError::Disk(e)),
     }
 }
 
@@ -293,4 +326,22 @@ async fn bootstrap_default_tenant(
     std::fs::write(&path, format!("{}\n", key.expose())).map_err(err)?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
     Ok(Some(path))
+}
+
+/// Says which runtimes the engine offers (and so whether `gvisor` can be asked for); a
+/// default runtime the engine lacks stops the start.
+async fn report_runtimes(docker: &DockerEngine, config: &Config) -> Result<(), StartupError> {
+    let offered = docker.runtimes().await?;
+    let gvisor = offered.iter().any(|r| r == "runsc");
+    tracing::info!(
+        runtimes = %offered.join(", "),
+        gvisor = if gvisor { "available" } else { "missing (apt-get install runsc; see README)" },
+        "engine runtimes"
+    );
+    if config.defaults.runtime == crate::domain::Runtime::Gvisor && !gvisor {
+        return Err(StartupError::Runtime(
+            "defaults.runtime is gvisor but the Docker engine has no runsc runtime: apt-get install runsc and register it in /etc/docker/daemon.json (see README)".into(),
+        ));
+    }
+    Ok(())
 }

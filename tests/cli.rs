@@ -526,7 +526,7 @@ async fn berth_shell_is_a_real_terminal_that_follows_the_window_and_exits_with_t
         "30",
         &command,
     ]);
-    tmux.wait_for("root@sandbox").await;
+    tmux.wait_for("user@sandbox").await;
     tmux.run(&[
         "send-keys",
         "-t",

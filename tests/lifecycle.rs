@@ -72,13 +72,23 @@ async fn limits_are_enforced_by_the_kernel_as_seen_from_inside() {
 #[tokio::test]
 async fn a_sandbox_is_hardened_by_default() {
     let app = spawn_app().await;
-    let sb = app.sandbox(json!({})).await;
-    let out = app
-        .client
-        .sh(&sb.id, "grep -E 'CapEff|NoNewPrivs' /proc/self/status; ls /sys/class/net; mknod /tmp/x c 1 3 2>&1; echo mknod=$?")
-        .await
-        .unwrap();
-    // CHOWN DAC_OVERRIDE FOWNER FSETID KILL NET_BIND_SERVICE; no SETUID/SETGID/SYS_ADMIN/MKNOD.
+    let sb = app.sandbox(json!({"allow_root": true})).await;
+    let probe = "grep -E 'CapEff|NoNewPrivs' /proc/self/status; ls /sys/class/net; mknod /tmp/x c 1 3 2>&1; echo mknod=$?";
+    // Code runs as `user` by default: no capabilities at all.
+    let out = app.client.sh(&sb.id, probe).await.unwrap();
+    assert!(
+        out.stdout.contains("CapEff:\t0000000000000000"),
+        "{}",
+        out.stdout
+    );
+    // Root, where the sandbox allows it: CHOWN DAC_OVERRIDE FOWNER FSETID KILL
+    // NET_BIND_SERVICE; no SETUID/SETGID/SYS_ADMIN/MKNOD.
+    let as_root = |command: &str| ExecRequest {
+        command: Some(command.into()),
+        user: Some("root".into()),
+        ..Default::default()
+    };
+    let out = app.client.exec(&sb.id, &as_root(probe)).await.unwrap();
     assert!(
         out.stdout.contains("CapEff:\t000000000000043b"),
         "{}",
@@ -91,12 +101,14 @@ async fn a_sandbox_is_hardened_by_default() {
         out.stdout
     );
     assert!(out.stdout.contains("mknod=1"), "{}", out.stdout);
-    // The agent (PID 1) is off limits to the root user code beside it.
+    // The agent (PID 1) is off limits to root user code beside it.
     let agent = app
         .client
-        .sh(
+        .exec(
             &sb.id,
-            "head -c 1 /proc/1/environ >/dev/null 2>&1; echo environ=$?; kill -9 1; echo alive",
+            &as_root(
+                "head -c 1 /proc/1/environ >/dev/null 2>&1; echo environ=$?; kill -9 1; echo alive",
+            ),
         )
         .await
         .unwrap();

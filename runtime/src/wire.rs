@@ -232,6 +232,10 @@ pub struct DiskUsage {
 #[serde(deny_unknown_fields)]
 pub struct SandboxEnv {
     pub env: BTreeMap<String, String>,
+    /// Whether an exec may run as root (uid or gid 0); a sandbox made with
+    /// `"allow_root": true`.
+    #[serde(default)]
+    pub allow_root: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -370,6 +374,13 @@ impl ErrorBody {
         }
     }
 }
+
+/// uid and gid of the unprivileged user that sandbox code runs as (`user`).
+pub const SANDBOX_USER_IDS: (u32, u32) = (1000, 1000);
+/// Name of that user, added to the sandbox's /etc/passwd by the agent when missing.
+pub const SANDBOX_USER_NAME: &str = "user";
+/// Set to `1` in a sandbox's container env when execs may run as root.
+pub const ENV_ALLOW_ROOT: &str = "BERTH_ALLOW_ROOT";
 
 /// `GET /health` of the agent.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -167,6 +167,7 @@ impl From<AgentError> for ApiError {
                     StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
                 match status_code.as_u16() {
                     400 => ApiError::invalid(message),
+                    403 => ApiError::forbidden(message),
                     404 => ApiError::not_found(message),
                     409 => ApiError::conflict(message),
                     413 => ApiError::too_large(message),
@@ -221,6 +222,7 @@ impl From<SandboxError> for ApiError {
             SandboxError::Conflict(m) => ApiError::conflict(m),
             SandboxError::Invalid(m) => ApiError::invalid(m),
             SandboxError::Quota(m) => ApiError::quota(m),
+            SandboxError::Forbidden(m) => ApiError::forbidden(m),
             SandboxError::Image(i) => i.into(),
             SandboxError::Docker(d) => d.into(),
             SandboxError::Store(s) => s.into(),
@@ -231,6 +233,9 @@ impl From<SandboxError> for ApiError {
             SandboxError::TooLarge(m) => ApiError::too_large(m),
             SandboxError::Unprocessable(m) => ApiError::unprocessable(m),
             SandboxError::Internal(m) => ApiError::internal(m),
+            SandboxError::Disk(d) => {
+                ApiError::unavailable("the sandbox's disk could not be prepared; retry shortly", d)
+            }
             SandboxError::Archive(m) => {
                 ApiError::unavailable("the archive store is unavailable; retry shortly", m)
             }

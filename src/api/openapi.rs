@@ -389,11 +389,16 @@ fn schemas(c: &Config) -> Value {
             "volume": {"type": ["string", "null"], "pattern": "^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$"},
             "from_snapshot": {"type": ["string", "null"], "pattern": "^snap-[a-z0-9]+$",
                 "description": "restore this snapshot into the new volume (not with volume)"},
-            "auto_resume": {"type": ["boolean", "null"]}}},
+            "auto_resume": {"type": ["boolean", "null"]},
+            "runtime": {"enum": ["runc", "gvisor", null],
+                "description": "gvisor runs the sandbox under runsc where the engine offers it"},
+            "allow_root": {"type": ["boolean", "null"],
+                "description": "execs may ask for user root; code runs as `user` (uid 1000) otherwise"}}},
         "Sandbox": {"type": "object", "properties": {
             "id": string, "state": {"enum": ["creating", "running", "stopped", "terminated", "failed", "archived"]},
             "image": string, "volume": string, "workdir": string, "labels": map,
             "limits": {"$ref": "#/components/schemas/Limits"}, "network": string, "auto_resume": {"type": "boolean"},
+            "allow_root": {"type": "boolean"}, "runtime": {"enum": ["runc", "gvisor"]},
             "created_at": time, "started_at": time, "expires_at": time, "stopped_at": time, "last_activity_at": time,
             "reason": string,
             "usage": {"type": "object", "properties": {"cpu_s": {"type": "number"}, "memory_bytes": {"type": "integer"},
@@ -792,6 +797,8 @@ mod tests {
             volume: Some("v".into()),
             from_snapshot: Some("s".into()),
             auto_resume: Some(true),
+            allow_root: Some(false),
+            runtime: Some("runc".into()),
         };
         let exec = ExecRequest {
             cmd: Some(vec!["true".into()]),

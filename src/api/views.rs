@@ -1,6 +1,8 @@
 //! Response bodies: what a client sees of the domain's records, and nothing more.
 
-use crate::domain::{Limits, Network, Sandbox, SandboxId, SandboxState, Usage, VolumeName};
+use crate::domain::{
+    Limits, Network, Runtime, Sandbox, SandboxId, SandboxState, Usage, VolumeName,
+};
 use crate::sandbox::VolumeInfo;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -18,6 +20,8 @@ pub struct SandboxView {
     pub limits: Limits,
     pub network: Network,
     pub auto_resume: bool,
+    pub allow_root: bool,
+    pub runtime: Runtime,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub expires_at: Option<DateTime<Utc>>,
@@ -41,6 +45,8 @@ impl SandboxView {
             limits: sandbox.limits,
             network: sandbox.network,
             auto_resume: sandbox.auto_resume,
+            allow_root: sandbox.allow_root,
+            runtime: sandbox.runtime,
             created_at: sandbox.created_at,
             started_at: sandbox.started_at,
             expires_at: sandbox.expires_at,

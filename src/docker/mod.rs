@@ -109,6 +109,12 @@ pub struct ContainerSpec {
     pub read_only: bool,
     /// Capabilities kept (everything else is dropped).
     pub capabilities: Vec<String>,
+    /// tmpfs mounts (path → mount options, `size=` among them): counted against memory.
+    pub tmpfs: HashMap<String, String>,
+    /// Size of `/dev/shm`.
+    pub shm_bytes: i64,
+    /// The OCI runtime (`runsc`); the engine's default when `None`.
+    pub runtime: Option<String>,
 }
 
 /// The state of one container, as much as berth needs.
@@ -230,6 +236,14 @@ impl DockerEngine {
         Ok(info.ncpu.unwrap_or(1).max(1) as u64)
     }
 
+    /// The OCI runtimes the engine offers (`runc`, `runsc`, ...).
+    pub async fn runtimes(&self) -> Result<Vec<String>, DockerError> {
+        let info = self.bounded("info", "engine", self.client.info()).await?;
+        let mut names: Vec<String> = info.runtimes.unwrap_or_default().into_keys().collect();
+        names.sort();
+        Ok(names)
+    }
+
     pub async fn image_exists(&self, reference: &str) -> Result<bool, DockerError> {
         match self
             .bounded(
@@ -260,19 +274,127 @@ impl DockerEngine {
         Ok(image.config.and_then(|c| c.labels).unwrap_or_default())
     }
 
+    /// Creates volume `name`: a directory of the `local` driver, or with `device` a
+    /// filesystem of its own (an ext4 loop device, mounted `nosuid,nodev`).
     pub async fn create_volume(
         &self,
         name: &str,
         labels: HashMap<String, String>,
+        device: Option<&str>,
     ) -> Result<(), DockerError> {
+        let driver_opts = match device {
+            Some(device) => HashMap::from([
+                ("type".to_string(), "ext4".to_string()),
+                ("device".to_string(), device.to_string()),
+                ("o".to_string(), "nosuid,nodev".to_string()),
+            ]),
+            None => HashMap::new(),
+        };
         let options = CreateVolumeOptions {
             name: name.to_string(),
             labels,
+            driver_opts,
             ..Default::default()
         };
         self.bounded("volume create", name, self.client.create_volume(options))
             .await
             .map(|_| ())
+    }
+
+    /// Makes the bridge network `name` (Linux bridge `bridge`) unless it exists: no
+    /// traffic between its containers (`enable_icc=false`), outbound masqueraded.
+    /// Returns its subnet.
+    pub async fn ensure_isolated_network(
+        &self,
+        name: &str,
+        bridge: &str,
+        labels: HashMap<String, String>,
+    ) -> Result<Option<String>, DockerError> {
+        let subnet = |n: bollard::models::Network| {
+            n.ipam
+                .and_then(|i| i.config)
+                .and_then(|c| c.into_iter().find_map(|c| c.subnet))
+        };
+        let inspect = bollard::network::InspectNetworkOptions::<String>::default();
+        match self
+            .bounded(
+                "network inspect",
+                name,
+                self.client.inspect_network(name, Some(inspect.clone())),
+            )
+            .await
+        {
+            Ok(n) => return Ok(subnet(n)),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+        let options = bollard::network::CreateNetworkOptions {
+            name: name.to_string(),
+            driver: "bridge".to_string(),
+            check_duplicate: true,
+            options: HashMap::from([
+                (
+                    "com.docker.network.bridge.enable_icc".to_string(),
+                    "false".to_string(),
+                ),
+                (
+                    "com.docker.network.bridge.enable_ip_masquerade".to_string(),
+                    "true".to_string(),
+                ),
+                (
+                    "com.docker.network.bridge.name".to_string(),
+                    bridge.to_string(),
+                ),
+            ]),
+            labels,
+            ..Default::default()
+        };
+        match self
+            .bounded("network create", name, self.client.create_network(options))
+            .await
+        {
+            Ok(_) => {}
+            // Made meanwhile by a concurrent call.
+            Err(e) if e.to_string().contains("already exists") => {}
+            Err(e) => return Err(e),
+        }
+        let n = self
+            .bounded(
+                "network inspect",
+                name,
+                self.client.inspect_network(name, Some(inspect)),
+            )
+            .await?;
+        Ok(subnet(n))
+    }
+
+    /// The device a volume mounts (its `device` option), if it has one; `None` when the
+    /// volume does not exist either.
+    pub async fn volume_device(&self, name: &str) -> Result<Option<Option<String>>, DockerError> {
+        match self
+            .bounded("volume inspect", name, self.client.inspect_volume(name))
+            .await
+        {
+            Ok(v) => Ok(Some(v.options.get("device").cloned())),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The host directory holding a container's writable root layer, where the storage
+    /// driver says (overlay-style drivers do).
+    pub async fn upper_dir(&self, name: &str) -> Result<Option<PathBuf>, DockerError> {
+        let inspect = self
+            .client
+            .inspect_container(name, Some(InspectContainerOptions { size: false }));
+        match self.bounded("container inspect", name, inspect).await {
+            Ok(info) => Ok(info
+                .graph_driver
+                .and_then(|g| g.data.get("UpperDir").cloned())
+                .map(PathBuf::from)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     pub async fn volume_exists(&self, name: &str) -> Result<bool, DockerError> {
@@ -337,6 +459,9 @@ impl DockerEngine {
             readonly_rootfs: Some(spec.read_only),
             security_opt: Some(vec!["no-new-privileges".into()]),
             network_mode: Some(spec.network_mode.clone()),
+            tmpfs: (!spec.tmpfs.is_empty()).then(|| spec.tmpfs.clone()),
+            shm_size: Some(spec.shm_bytes),
+            runtime: spec.runtime.clone(),
             privileged: Some(false),
             init: Some(false),
             ..Default::default()

@@ -20,5 +20,5 @@ pub fn rfc3339(secs: i64) -> String {
         .to_string()
 }
 pub use request::{CreateSandbox, CreateSandboxRequest, LabelFilter, PatchSandbox, RequestError};
-pub use sandbox::{Limits, Network, Sandbox, Usage};
+pub use sandbox::{Limits, Network, Runtime, Sandbox, Usage};
 pub use state::{SandboxState, TransitionError};

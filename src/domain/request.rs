@@ -42,6 +42,8 @@ pub struct CreateSandboxRequest {
     pub volume: Option<String>,
     pub from_snapshot: Option<String>,
     pub auto_resume: Option<bool>,
+    pub allow_root: Option<bool>,
+    pub runtime: Option<String>,
 }
 
 /// A create request after checking.
@@ -58,6 +60,9 @@ pub struct CreateSandbox {
     /// A snapshot to restore into the new volume.
     pub from_snapshot: Option<super::SnapshotId>,
     pub auto_resume: bool,
+    /// Execs may ask for `user: "root"`.
+    pub allow_root: bool,
+    pub runtime: super::Runtime,
 }
 
 const MAX_LABELS: usize = 64;
@@ -123,6 +128,17 @@ impl CreateSandboxRequest {
                 ))
             }
         };
+        let runtime = match self.runtime.as_deref() {
+            None => d.runtime,
+            Some(raw) => super::Runtime::parse(raw).ok_or_else(|| {
+                RequestError(format!(
+                    "`runtime` must be \"runc\" or \"gvisor\", not {raw:?}"
+                ))
+            })?,
+        };
+        if runtime == super::Runtime::Gvisor && network == Network::Bridge {
+            return fail("`runtime: \"gvisor\"` sandboxes have no network here (runsc runs with --network=none); use \"network\": \"none\" or runc");
+        }
         let volume = self
             .volume
             .as_deref()
@@ -158,6 +174,8 @@ impl CreateSandboxRequest {
             volume,
             from_snapshot,
             auto_resume: self.auto_resume.unwrap_or(true),
+            allow_root: self.allow_root.unwrap_or(config.security.allow_root),
+            runtime,
         })
     }
 }

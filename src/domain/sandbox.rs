@@ -22,11 +22,31 @@ pub enum Network {
     Bridge,
 }
 
-impl Network {
-    pub fn docker_mode(self) -> &'static str {
+/// What isolates a sandbox's processes from the host's kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Runtime {
+    /// Linux namespaces and cgroups (Docker's default runtime).
+    #[default]
+    Runc,
+    /// gVisor (`runsc`): a user-space kernel between the sandbox and the host's.
+    Gvisor,
+}
+
+impl Runtime {
+    pub fn parse(raw: &str) -> Option<Runtime> {
+        match raw {
+            "runc" => Some(Runtime::Runc),
+            "gvisor" => Some(Runtime::Gvisor),
+            _ => None,
+        }
+    }
+
+    /// The engine's name for it (`None`: the engine's default runtime).
+    pub fn engine_name(self) -> Option<&'static str> {
         match self {
-            Network::None => "none",
-            Network::Bridge => "bridge",
+            Runtime::Runc => None,
+            Runtime::Gvisor => Some("runsc"),
         }
     }
 }
@@ -80,6 +100,11 @@ pub struct Sandbox {
     /// from before this field count as kept (nothing is removed on a guess).
     #[serde(default = "kept_by_default")]
     pub volume_kept: bool,
+    /// Execs may run as root (created with `allow_root`).
+    #[serde(default)]
+    pub allow_root: bool,
+    #[serde(default)]
+    pub runtime: Runtime,
 }
 
 fn kept_by_default() -> bool {
@@ -119,6 +144,8 @@ impl Sandbox {
             reason: None,
             archive: None,
             volume_kept: false,
+            allow_root: false,
+            runtime: Default::default(),
         }
     }
 

@@ -7,8 +7,8 @@ use crate::docker::{
 };
 use crate::domain::Sandbox;
 use berth_runtime::wire::{
-    AGENT_BINARY_PATH, AGENT_SOCKET_DIR, ENV_DEFAULT_EXEC_TIMEOUT, ENV_DEFAULT_OUTPUT_CAP,
-    ENV_WORKDIR,
+    AGENT_BINARY_PATH, AGENT_SOCKET_DIR, ENV_ALLOW_ROOT, ENV_DEFAULT_EXEC_TIMEOUT,
+    ENV_DEFAULT_OUTPUT_CAP, ENV_WORKDIR,
 };
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
@@ -19,6 +19,77 @@ const AGENT_READY_DEADLINE: Duration = Duration::from_secs(30);
 /// SIGTERM → SIGKILL grace when stopping a container.
 pub const STOP_GRACE_S: i64 = 2;
 
+/// MiB of a scratch tmpfs: a `share` of the sandbox's memory (it counts against it), at
+/// least 16.
+fn scratch_mb(memory_mb: u64, share: u64) -> u64 {
+    (memory_mb / share).max(16)
+}
+
+/// Inodes of a scratch tmpfs of `mb` MiB: one per 4 KiB, so a million empty files stop at
+/// a limit (tmpfs inodes are kernel memory, which this engine's cgroup v1 does not count).
+fn scratch_inodes(mb: u64) -> u64 {
+    mb * 256
+}
+
+/// `/tmp` (half the memory), `/var/tmp` and `/dev/shm` (a quarter each) as sized tmpfs
+/// with bounded inodes: writes there stop with ENOSPC and never reach the host's disk.
+fn scratch_mounts(memory_mb: u64) -> HashMap<String, String> {
+    let mount = |mb: u64, exec: &str| {
+        format!(
+            "rw,{exec},nosuid,nodev,size={mb}m,nr_inodes={},mode=1777",
+            scratch_inodes(mb)
+        )
+    };
+    HashMap::from([
+        ("/tmp".to_string(), mount(scratch_mb(memory_mb, 2), "exec")),
+        (
+            "/var/tmp".to_string(),
+            mount(scratch_mb(memory_mb, 4), "exec"),
+        ),
+        (
+            "/dev/shm".to_string(),
+            mount(scratch_mb(memory_mb, 4), "noexec"),
+        ),
+    ])
+}
+
+/// Makes the agent's socket dir a tiny tmpfs of its own (64 KiB, 16 entries), so a
+/// sandbox cannot put data on the host's disk through it. Without root (or mount
+/// support) the plain directory stays, with a warning.
+pub(super) fn bound_socket_dir(dir: &std::path::Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return;
+    };
+    // SAFETY: mount(2) with valid NUL-terminated strings.
+    let done = unsafe {
+        libc::mount(
+            c"tmpfs".as_ptr(),
+            path.as_ptr(),
+            c"tmpfs".as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            c"size=64k,nr_inodes=16,mode=0700".as_ptr().cast(),
+        )
+    };
+    if done != 0 {
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        let e = std::io::Error::last_os_error();
+        WARNED.call_once(|| {
+            tracing::warn!(error = %e, "cannot mount a tmpfs on sandbox socket dirs; they stay plain directories on the host's disk")
+        });
+    }
+}
+
+/// Unmounts (if mounted) and removes a socket dir.
+pub(super) fn release_socket_dir(dir: &std::path::Path) {
+    use std::os::unix::ffi::OsStrExt;
+    if let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) {
+        // SAFETY: umount2(2) with a valid path; EINVAL when nothing is mounted there.
+        unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 impl SandboxService {
     pub(super) fn container_spec(&self, sandbox: &Sandbox) -> ContainerSpec {
         let d = &self.config.defaults;
@@ -26,8 +97,10 @@ impl SandboxService {
             format!("{ENV_WORKDIR}={}", sandbox.workdir),
             format!("{ENV_DEFAULT_EXEC_TIMEOUT}={}", d.exec_timeout_s),
             format!("{ENV_DEFAULT_OUTPUT_CAP}={}", d.output_cap_bytes),
-            "HOME=/root".to_string(),
         ];
+        if sandbox.allow_root {
+            env.push(format!("{ENV_ALLOW_ROOT}=1"));
+        }
         env.extend(sandbox.env.iter().map(|(k, v)| format!("{k}={v}")));
         ContainerSpec {
             name: sandbox.id.container_name(),
@@ -48,10 +121,13 @@ impl SandboxService {
             nano_cpus: (sandbox.limits.cpu * 1e9) as i64,
             memory_bytes: (sandbox.limits.memory_mb * 1024 * 1024) as i64,
             pids: sandbox.limits.pids,
-            network_mode: sandbox.network.docker_mode().to_string(),
+            network_mode: super::network::docker_mode(sandbox.network).to_string(),
             hostname: "sandbox".to_string(),
             read_only: false,
             capabilities: SANDBOX_CAPABILITIES.iter().map(|c| c.to_string()).collect(),
+            tmpfs: scratch_mounts(sandbox.limits.memory_mb),
+            shm_bytes: (scratch_mb(sandbox.limits.memory_mb, 4) * 1024 * 1024) as i64,
+            runtime: sandbox.runtime.engine_name().map(str::to_owned),
         }
     }
 
@@ -60,12 +136,16 @@ impl SandboxService {
     pub(super) async fn bring_up(&self, sandbox: &Sandbox) -> Result<(), SandboxError> {
         let name = sandbox.id.container_name();
         let dir = self.socket_dir(&sandbox.id);
-        let _ = std::fs::remove_dir_all(&dir);
+        release_socket_dir(&dir);
         std::fs::create_dir_all(&dir)
             .and_then(|_| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)))
             .map_err(|e| {
                 SandboxError::StartFailed(format!("cannot create {}: {e}", dir.display()))
             })?;
+        bound_socket_dir(&dir);
+        if sandbox.network == crate::domain::Network::Bridge {
+            self.ensure_bridge().await?;
+        }
         // A leftover container of the same name (a crash mid-operation) goes first.
         self.docker.remove_container(&name).await?;
         let result = async {
@@ -102,7 +182,7 @@ impl SandboxService {
         self.docker
             .stop_and_remove(&sandbox.id.container_name(), STOP_GRACE_S)
             .await?;
-        let _ = std::fs::remove_dir_all(self.socket_dir(&sandbox.id));
+        release_socket_dir(&self.socket_dir(&sandbox.id));
         Ok(())
     }
 }

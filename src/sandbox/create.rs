@@ -6,7 +6,7 @@
 use super::{EventKind, SandboxError, SandboxService};
 use crate::agent::{bytes_body, query_string};
 use crate::docker::{LABEL_INSTANCE, LABEL_MANAGED, LABEL_SANDBOX, LABEL_TENANT};
-use crate::domain::{CreateSandbox, Sandbox, SandboxId, SandboxState, TenantId};
+use crate::domain::{CreateSandbox, Runtime, Sandbox, SandboxId, SandboxState, TenantId};
 use crate::store::IdempotencyStart;
 use chrono::Utc;
 use hyper::Method;
@@ -110,10 +110,49 @@ impl SandboxService {
             reason: None,
             archive: None,
             volume_kept: false,
+            allow_root: request.allow_root,
+            runtime: request.runtime,
         };
         self.store.insert_sandbox(&sandbox).await?;
         self.counts.add(sandbox.state);
         Ok(sandbox)
+    }
+
+    /// `Invalid` when the runtime asked for is not in the engine.
+    async fn check_runtime(&self, runtime: Runtime) -> Result<(), SandboxError> {
+        let Some(name) = runtime.engine_name() else {
+            return Ok(());
+        };
+        if self.docker.runtimes().await?.iter().any(|r| r == name) {
+            return Ok(());
+        }
+        Err(SandboxError::Invalid(format!(
+            "`runtime: \"gvisor\"` needs the {name} runtime, which this Docker engine does not \
+             offer. Install it (apt-get install runsc), register it in /etc/docker/daemon.json as \
+             {{\"runtimes\": {{\"{name}\": {{\"path\": \"/usr/bin/runsc\", \"runtimeArgs\": \
+             [\"--network=none\", \"--host-uds=all\"]}}}}}} and reload Docker (kill -HUP $(pidof dockerd))"
+        )))
+    }
+
+    /// `Forbidden` when `tenant` may not run this image or ask for root.
+    fn check_policy(&self, tenant: &TenantId, request: &CreateSandbox) -> Result<(), SandboxError> {
+        let security = &self.config.security;
+        if request.allow_root && !security.root_allowed(tenant.as_str()) {
+            return Err(SandboxError::Forbidden(format!(
+                "tenant {tenant} may not create sandboxes with \"allow_root\": true on this server \
+                 (it is in [security] deny_root_tenants)"
+            )));
+        }
+        let template = crate::images::template(&request.image).is_some();
+        if !template && !security.image_allowed(tenant.as_str(), &request.image) {
+            return Err(SandboxError::Forbidden(format!(
+                "image {:?} is not allowed on this server: use a template (base, python, node), \
+                 or have the operator add a pattern for it to [security] allowed_images \
+                 (BERTH_ALLOWED_IMAGES, e.g. \"myorg/*\")",
+                request.image
+            )));
+        }
+        Ok(())
     }
 
     /// `Quota` when `tenant` may not have another sandbox (call under the admission lock).
@@ -133,6 +172,8 @@ impl SandboxService {
         tenant: &TenantId,
         request: CreateSandbox,
     ) -> Result<Sandbox, SandboxError> {
+        self.check_policy(tenant, &request)?;
+        self.check_runtime(request.runtime).await?;
         if let Some(sandbox) = self.adopt_pooled(tenant, &request).await? {
             return Ok(sandbox);
         }
@@ -198,10 +239,9 @@ impl SandboxService {
         ])
     }
 
-    async fn create_volume(&self, sandbox: &Sandbox) -> Result<(), SandboxError> {
-        self.docker
-            .create_volume(sandbox.volume.as_str(), self.volume_labels(sandbox))
-            .await?;
+    /// Makes the sandbox's own volume and records it.
+    pub(super) async fn create_volume(&self, sandbox: &Sandbox) -> Result<(), SandboxError> {
+        self.make_volume(sandbox).await?;
         self.store
             .insert_volume(&sandbox.tenant, &sandbox.volume)
             .await?;

@@ -15,6 +15,9 @@ pub enum SandboxError {
     Invalid(String),
     #[error("{0}")]
     Quota(String),
+    /// The tenant may not do this on this server (403): root, an image off the list.
+    #[error("{0}")]
+    Forbidden(String),
     /// The request cannot be carried out as asked (422).
     #[error("{0}")]
     Unprocessable(String),
@@ -29,6 +32,9 @@ pub enum SandboxError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Agent(#[from] AgentError),
+    /// A volume's fixed-size filesystem could not be made or removed (503).
+    #[error(transparent)]
+    Disk(#[from] crate::disk::DiskError),
     #[error("sandbox failed to start: {0}")]
     StartFailed(String),
     /// The archive store could not be used (503, retry).

@@ -7,9 +7,11 @@ mod container;
 mod counts;
 mod create;
 mod delete;
+mod disk_watch;
 mod error;
 mod events;
 mod locks;
+mod network;
 mod ops;
 mod pool;
 mod reader;
@@ -80,6 +82,10 @@ pub struct SandboxService {
     recorders: recorder::Recorders,
     viewers: Arc<terminals::Viewers>,
     archive: crate::archive::ArchiveStore,
+    /// Fixed-size filesystems for volumes (`None`: disk quotas are off).
+    disks: Option<crate::disk::Disks>,
+    /// Where running sandboxes' root layers are (for the disk check).
+    layers: disk_watch::Layers,
     /// An archive pass is running (one at a time).
     archiving: std::sync::atomic::AtomicBool,
     /// Reads out of snapshots under way (each holds a blocking thread).
@@ -88,18 +94,34 @@ pub struct SandboxService {
     archive_backoff: std::sync::Mutex<std::collections::HashMap<SandboxId, std::time::Instant>>,
     /// True once the server began shutting down.
     shutdown: tokio::sync::watch::Sender<bool>,
+    /// The sandboxes' bridge network is made and the host closed to it.
+    bridge_ready: tokio::sync::Mutex<bool>,
+}
+
+/// The adapters a [`SandboxService`] drives.
+pub struct Adapters {
+    pub store: Arc<dyn Store>,
+    pub docker: DockerEngine,
+    pub images: Arc<ImageService>,
+    pub archive: crate::archive::ArchiveStore,
+    /// Fixed-size volume filesystems, where this host can make them.
+    pub disks: Option<crate::disk::Disks>,
 }
 
 impl SandboxService {
     pub fn new(
         config: Arc<Config>,
-        store: Arc<dyn Store>,
-        docker: DockerEngine,
-        images: Arc<ImageService>,
-        archive: crate::archive::ArchiveStore,
+        adapters: Adapters,
         agent_binary: PathBuf,
         instance: String,
     ) -> Arc<Self> {
+        let Adapters {
+            store,
+            docker,
+            images,
+            archive,
+            disks,
+        } = adapters;
         let budget = Budget::new(BudgetLimits {
             per_sandbox: config.limits.max_requests_per_sandbox,
             per_tenant: config.limits.max_requests_per_tenant,
@@ -127,10 +149,13 @@ impl SandboxService {
             recorders: recorder::Recorders::default(),
             viewers: Arc::default(),
             archive,
+            disks,
+            layers: Default::default(),
             archiving: Default::default(),
             snapshot_reads: Arc::new(tokio::sync::Semaphore::new(snapshots::MAX_SNAPSHOT_READS)),
             archive_backoff: Default::default(),
             shutdown: tokio::sync::watch::Sender::new(false),
+            bridge_ready: tokio::sync::Mutex::new(false),
             config,
         })
     }

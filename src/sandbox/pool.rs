@@ -135,11 +135,13 @@ impl SandboxService {
             && request.volume.is_none()
             && request.from_snapshot.is_none()
             && request.network == Network::None
+            && request.runtime == self.config.defaults.runtime
             && request.workdir == self.config.defaults.workdir
             && l.cpu <= pool.cpu
             && l.memory_mb <= pool.memory_mb
             && l.pids <= pool.pids
-            && l.disk_mb <= pool.disk_mb
+            // Its volume has the default size (a quota cannot shrink).
+            && l.disk_mb == pool.disk_mb
     }
 
     /// Serves `request` from the pool when it fits and a sandbox is ready; `None` sends
@@ -214,6 +216,7 @@ impl SandboxService {
             sandbox.env = request.env.clone();
             sandbox.limits = request.limits;
             sandbox.auto_resume = request.auto_resume;
+            sandbox.allow_root = request.allow_root;
             sandbox.created_at = Utc::now();
             match self.store.reassign_sandbox(&sandbox, &pool).await {
                 Ok(true) => {}
@@ -252,14 +255,15 @@ impl SandboxService {
         }
     }
 
-    /// Gives the agent the sandbox's own environment (a pooled container was started
-    /// without it).
+    /// Gives the agent the sandbox's own environment and root policy (a pooled
+    /// container was started without them).
     async fn send_env(&self, sandbox: &Sandbox) -> Result<(), SandboxError> {
-        if sandbox.env.is_empty() {
+        if sandbox.env.is_empty() && !sandbox.allow_root {
             return Ok(());
         }
         let body = serde_json::to_vec(&SandboxEnv {
             env: sandbox.env.clone(),
+            allow_root: sandbox.allow_root,
         })
         .map_err(|e| SandboxError::Invalid(e.to_string()))?;
         self.agent_client(&sandbox.id)
@@ -302,12 +306,12 @@ impl SandboxService {
             reason: None,
             archive: None,
             volume_kept: false,
+            allow_root: false,
+            runtime: self.config.defaults.runtime,
         };
         self.store.insert_sandbox(&sandbox).await?;
         let started = async {
-            self.docker
-                .create_volume(sandbox.volume.as_str(), self.volume_labels(&sandbox))
-                .await?;
+            self.make_volume(&sandbox).await?;
             self.bring_up(&sandbox).await
         }
         .await;
@@ -324,7 +328,7 @@ impl SandboxService {
     pub(super) async fn discard_pooled(&self, sandbox: &Sandbox) {
         let removed = async {
             self.bring_down(sandbox).await?;
-            self.docker.remove_volume(sandbox.volume.as_str()).await?;
+            self.unmake_volume(sandbox.volume.as_str()).await?;
             self.store.delete_sandbox(&sandbox.id).await?;
             Ok::<_, SandboxError>(())
         }

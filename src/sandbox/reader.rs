@@ -161,6 +161,8 @@ impl SandboxService {
         spec.memory_bytes = READER_MEMORY_BYTES;
         spec.pids = READER_PIDS;
         spec.nano_cpus = READER_NANO_CPUS;
+        spec.tmpfs = HashMap::new();
+        spec.shm_bytes = 1024 * 1024;
         spec
     }
 

@@ -28,6 +28,11 @@ pub struct Reconciled {
     pub archived_volumes_removed: usize,
     /// Own volumes of sandboxes deleted without `keep_volume` that a crash left behind.
     pub volumes_removed: usize,
+    /// Disk images no volume record names (removed), images attached again (after a host
+    /// restart) and loop devices whose image is gone (detached).
+    pub disks_removed: usize,
+    pub disks_attached: usize,
+    pub loops_detached: usize,
 }
 
 impl SandboxService {
@@ -104,11 +109,79 @@ impl SandboxService {
                 _ => {}
             }
         }
+        self.release_socket_dirs(&seen).await?;
         report.volumes_removed = self.remove_deleted_volumes().await?;
+        self.reconcile_disks(&mut report).await?;
         report.keys_forgotten = self.store.idempotency_clear_in_flight().await?;
         self.reconcile_archives(&mut report).await?;
         self.count_states().await?;
         Ok(report)
+    }
+
+    /// Socket dirs of sandboxes without a running container (a crash left them,
+    /// perhaps still mounted) are unmounted and removed.
+    async fn release_socket_dirs(
+        &self,
+        adopted: &HashSet<SandboxId>,
+    ) -> Result<(), super::SandboxError> {
+        let root = self.config.data_dir.join("sandboxes");
+        let Ok(entries) = std::fs::read_dir(&root) else {
+            return Ok(());
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let live = SandboxId::parse(&name).is_some_and(|id| adopted.contains(&id));
+            if !live {
+                super::container::release_socket_dir(&entry.path());
+            }
+        }
+        Ok(())
+    }
+
+    /// Disk images after a crash or a host restart: an image no volume record names (a
+    /// create or delete cut short) goes with its Docker volume; a recorded one is attached
+    /// again if its loop device went, and its Docker volume made again if it names
+    /// another device; loop devices left on removed images are detached.
+    async fn reconcile_disks(&self, report: &mut Reconciled) -> Result<(), super::SandboxError> {
+        use crate::docker::{LABEL_INSTANCE, LABEL_MANAGED};
+        let Some(disks) = &self.disks else {
+            return Ok(());
+        };
+        let sandboxes = self.store.list_sandboxes(None, None).await?;
+        for name in disks.names() {
+            let recorded = match crate::domain::VolumeName::parse(&name) {
+                Ok(volume) => self.store.volume_tenant(&volume).await?.is_some(),
+                Err(_) => false,
+            };
+            if !recorded {
+                self.docker.remove_volume(&name).await?;
+                disks.remove(&name).await?;
+                report.disks_removed += 1;
+                continue;
+            }
+            let device = disks.attach(&name).await?;
+            match self.docker.volume_device(&name).await? {
+                Some(Some(current)) if current == device => continue,
+                Some(_) => self.docker.remove_volume(&name).await?,
+                None => {}
+            }
+            let labels = match sandboxes
+                .iter()
+                .find(|s| s.volume.as_str() == name && s.owns_volume)
+            {
+                Some(owner) => self.volume_labels(owner),
+                None => std::collections::HashMap::from([
+                    (LABEL_MANAGED.to_string(), "true".to_string()),
+                    (LABEL_INSTANCE.to_string(), self.instance.clone()),
+                ]),
+            };
+            self.docker
+                .create_volume(&name, labels, Some(&device))
+                .await?;
+            report.disks_attached += 1;
+        }
+        report.loops_detached = disks.detach_orphans().await?;
+        Ok(())
     }
 
     /// Removes the own volumes of sandboxes deleted without `keep_volume` that a crash

@@ -535,12 +535,7 @@ impl SandboxService {
             SandboxError::Internal(format!("the archive record of {} is missing", sandbox.id))
         })?;
         let restored = async {
-            self.docker
-                .create_volume(sandbox.volume.as_str(), self.volume_labels(sandbox))
-                .await?;
-            self.store
-                .insert_volume(&sandbox.tenant, &sandbox.volume)
-                .await?;
+            self.create_volume(sandbox).await?;
             crate::crash::point("restore.after_volume");
             self.bring_up(sandbox).await?;
             self.restore_into(sandbox, &archive).await?;

@@ -15,6 +15,8 @@ pub enum StopReason {
     Oom,
     Exited,
     Vanished,
+    /// Its writable root layer grew past `disk_mb` (or its inode bound).
+    Disk,
 }
 
 impl StopReason {
@@ -27,6 +29,7 @@ impl StopReason {
             StopReason::Oom => "oom",
             StopReason::Exited => "exited",
             StopReason::Vanished => "vanished",
+            StopReason::Disk => "disk",
         }
     }
 }
@@ -108,7 +111,10 @@ impl SandboxService {
             StopReason::Timeout => self.emit(EventKind::Timeout, sandbox),
             StopReason::Idle => self.emit(EventKind::Idle, sandbox),
             StopReason::Oom => self.emit(EventKind::Oom, sandbox),
-            StopReason::Requested | StopReason::Exited | StopReason::Vanished => {}
+            StopReason::Requested
+            | StopReason::Exited
+            | StopReason::Vanished
+            | StopReason::Disk => {}
         }
         self.emit(EventKind::Stopped, sandbox);
         Ok(())

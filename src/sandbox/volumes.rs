@@ -86,10 +86,36 @@ impl SandboxService {
         self.remove_volume_record(name).await
     }
 
-    /// Removes a volume from Docker, then its record.
+    /// Removes a volume from Docker (and its disk image), then its record.
     pub(super) async fn remove_volume_record(&self, name: &VolumeName) -> Result<(), SandboxError> {
-        self.docker.remove_volume(name.as_str()).await?;
+        self.unmake_volume(name.as_str()).await?;
         self.store.delete_volume(name).await?;
+        Ok(())
+    }
+
+    /// Makes a sandbox's own volume in Docker: with disk quotas, on a filesystem of
+    /// `disk_mb` of its own (nothing is left of it if that fails).
+    pub(super) async fn make_volume(&self, sandbox: &Sandbox) -> Result<(), SandboxError> {
+        let name = sandbox.volume.as_str();
+        let labels = self.volume_labels(sandbox);
+        let Some(disks) = &self.disks else {
+            self.docker.create_volume(name, labels, None).await?;
+            return Ok(());
+        };
+        let device = disks.create(name, sandbox.limits.disk_mb).await?;
+        if let Err(e) = self.docker.create_volume(name, labels, Some(&device)).await {
+            let _ = disks.remove(name).await;
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// Removes a volume from Docker, then its disk image (if it has one).
+    pub(super) async fn unmake_volume(&self, name: &str) -> Result<(), SandboxError> {
+        self.docker.remove_volume(name).await?;
+        if let Some(disks) = &self.disks {
+            disks.remove(name).await?;
+        }
         Ok(())
     }
 }

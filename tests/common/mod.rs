@@ -29,12 +29,35 @@ pub struct TestApp {
 /// A test server's config: port 0, a fresh data dir, a quick reaper and no warm pool
 /// (the pool's own tests turn it on).
 pub fn test_config(data_dir: &Path) -> Config {
-    Config {
+    let mut config = Config {
         listen: "127.0.0.1:0".into(),
         data_dir: data_dir.to_path_buf(),
         reaper_interval_ms: 200,
         pool: Default::default(),
+        security: berth::config::SecurityConfig {
+            // The images tests make, and names tests expect to be absent (404).
+            allowed_images: [
+                "berth-test/*",
+                "registry.example/*",
+                "no/*",
+                "no-such-org/*",
+            ]
+            .map(String::from)
+            .to_vec(),
+            ..Default::default()
+        },
         ..Default::default()
+    };
+    config.defaults.runtime = test_runtime();
+    config
+}
+
+/// The runtime the suite runs sandboxes under: `BERTH_TEST_RUNTIME` (runc or gvisor).
+pub fn test_runtime() -> berth::domain::Runtime {
+    match std::env::var("BERTH_TEST_RUNTIME") {
+        Ok(raw) if !raw.is_empty() => berth::domain::Runtime::parse(&raw)
+            .unwrap_or_else(|| panic!("BERTH_TEST_RUNTIME={raw:?}: use runc or gvisor")),
+        _ => berth::domain::Runtime::Runc,
     }
 }
 
@@ -150,8 +173,10 @@ impl TestApp {
         self.remove_leftovers();
     }
 
-    /// Removes every container and volume of this server's instance.
+    /// Removes every container and volume of this server's instance, and what they
+    /// held on the host (socket dir mounts, loop devices, disk images).
     fn remove_leftovers(&self) {
+        remove_host_leftovers(&self.data_dir);
         let (containers, volumes) = instance_objects(&self.data_dir);
         if !containers.is_empty() {
             let _ = std::process::Command::new("docker")
@@ -176,6 +201,67 @@ impl Drop for TestApp {
             self.remove_leftovers();
         }
     }
+}
+
+/// Unmounts socket-dir tmpfs mounts under `data_dir` (after their containers went) and
+/// detaches loop devices of its disk images, then removes the images.
+pub fn remove_host_leftovers(data_dir: &Path) {
+    let (containers, volumes) = instance_objects(data_dir);
+    if !containers.is_empty() {
+        let _ = std::process::Command::new("docker")
+            .args(["rm", "-f"])
+            .args(&containers)
+            .output();
+    }
+    if !volumes.is_empty() {
+        let _ = std::process::Command::new("docker")
+            .args(["volume", "rm", "-f"])
+            .args(&volumes)
+            .output();
+    }
+    for mount in host_mounts(data_dir) {
+        let _ = std::process::Command::new("umount")
+            .args(["-l", &mount])
+            .output();
+    }
+    for (device, _) in loop_devices(data_dir) {
+        let _ = std::process::Command::new("losetup")
+            .args(["-d", &device])
+            .output();
+    }
+    let _ = std::fs::remove_dir_all(data_dir.join("disks"));
+}
+
+/// Mount points under `dir` (from /proc/self/mounts).
+pub fn host_mounts(dir: &Path) -> Vec<String> {
+    let prefix = format!("{}/", dir.display());
+    std::fs::read_to_string("/proc/self/mounts")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter(|m| m.starts_with(&prefix))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Loop devices whose backing file is under `dir`: (device, file).
+pub fn loop_devices(dir: &Path) -> Vec<(String, String)> {
+    let out = std::process::Command::new("losetup")
+        .args(["--list", "--noheadings", "--output", "NAME,BACK-FILE"])
+        .output();
+    let prefix = format!("{}/", dir.display());
+    out.map(|o| {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter_map(|l| {
+                let (dev, file) = l.trim().split_once(char::is_whitespace)?;
+                let file = file.trim();
+                file.starts_with(&prefix)
+                    .then(|| (dev.to_string(), file.to_string()))
+            })
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 /// Names of the containers and volumes that carry the instance label of the server on

@@ -24,6 +24,13 @@ pub async fn serve(data: &Path, env: &[(&str, &str)]) -> Serve {
         .env("BERTH_POOL", "off")
         .env("BERTH_REAPER_INTERVAL_MS", "200")
         .env("BERTH_SHUTDOWN_NOTICE_MS", "300")
+        .env("BERTH_ALLOWED_IMAGES", "berth-test/*")
+        .env(
+            "BERTH_RUNTIME",
+            super::test_runtime()
+                .engine_name()
+                .map_or("runc", |_| "gvisor"),
+        )
         .env("RUST_LOG", "warn")
         .env_remove("BERTH_CRASH_AT")
         .env_remove("BERTH_CONFIG")
@@ -121,6 +128,7 @@ impl Drop for Serve {
 
 /// Removes every container and volume of the data dir's instance.
 pub fn remove_everything(data: &Path) {
+    super::remove_host_leftovers(data);
     let Ok(instance) = std::fs::read_to_string(data.join("instance-id")) else {
         return;
     };

@@ -75,6 +75,9 @@ pub fn extract(reader: impl io::Read, dest: &Path) -> Result<u64, AgentError> {
     // end (padding) may still fail, as a restore's stream does when the snapshot's
     // checksum, checked at its end, does not match.
     io::copy(&mut source, &mut io::sink()).map_err(|e| source.explain(e))?;
+    // What an upload or a restore brings belongs to the sandbox user, whatever the tar
+    // says (ownerships in it are never applied).
+    super::identity::own_tree(&staging.path);
     staging.commit(&dest)?;
     Ok(count)
 }
@@ -255,7 +258,8 @@ impl Staging {
         match std::fs::symlink_metadata(dest) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 if let Some(parent) = dest.parent() {
-                    std::fs::create_dir_all(parent).map_err(|e| AgentError::from_io(parent, e))?;
+                    super::identity::create_dirs_owned(parent)
+                        .map_err(|e| AgentError::from_io(parent, e))?;
                 }
                 std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(0o755))
                     .map_err(moved)?;

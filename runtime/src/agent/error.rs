@@ -10,6 +10,8 @@ use axum::Json;
 pub enum AgentError {
     BadRequest(String),
     NotFound(String),
+    /// Allowed to nobody in this sandbox (root without `allow_root`).
+    Forbidden(String),
     Conflict(String),
     TooLarge(String),
     Unprocessable(String),
@@ -61,6 +63,7 @@ impl IntoResponse for AgentError {
         let (status, code, message) = match self {
             AgentError::BadRequest(m) => (StatusCode::BAD_REQUEST, "invalid_request", m),
             AgentError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m),
+            AgentError::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", m),
             AgentError::Conflict(m) => (StatusCode::CONFLICT, "conflict", m),
             AgentError::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", m),
             AgentError::Unprocessable(m) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable", m),

@@ -3,7 +3,7 @@
 
 use super::error::AgentError;
 use super::output::{cut_marker, pump, Chunk, Stream, Utf8Carry};
-use super::spawn::{kill_tree, resolve_user, spawn, SpawnSpec, Spawned, UserError};
+use super::spawn::{kill_tree, spawn, SpawnSpec, Spawned};
 use super::AgentState;
 use crate::wire::{ExecEvent, ExecRequest, ExecResult};
 use base64::Engine;
@@ -66,16 +66,7 @@ pub fn prepare(state: &AgentState, req: &ExecRequest) -> Result<Prepared, AgentE
             .map_err(|e| AgentError::BadRequest(format!("`stdin_b64` is not base64: {e}")))?,
         (None, None) => Vec::new(),
     };
-    let user = req
-        .user
-        .as_deref()
-        .map(resolve_user)
-        .transpose()
-        .map_err(|e| match e {
-            // A name the sandbox does not know: missing, like a missing file.
-            UserError::Unknown(m) => AgentError::NotFound(m),
-            UserError::Malformed(m) => AgentError::BadRequest(m),
-        })?;
+    let creds = state.credentials_for(req.user.as_deref())?;
     let cwd = state.resolve(req.cwd.as_deref().unwrap_or("."))?;
     match std::fs::metadata(&cwd) {
         Ok(meta) if meta.is_dir() => {}
@@ -92,7 +83,7 @@ pub fn prepare(state: &AgentState, req: &ExecRequest) -> Result<Prepared, AgentE
             )))
         }
     }
-    let mut env = state.exec_env();
+    let mut env = state.exec_env(creds);
     let mut set = |k: &str, v: &str| {
         env.retain(|(name, _)| name != k);
         env.push((k.to_string(), v.to_string()));
@@ -111,7 +102,7 @@ pub fn prepare(state: &AgentState, req: &ExecRequest) -> Result<Prepared, AgentE
             argv,
             env,
             cwd,
-            user,
+            user: Some(creds),
         },
         stdin,
         timeout: Duration::from_secs_f64(timeout_s.min(MAX_TIMEOUT_S)),

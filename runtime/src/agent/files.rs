@@ -121,7 +121,7 @@ impl AtomicWrite {
             )));
         }
         let parent = target.parent().unwrap_or(Path::new("/")).to_path_buf();
-        std::fs::create_dir_all(&parent).map_err(|e| AgentError::from_io(&parent, e))?;
+        super::identity::create_dirs_owned(&parent).map_err(|e| AgentError::from_io(&parent, e))?;
         let temp = parent.join(format!(
             ".{}.berth-{}",
             target.file_name().unwrap_or_default().to_string_lossy(),
@@ -135,12 +135,21 @@ impl AtomicWrite {
         Ok((AtomicWrite { temp, target }, file))
     }
 
+    /// Renames the temp file over the target: a new file belongs to the sandbox user,
+    /// a replaced one keeps its owner and (unless `mode` is given) its mode.
     pub fn commit(self, mode: Option<u32>) -> Result<(), AgentError> {
-        let mode = mode.or_else(|| {
-            std::fs::metadata(&self.target)
-                .ok()
-                .map(|m| m.permissions().mode() & 0o7777)
-        });
+        use std::os::unix::fs::MetadataExt;
+        let existing = std::fs::metadata(&self.target).ok();
+        let owner = existing
+            .as_ref()
+            .map_or(super::identity::DEFAULT_USER, |m| {
+                super::spawn::Credentials {
+                    uid: m.uid(),
+                    gid: m.gid(),
+                }
+            });
+        super::identity::chown_to(&self.temp, owner);
+        let mode = mode.or_else(|| existing.map(|m| m.permissions().mode() & 0o7777));
         let mode = mode.unwrap_or(0o644);
         let result = std::fs::set_permissions(&self.temp, std::fs::Permissions::from_mode(mode))
             .and_then(|_| std::fs::rename(&self.temp, &self.target));

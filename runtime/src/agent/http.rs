@@ -109,6 +109,9 @@ async fn set_env(
         )));
     }
     *state.sandbox_env.write().unwrap_or_else(|p| p.into_inner()) = req.env.into_iter().collect();
+    state
+        .allow_root
+        .store(req.allow_root, std::sync::atomic::Ordering::Relaxed);
     Ok(StatusCode::NO_CONTENT)
 }
 

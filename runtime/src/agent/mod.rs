@@ -8,6 +8,7 @@ mod error;
 mod exec;
 mod files;
 mod http;
+mod identity;
 mod json_body;
 mod output;
 mod process;
@@ -17,8 +18,8 @@ mod spawn;
 mod terminal;
 
 use crate::wire::{
-    AGENT_SOCKET_DIR, AGENT_SOCKET_NAME, ENV_DEFAULT_EXEC_TIMEOUT, ENV_DEFAULT_OUTPUT_CAP,
-    ENV_WORKDIR,
+    AGENT_SOCKET_DIR, AGENT_SOCKET_NAME, ENV_ALLOW_ROOT, ENV_DEFAULT_EXEC_TIMEOUT,
+    ENV_DEFAULT_OUTPUT_CAP, ENV_WORKDIR,
 };
 use error::AgentError;
 use process::BackgroundProcess;
@@ -40,19 +41,31 @@ pub struct AgentState {
     pub default_output_cap: u64,
     pub processes: Mutex<HashMap<u32, Arc<BackgroundProcess>>>,
     pub terminals: terminal::Terminals,
+    /// Whether execs may run as root (the sandbox was made with `allow_root`).
+    pub allow_root: std::sync::atomic::AtomicBool,
 }
 
 impl AgentState {
     /// The environment every process starts with: the container's, then the sandbox's
     /// own variables over it.
-    pub fn exec_env(&self) -> Vec<(String, String)> {
+    pub fn exec_env(&self, creds: spawn::Credentials) -> Vec<(String, String)> {
         let mut env = self.base_env.clone();
+        for (k, v) in identity::identity_env(creds, &self.workdir) {
+            env.retain(|(name, _)| *name != k);
+            env.push((k, v));
+        }
         let sandbox_env = self.sandbox_env.read().unwrap_or_else(|p| p.into_inner());
         for (k, v) in sandbox_env.iter() {
             env.retain(|(name, _)| name != k);
             env.push((k.clone(), v.clone()));
         }
         env
+    }
+
+    /// Credentials for an exec's `user`: the default user, or root when allowed.
+    pub fn credentials_for(&self, user: Option<&str>) -> Result<spawn::Credentials, AgentError> {
+        let allow_root = self.allow_root.load(std::sync::atomic::Ordering::Relaxed);
+        identity::credentials_for(user, allow_root)
     }
 
     /// A client path inside the sandbox: absolute as given, relative to the workdir
@@ -98,8 +111,8 @@ pub fn run() -> i32 {
 }
 
 async fn serve() -> std::io::Result<()> {
-    // User code runs as root beside us. It already cannot trace us (it holds fewer
-    // capabilities, and ptrace needs a superset); non-dumpable is a second lock on
+    // User code runs as `user` (or, with allow_root, as root with fewer capabilities):
+    // it cannot trace us (ptrace needs a superset of our capabilities); non-dumpable is a second lock on
     // /proc/1/{mem,environ}. execve resets the flag, so the processes we start keep it.
     // SAFETY: prctl(2) with constant arguments.
     unsafe {
@@ -109,6 +122,7 @@ async fn serve() -> std::io::Result<()> {
     let env_number = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<f64>().ok());
     let workdir = PathBuf::from(std::env::var(ENV_WORKDIR).unwrap_or_else(|_| "/workspace".into()));
     let _ = std::fs::create_dir_all(&workdir);
+    identity::prepare_default_user(&workdir);
     let base_env = std::env::vars()
         .filter(|(k, _)| !k.starts_with("BERTH_"))
         .collect();
@@ -123,6 +137,9 @@ async fn serve() -> std::io::Result<()> {
             .unwrap_or(1024 * 1024),
         processes: Mutex::new(HashMap::new()),
         terminals: terminal::Terminals::default(),
+        allow_root: std::sync::atomic::AtomicBool::new(
+            std::env::var(ENV_ALLOW_ROOT).is_ok_and(|v| v == "1"),
+        ),
     });
     let dir = std::env::var("BERTH_AGENT_SOCKET_DIR").unwrap_or_else(|_| AGENT_SOCKET_DIR.into());
     std::fs::create_dir_all(&dir)?;

@@ -6,7 +6,7 @@
 
 use super::error::AgentError;
 use super::reaper::ExitStatus;
-use super::spawn::{self, Credentials};
+use super::spawn;
 use super::AgentState;
 use crate::term::{clamp_size, TermControl, TerminalInfo, MAX_CMD, RING_BYTES};
 use bytes::Bytes;
@@ -232,7 +232,8 @@ fn start(
     let pty = nix::pty::openpty(Some(&winsize), None)
         .map_err(|e| AgentError::Io(format!("cannot open a terminal: {e}")))?;
     set_nonblocking(&pty.master).map_err(|e| AgentError::Io(e.to_string()))?;
-    let mut env = state.exec_env();
+    let creds = state.credentials_for(None)?;
+    let mut env = state.exec_env(creds);
     env.retain(|(k, _)| k != "TERM");
     env.push(("TERM".into(), "xterm-256color".into()));
     let tag = spawn::next_tag();
@@ -250,7 +251,7 @@ fn start(
         .stdin(stdio(&pty.slave)?)
         .stdout(stdio(&pty.slave)?)
         .stderr(stdio(&pty.slave)?);
-    let user: Option<Credentials> = None;
+    let user = Some(creds);
     // SAFETY: the closure runs between fork and exec and only makes raw syscalls.
     unsafe {
         command.pre_exec(move || {
@@ -260,6 +261,8 @@ fn start(
             if libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
                 return Err(io::Error::last_os_error());
             }
+            // The user's own terminal, as a login gives it (programs reopen it by name).
+            libc::fchown(0, creds.uid, creds.gid);
             spawn::drop_into_sandbox_identity(tag, user)
         });
     }

@@ -46,12 +46,11 @@ def solution(x):
         return "deleted"
     if x == "write to the harness":
         # Its verdict channel, reopened through /proc, would let a case forge verdicts.
-        errors = set()
         for fd in range(64):
             try:
                 os.open(f"/proc/{os.getppid()}/fd/{fd}", os.O_WRONLY)
                 return f"opened {fd}"
-            except OSError as e:
-                errors.add(type(e).__name__)
-        return sorted(errors)
+            except OSError:
+                pass
+        return "none opened"
     return x
