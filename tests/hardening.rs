@@ -214,10 +214,22 @@ async fn code_runs_as_user_1000_and_root_needs_allow_root() {
     let sb = app.sandbox(json!({})).await;
     let id = app
         .client
-        .sh(&sb.id, "id -u; id -g; id -un; echo $HOME; stat -c %u .")
+        .sh(
+            &sb.id,
+            "id -u; id -g; id -un; echo $HOME; find . -maxdepth 0 -printf '%U\\n'",
+        )
         .await
         .unwrap();
     assert_eq!(id.stdout, "1000\n1000\nuser\n/workspace\n1000\n", "{id:?}");
+    let caps = app
+        .client
+        .sh(&sb.id, "grep -E '^Cap(Eff|Prm)' /proc/self/status")
+        .await
+        .unwrap();
+    assert_eq!(
+        caps.stdout, "CapPrm:\t0000000000000000\nCapEff:\t0000000000000000\n",
+        "the user holds no capability: {caps:?}"
+    );
     // What the file API writes belongs to the user, who can change it.
     app.client
         .write_file(&sb.id, "dir/made.txt", "by the api\n")
@@ -227,7 +239,7 @@ async fn code_runs_as_user_1000_and_root_needs_allow_root() {
         .client
         .sh(
             &sb.id,
-            "stat -c %U dir dir/made.txt && echo more >> dir/made.txt && cat dir/made.txt",
+            "find dir dir/made.txt -maxdepth 0 -printf '%u\\n' && echo more >> dir/made.txt && cat dir/made.txt",
         )
         .await
         .unwrap();
@@ -295,7 +307,10 @@ async fn the_socket_dir_holds_no_data_and_images_off_the_list_are_refused() {
         .sh(&sb.id, "echo x > /run/berth/x 2>&1; ls /run/berth 2>&1")
         .await
         .unwrap();
-    assert!(as_user.stdout.contains("Permission denied"), "{as_user:?}");
+    assert!(
+        format!("{}{}", as_user.stdout, as_user.stderr).contains("Permission denied"),
+        "{as_user:?}"
+    );
     let as_root = ExecRequest {
         command: Some(
             "dd if=/dev/zero of=/run/berth/fill bs=1M count=50 2>&1; \

@@ -117,6 +117,11 @@ pub fn drop_into_sandbox_identity(tag: u32, user: Option<Credentials>) -> io::Re
             if libc::setuid(user.uid) != 0 {
                 return Err(io::Error::last_os_error());
             }
+            if user.uid != 0 {
+                // Linux clears every capability on this setuid; gVisor (runsc 20221219)
+                // keeps the effective set, so it is cleared here by hand.
+                drop_all_capabilities()?;
+            }
         }
         // Make user processes the OOM killer's first choice rather than PID 1.
         let path = b"/proc/self/oom_score_adj\0";
@@ -125,6 +130,47 @@ pub fn drop_into_sandbox_identity(tag: u32, user: Option<Credentials>) -> io::Re
             let value = b"800";
             libc::write(fd, value.as_ptr().cast(), value.len());
             libc::close(fd);
+        }
+    }
+    Ok(())
+}
+
+/// Empties the calling process's permitted, effective, inheritable and ambient
+/// capability sets (async-signal-safe: raw syscalls only).
+fn drop_all_capabilities() -> io::Result<()> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+    let header = Header {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let data = [Data {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: capset(2) with a valid header and two data words (version 3).
+    unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        );
+        if libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) != 0 {
+            return Err(io::Error::last_os_error());
         }
     }
     Ok(())
