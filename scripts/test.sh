@@ -53,8 +53,10 @@ if docker info --format '{{json .Runtimes}}' 2>/dev/null | grep -q '"runsc"'; th
   gvisor=yes
 elif [ "$(id -u)" = 0 ] && have apt-get && pidof dockerd >/dev/null; then
   echo "==> installing gVisor (runsc) from Debian and registering it with Docker"
-  have runsc || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq runsc >/dev/null
-  python3 - <<'PY'
+  have runsc || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq runsc >/dev/null \
+    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq runsc >/dev/null; } \
+    || echo "==> apt-get install runsc failed"
+  have runsc && python3 - <<'PY'
 import json, os
 path = "/etc/docker/daemon.json"
 config = json.load(open(path)) if os.path.exists(path) and os.path.getsize(path) else {}
@@ -62,7 +64,7 @@ config.setdefault("runtimes", {})["runsc"] = {
     "path": "/usr/bin/runsc", "runtimeArgs": ["--network=none", "--host-uds=all"]}
 json.dump(config, open(path, "w"), indent=2)
 PY
-  kill -HUP "$(pidof dockerd)"
+  have runsc && kill -HUP "$(pidof dockerd)" || true
   for _ in $(seq 1 50); do
     docker info --format '{{json .Runtimes}}' 2>/dev/null | grep -q '"runsc"' && { gvisor=yes; break; }
     sleep 0.2
