@@ -85,9 +85,14 @@ pub fn extract(reader: impl io::Read, dest: &Path) -> Result<u64, AgentError> {
     // checksum, checked at its end, does not match.
     io::copy(&mut source, &mut io::sink()).map_err(|e| source.explain(e))?;
     // What an upload or a restore brings belongs to the sandbox user, whatever the tar
-    // says (ownerships in it are never applied).
-    super::identity::own_tree(&staging.path);
+    // says (ownerships in it are never applied). The staging dir itself stays root's
+    // (0700) until it is committed, so user code cannot reach into it meanwhile.
+    super::identity::own_tree_below(&staging.path);
+    let existed = std::fs::symlink_metadata(&dest).is_ok();
     staging.commit(&dest)?;
+    if !existed {
+        super::identity::own(&dest);
+    }
     Ok(count)
 }
 

@@ -136,9 +136,12 @@ impl AtomicWrite {
     }
 
     /// Renames the temp file over the target: a new file belongs to the sandbox user,
-    /// a replaced one keeps its owner and (unless `mode` is given) its mode.
+    /// a replaced one keeps its owner and (unless `mode` is given) its mode. Owner and
+    /// mode are set through a descriptor opened without following symlinks, so user
+    /// code that swaps the temp file for a link cannot point them anywhere else.
     pub fn commit(self, mode: Option<u32>) -> Result<(), AgentError> {
-        use std::os::unix::fs::MetadataExt;
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+        use std::os::unix::io::AsRawFd;
         let existing = std::fs::metadata(&self.target).ok();
         let owner = existing
             .as_ref()
@@ -148,10 +151,17 @@ impl AtomicWrite {
                     gid: m.gid(),
                 }
             });
-        super::identity::chown_to(&self.temp, owner);
         let mode = mode.or_else(|| existing.map(|m| m.permissions().mode() & 0o7777));
         let mode = mode.unwrap_or(0o644);
-        let result = std::fs::set_permissions(&self.temp, std::fs::Permissions::from_mode(mode))
+        let result = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&self.temp)
+            .and_then(|file| {
+                // SAFETY: fchown(2) on a descriptor we own.
+                unsafe { libc::fchown(file.as_raw_fd(), owner.uid, owner.gid) };
+                file.set_permissions(std::fs::Permissions::from_mode(mode))
+            })
             .and_then(|_| std::fs::rename(&self.temp, &self.target));
         if let Err(e) = result {
             let _ = std::fs::remove_file(&self.temp);

@@ -142,10 +142,9 @@ pub fn create_dirs_owned(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Gives every entry under `root` (and `root`) to the default user, never following a
-/// symlink.
-pub fn own_tree(root: &Path) {
-    own(root);
+/// Gives every entry under `root` (not `root` itself) to the default user, never
+/// following a symlink.
+pub fn own_tree_below(root: &Path) {
     for entry in walkdir::WalkDir::new(root)
         .follow_links(false)
         .min_depth(1)
