@@ -50,6 +50,21 @@ pub async fn close_host(bridge: &str) -> Result<(), FirewallError> {
             iptables(&append).await.map_err(failed)?;
         }
     }
+    // Link-local addresses (a cloud's metadata service among them) are never forwarded.
+    let link_local = [
+        "DOCKER-USER",
+        "-i",
+        bridge,
+        "-d",
+        "169.254.0.0/16",
+        "-j",
+        "DROP",
+    ];
+    if !has(&link_local).await {
+        let mut insert = vec!["-I"];
+        insert.extend_from_slice(&link_local);
+        iptables(&insert).await.map_err(failed)?;
+    }
     let jump = ["INPUT", "-i", bridge, "-j", CHAIN];
     let mut check = vec!["-C"];
     check.extend(jump);

@@ -176,7 +176,7 @@ async fn paths_never_leave_the_sandbox_whatever_dots_absolutes_or_planted_symlin
     // Symlinks planted inside point into the sandbox's own root.
     c.sh(
         &sb.id,
-        "ln -s / rootlink && ln -s /etc etclink && ln -s /etc/passwd pw",
+        "ln -s / rootlink && ln -s /etc etclink && ln -s /tmp tmplink && ln -s /etc/passwd pw",
     )
     .await
     .unwrap();
@@ -187,16 +187,28 @@ async fn paths_never_leave_the_sandbox_whatever_dots_absolutes_or_planted_symlin
         c.read_file(&sb.id, &via_marker).await.unwrap_err().status(),
         Some(StatusCode::NOT_FOUND)
     );
-    c.write_file(&sb.id, "etclink/berth-test", "inside")
+    // The file API writes with the sandbox user's rights: not into the sandbox's /etc...
+    let refused = c
+        .write_file(&sb.id, "etclink/berth-test", "inside")
+        .await
+        .unwrap_err();
+    assert_eq!(refused.status(), Some(StatusCode::CONFLICT), "{refused}");
+    // ...but through a link into the sandbox's own /tmp, never the host's.
+    let marker = format!("berth-test-{}", sb.id);
+    c.write_file(&sb.id, &format!("tmplink/{marker}"), "inside")
         .await
         .unwrap();
     assert_eq!(
-        c.sh(&sb.id, "cat /etc/berth-test").await.unwrap().stdout,
+        c.sh(&sb.id, &format!("cat /tmp/{marker}"))
+            .await
+            .unwrap()
+            .stdout,
         "inside"
     );
     assert!(
-        !std::path::Path::new("/etc/berth-test").exists(),
-        "the host's /etc is untouched"
+        !std::path::Path::new(&format!("/tmp/{marker}")).exists()
+            && !std::path::Path::new("/etc/berth-test").exists(),
+        "the host's /tmp and /etc are untouched"
     );
     assert!(c
         .read_file(&sb.id, "pw")

@@ -244,6 +244,63 @@ async fn code_runs_as_user_1000_and_root_needs_allow_root() {
         .await
         .unwrap();
     assert_eq!(own.stdout, "user\nuser\nby the api\nmore\n", "{own:?}");
+    // The file API acts with the user's rights: a link user code planted leads nowhere
+    // the user could not write itself.
+    app.client
+        .sh(
+            &sb.id,
+            "ln -s /etc etc-link && mkdir -p up && ln -s /usr/bin up/bin",
+        )
+        .await
+        .unwrap();
+    for path in [
+        "/etc/berth-planted",
+        "etc-link/berth-planted",
+        "up/bin/berth-planted",
+    ] {
+        let refused = app.client.write_file(&sb.id, path, "x").await.unwrap_err();
+        assert_eq!(
+            refused.status(),
+            Some(StatusCode::CONFLICT),
+            "{path}: {refused}"
+        );
+        assert!(
+            refused.to_string().contains("permission denied"),
+            "{refused}"
+        );
+    }
+    let tar = {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(1);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder
+            .append_data(&mut header, "berth-planted", &b"x"[..])
+            .unwrap();
+        builder.into_inner().unwrap()
+    };
+    let upload = app
+        .client
+        .request(
+            reqwest::Method::PUT,
+            &format!("/v1/sandboxes/{}/archive", sb.id),
+        )
+        .query(&[("path", "etc-link")])
+        .body(tar)
+        .send()
+        .await
+        .unwrap();
+    assert!(upload.status().is_client_error(), "{}", upload.status());
+    let planted = app
+        .client
+        .sh(
+            &sb.id,
+            "test -e /etc/berth-planted || test -e /usr/bin/berth-planted; echo $?",
+        )
+        .await
+        .unwrap();
+    assert_eq!(planted.stdout, "1\n", "nothing planted: {planted:?}");
     // Not root, whichever way it is asked for; and the user cannot make itself root.
     for user in ["root", "0", "0:0", "1000:0"] {
         let asked = ExecRequest {

@@ -176,12 +176,25 @@ impl Disks {
             .filter(|l| !l.is_empty()))
     }
 
-    /// Detaches every loop device of `name`'s image and removes the image. A missing one
-    /// counts as removed.
+    /// Detaches the loop devices of `name`'s image and removes the image. A missing one
+    /// counts as removed. A device still in use (mounted) is detached by the kernel at
+    /// its last close (`losetup -d` sets autoclear), and the image's blocks are freed then.
     pub async fn remove(&self, name: &str) -> Result<(), DiskError> {
         let image = self.image(name);
-        while let Some(device) = self.device(name).await? {
-            run("losetup", &["-d", &device])
+        let listed = run(
+            "losetup",
+            &[
+                "--noheadings",
+                "--output",
+                "NAME",
+                "-j",
+                &image.display().to_string(),
+            ],
+        )
+        .await
+        .unwrap_or_default();
+        for device in listed.lines().map(str::trim).filter(|d| !d.is_empty()) {
+            run("losetup", &["-d", device])
                 .await
                 .map_err(|m| DiskError::Failed {
                     operation: "losetup -d",

@@ -324,7 +324,25 @@ impl DockerEngine {
             )
             .await
         {
-            Ok(n) => return Ok(subnet(n)),
+            Ok(n) => {
+                // One made by hand (or by something else) is not trusted to be closed.
+                let options = n.options.clone().unwrap_or_default();
+                let closed = options
+                    .get("com.docker.network.bridge.enable_icc")
+                    .is_some_and(|v| v == "false")
+                    && options
+                        .get("com.docker.network.bridge.name")
+                        .is_some_and(|v| v == bridge);
+                if !closed {
+                    return Err(DockerError::Failed {
+                        operation: "network inspect",
+                        message: format!(
+                            "network {name} exists but is not a bridge {bridge} with enable_icc=false; remove it (docker network rm {name}) and berth makes it again"
+                        ),
+                    });
+                }
+                return Ok(subnet(n));
+            }
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e),
         }

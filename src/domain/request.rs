@@ -60,8 +60,9 @@ pub struct CreateSandbox {
     /// A snapshot to restore into the new volume.
     pub from_snapshot: Option<super::SnapshotId>,
     pub auto_resume: bool,
-    /// Execs may ask for `user: "root"`.
-    pub allow_root: bool,
+    /// Execs may ask for `user: "root"`: as asked (`None`: the server's default for the
+    /// tenant, settled by the sandbox service).
+    pub allow_root: Option<bool>,
     pub runtime: super::Runtime,
 }
 
@@ -174,7 +175,7 @@ impl CreateSandboxRequest {
             volume,
             from_snapshot,
             auto_resume: self.auto_resume.unwrap_or(true),
-            allow_root: self.allow_root.unwrap_or(config.security.allow_root),
+            allow_root: self.allow_root,
             runtime,
         })
     }
@@ -186,9 +187,19 @@ fn check_workdir(workdir: &str) -> Result<(), RequestError> {
         && !workdir.contains('\0')
         && !workdir.split('/').any(|c| c == ".." || c == ".")
         && workdir != "/"
-        && !["/proc", "/sys", "/dev", "/run/berth", "/.berth"]
-            .iter()
-            .any(|p| workdir == *p || workdir.starts_with(&format!("{p}/")));
+        && ![
+            "/proc",
+            "/sys",
+            "/dev",
+            "/run/berth",
+            "/.berth",
+            // Sized tmpfs of their own.
+            "/tmp",
+            "/var/tmp",
+            "/run/lock",
+        ]
+        .iter()
+        .any(|p| workdir == *p || workdir.starts_with(&format!("{p}/")));
     if ok {
         Ok(())
     } else {

@@ -50,6 +50,8 @@ fn scratch_mounts(memory_mb: u64) -> HashMap<String, String> {
             "/dev/shm".to_string(),
             mount(scratch_mb(memory_mb, 4), "noexec"),
         ),
+        // World-writable in Debian images: small, so it cannot fill the root layer.
+        ("/run/lock".to_string(), mount(1, "noexec")),
     ])
 }
 

@@ -110,7 +110,7 @@ impl SandboxService {
             reason: None,
             archive: None,
             volume_kept: false,
-            allow_root: request.allow_root,
+            allow_root: request.allow_root == Some(true),
             runtime: request.runtime,
         };
         self.store.insert_sandbox(&sandbox).await?;
@@ -135,9 +135,18 @@ impl SandboxService {
     }
 
     /// `Forbidden` when `tenant` may not run this image or ask for root.
-    fn check_policy(&self, tenant: &TenantId, request: &CreateSandbox) -> Result<(), SandboxError> {
+    /// Settles `allow_root` (the server's default where the request left it out, never
+    /// for a tenant denied it).
+    fn check_policy(
+        &self,
+        tenant: &TenantId,
+        request: &mut CreateSandbox,
+    ) -> Result<(), SandboxError> {
         let security = &self.config.security;
-        if request.allow_root && !security.root_allowed(tenant.as_str()) {
+        let root_allowed = security.root_allowed(tenant.as_str());
+        let asked = request.allow_root;
+        request.allow_root = Some(asked.unwrap_or(security.allow_root && root_allowed));
+        if asked == Some(true) && !root_allowed {
             return Err(SandboxError::Forbidden(format!(
                 "tenant {tenant} may not create sandboxes with \"allow_root\": true on this server \
                  (it is in [security] deny_root_tenants)"
@@ -170,9 +179,9 @@ impl SandboxService {
     async fn create_now(
         &self,
         tenant: &TenantId,
-        request: CreateSandbox,
+        mut request: CreateSandbox,
     ) -> Result<Sandbox, SandboxError> {
-        self.check_policy(tenant, &request)?;
+        self.check_policy(tenant, &mut request)?;
         self.check_runtime(request.runtime).await?;
         if let Some(sandbox) = self.adopt_pooled(tenant, &request).await? {
             return Ok(sandbox);

@@ -216,7 +216,7 @@ impl SandboxService {
             sandbox.env = request.env.clone();
             sandbox.limits = request.limits;
             sandbox.auto_resume = request.auto_resume;
-            sandbox.allow_root = request.allow_root;
+            sandbox.allow_root = request.allow_root == Some(true);
             sandbox.created_at = Utc::now();
             match self.store.reassign_sandbox(&sandbox, &pool).await {
                 Ok(true) => {}

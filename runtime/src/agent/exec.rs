@@ -213,7 +213,8 @@ pub fn start(state: &AgentState, prepared: Prepared) -> Result<Running, AgentErr
             Err(_) => (None, true),
         };
         if timed_out || kill_on_exit {
-            kill_tree(pid, tag);
+            // Off the async workers: it waits for the reaper (a task) to collect the dead.
+            let _ = tokio::task::spawn_blocking(move || kill_tree(pid, tag)).await;
         }
         // The OOM killer may pick any process of the tree (often a child of a shell, whose
         // parent then exits 137), so any OOM kill in the container during this exec counts.

@@ -119,9 +119,12 @@ async fn set_env(
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, AgentError> + Send + 'static,
 ) -> Result<T, AgentError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| AgentError::Io(format!("worker failed: {e}")))?
+    tokio::task::spawn_blocking(move || {
+        let _user = super::identity::ActingAsUser::enter();
+        work()
+    })
+    .await
+    .map_err(|e| AgentError::Io(format!("worker failed: {e}")))?
 }
 
 async fn exec_buffered(

@@ -104,6 +104,33 @@ fn append(path: &str, line: &str) {
     }
 }
 
+/// While alive, the calling thread's filesystem identity is the default user's
+/// (`setfsuid`/`setfsgid` are per thread): file routes act with exactly that user's
+/// rights, so paths user code planted (symlinks, swapped directories) reach nothing it
+/// could not reach itself. Dropped, the thread is root's again.
+pub struct ActingAsUser(());
+
+impl ActingAsUser {
+    pub fn enter() -> ActingAsUser {
+        // SAFETY: setfsgid/setfsuid(2) change only this thread's filesystem ids.
+        unsafe {
+            libc::setfsgid(DEFAULT_USER.gid);
+            libc::setfsuid(DEFAULT_USER.uid);
+        }
+        ActingAsUser(())
+    }
+}
+
+impl Drop for ActingAsUser {
+    fn drop(&mut self) {
+        // SAFETY: as above; back to root (fsuid 0 restores the filesystem capabilities).
+        unsafe {
+            libc::setfsuid(0);
+            libc::setfsgid(0);
+        }
+    }
+}
+
 /// Gives `path` (not what a symlink there points to) to the default user.
 pub fn own(path: &Path) {
     chown_to(path, DEFAULT_USER);

@@ -186,7 +186,7 @@ pub fn kill_tree(pgid: u32, tag: u32) {
     for _ in 0..100 {
         let tagged = processes_with_group(tag);
         if tagged.is_empty() {
-            return;
+            break;
         }
         for pid in tagged {
             // SAFETY: kill(2) with a pid read from /proc.
@@ -195,6 +195,34 @@ pub fn kill_tree(pgid: u32, tag: u32) {
             }
         }
     }
+    // Killed is not gone: until the reaper collects them, the dead still count against
+    // the pids limit, and the next exec's shell could not fork. Wait (briefly) for that.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while std::time::Instant::now() < deadline && has_tagged_zombies(tag) {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// Whether a zombie (killed, not yet reaped) still carries the tag group.
+fn has_tagged_zombies(gid: u32) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    let needle = gid.to_string();
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .any(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|status| {
+                let zombie = status
+                    .lines()
+                    .any(|l| l.starts_with("State:") && l.contains('Z'));
+                zombie
+                    && status
+                        .lines()
+                        .find(|l| l.starts_with("Groups:"))
+                        .is_some_and(|l| l.split_whitespace().skip(1).any(|g| g == needle))
+            })
+        })
 }
 
 /// Sends a signal to a process group (the `kill` route).
