@@ -83,10 +83,10 @@ cargo test --locked --workspace --all-features --no-fail-fast || status=$?
 
 # Integration suites again with every sandbox under gVisor (BERTH_TEST_RUNTIME=gvisor):
 # those that pass under Debian's runsc 20221219. The others (exec, files, lifecycle, pool,
-# run_tests, snapshots, templates, terminal, cli) hit what that gVisor lacks (statx on
+# run_tests, snapshots, templates, terminal, cli, memory) hit what that gVisor lacks (statx on
 # some paths, a memory bomb taking the whole sandbox down, /proc fields, PTY EOF); the
 # README lists it. BERTH_TEST_GVISOR=0 skips this pass, BERTH_TEST_GVISOR=all runs all.
-gvisor_suites="hardening limits memory robustness crash deadlines compat images ops output_cap browser"
+gvisor_suites="hardening limits robustness crash deadlines compat images ops output_cap browser"
 if [ "$gvisor" = yes ] && [ "${BERTH_TEST_GVISOR:-1}" != 0 ]; then
   echo "==> running integration suites under gVisor (runsc)"
   if [ "${BERTH_TEST_GVISOR:-1}" = all ]; then
