@@ -104,29 +104,87 @@ fn append(path: &str, line: &str) {
     }
 }
 
-/// While alive, the calling thread's filesystem identity is the default user's
-/// (`setfsuid`/`setfsgid` are per thread): file routes act with exactly that user's
-/// rights, so paths user code planted (symlinks, swapped directories) reach nothing it
-/// could not reach itself. Dropped, the thread is root's again.
+/// While alive, the calling thread's effective (and so filesystem) identity is the
+/// default user's: file routes act with exactly that user's rights, so paths user code
+/// planted (symlinks, swapped directories) reach nothing it could not reach itself.
+/// Raw `setresuid`/`setresgid` change only the calling thread (libc's wrappers would
+/// change every thread); the real and saved ids stay 0, so dropping this restores root.
+/// (`setfsuid` would do on Linux, but gVisor ignores it; it honours these.)
 pub struct ActingAsUser(());
 
 impl ActingAsUser {
     pub fn enter() -> ActingAsUser {
-        // SAFETY: setfsgid/setfsuid(2) change only this thread's filesystem ids.
+        let keep = libc::c_long::from(-1i32);
+        // SAFETY: raw setresgid/setresuid(2) on the calling thread only.
         unsafe {
-            libc::setfsgid(DEFAULT_USER.gid);
-            libc::setfsuid(DEFAULT_USER.uid);
+            libc::syscall(
+                libc::SYS_setresgid,
+                keep,
+                libc::c_long::from(DEFAULT_USER.gid),
+                keep,
+            );
+            libc::syscall(
+                libc::SYS_setresuid,
+                keep,
+                libc::c_long::from(DEFAULT_USER.uid),
+                keep,
+            );
         }
+        // Linux has just emptied the effective set; gVisor keeps it, so it goes by hand.
+        set_effective_capabilities(false);
         ActingAsUser(())
+    }
+}
+
+/// Sets this thread's effective capabilities to none, or back to its permitted set.
+fn set_effective_capabilities(on: bool) {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let mut header = Header {
+        version: 0x2008_0522,
+        pid: 0,
+    };
+    let mut data = [Data::default(); 2];
+    // SAFETY: capget/capset(2) on the calling thread with a version-3 header and two
+    // data words.
+    unsafe {
+        if libc::syscall(
+            libc::SYS_capget,
+            &mut header as *mut Header,
+            data.as_mut_ptr(),
+        ) != 0
+        {
+            return;
+        }
+        for word in &mut data {
+            word.effective = if on { word.permitted } else { 0 };
+        }
+        libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr());
     }
 }
 
 impl Drop for ActingAsUser {
     fn drop(&mut self) {
-        // SAFETY: as above; back to root (fsuid 0 restores the filesystem capabilities).
+        let keep = libc::c_long::from(-1i32);
+        // SAFETY: as above; the effective uid first (its return to 0 gives back the
+        // capabilities that changing the gid needs).
         unsafe {
-            libc::setfsuid(0);
-            libc::setfsgid(0);
+            libc::syscall(libc::SYS_setresuid, keep, 0 as libc::c_long, keep);
+        }
+        set_effective_capabilities(true);
+        // SAFETY: as above.
+        unsafe {
+            libc::syscall(libc::SYS_setresgid, keep, 0 as libc::c_long, keep);
         }
     }
 }
