@@ -365,7 +365,9 @@ async fn two_viewers_see_each_other_and_an_unnamed_terminal_ends_with_its_client
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_that_does_not_keep_up_is_evicted_and_slows_nobody() {
     let app = spawn_app().await;
-    let sb = app.sandbox(json!({})).await;
+    // Half a CPU for the flood, so the reading viewer (this test, a debug build sharing
+    // two cores with the suite) can keep up with it.
+    let sb = app.sandbox(json!({"cpu": 0.5})).await;
     let mut reader = connect(&app, &sb.id, "session=flood").await;
     let mut slow = connect(&app, &sb.id, "session=flood").await;
     let mut sleeper = connect(&app, &sb.id, "session=flood").await;
