@@ -152,16 +152,15 @@ impl Disks {
 
     /// The loop device `name`'s image is attached to now, if any.
     pub async fn device(&self, name: &str) -> Result<Option<String>, DiskError> {
-        let image = self.image(name);
+        Ok(self.devices(name).await?.into_iter().next())
+    }
+
+    /// Every loop device `name`'s image is attached to now.
+    async fn devices(&self, name: &str) -> Result<Vec<String>, DiskError> {
+        let image = self.image(name).display().to_string();
         let listed = run(
             "losetup",
-            &[
-                "--noheadings",
-                "--output",
-                "NAME",
-                "-j",
-                &image.display().to_string(),
-            ],
+            &["--noheadings", "--output", "NAME", "-j", &image],
         )
         .await
         .map_err(|m| DiskError::Failed {
@@ -171,9 +170,10 @@ impl Disks {
         })?;
         Ok(listed
             .lines()
-            .next()
-            .map(|l| l.trim().to_string())
-            .filter(|l| !l.is_empty()))
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect())
     }
 
     /// Detaches the loop devices of `name`'s image and removes the image. A missing one
@@ -181,20 +181,8 @@ impl Disks {
     /// its last close (`losetup -d` sets autoclear), and the image's blocks are freed then.
     pub async fn remove(&self, name: &str) -> Result<(), DiskError> {
         let image = self.image(name);
-        let listed = run(
-            "losetup",
-            &[
-                "--noheadings",
-                "--output",
-                "NAME",
-                "-j",
-                &image.display().to_string(),
-            ],
-        )
-        .await
-        .unwrap_or_default();
-        for device in listed.lines().map(str::trim).filter(|d| !d.is_empty()) {
-            run("losetup", &["-d", device])
+        for device in self.devices(name).await.unwrap_or_default() {
+            run("losetup", &["-d", &device])
                 .await
                 .map_err(|m| DiskError::Failed {
                     operation: "losetup -d",

@@ -138,39 +138,48 @@ impl ActingAsUser {
 
 /// Sets this thread's effective capabilities to none, or back to its permitted set.
 fn set_effective_capabilities(on: bool) {
+    let _ = change_capabilities(|word| word.effective = if on { word.permitted } else { 0 });
+}
+
+/// One 32-bit word of each capability set (capget/capset, version 3).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct CapWord {
+    pub effective: u32,
+    pub permitted: u32,
+    pub inheritable: u32,
+}
+
+/// Reads the calling thread's capability sets, lets `change` rewrite each word, and
+/// writes them back (raw syscalls only: safe between fork and exec).
+pub fn change_capabilities(change: impl Fn(&mut CapWord)) -> std::io::Result<()> {
     #[repr(C)]
     struct Header {
         version: u32,
         pid: i32,
     }
-    #[repr(C)]
-    #[derive(Clone, Copy, Default)]
-    struct Data {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
     let mut header = Header {
         version: 0x2008_0522,
         pid: 0,
     };
-    let mut data = [Data::default(); 2];
+    let mut words = [CapWord::default(); 2];
     // SAFETY: capget/capset(2) on the calling thread with a version-3 header and two
     // data words.
     unsafe {
         if libc::syscall(
             libc::SYS_capget,
             &mut header as *mut Header,
-            data.as_mut_ptr(),
+            words.as_mut_ptr(),
         ) != 0
         {
-            return;
+            return Err(std::io::Error::last_os_error());
         }
-        for word in &mut data {
-            word.effective = if on { word.permitted } else { 0 };
+        words.iter_mut().for_each(change);
+        if libc::syscall(libc::SYS_capset, &header as *const Header, words.as_ptr()) != 0 {
+            return Err(std::io::Error::last_os_error());
         }
-        libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr());
     }
+    Ok(())
 }
 
 impl Drop for ActingAsUser {

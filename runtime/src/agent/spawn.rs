@@ -138,29 +138,7 @@ pub fn drop_into_sandbox_identity(tag: u32, user: Option<Credentials>) -> io::Re
 /// Empties the calling process's permitted, effective, inheritable and ambient
 /// capability sets (async-signal-safe: raw syscalls only).
 fn drop_all_capabilities() -> io::Result<()> {
-    #[repr(C)]
-    struct Header {
-        version: u32,
-        pid: i32,
-    }
-    #[repr(C)]
-    #[derive(Clone, Copy)]
-    struct Data {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
-    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
-    let header = Header {
-        version: LINUX_CAPABILITY_VERSION_3,
-        pid: 0,
-    };
-    let data = [Data {
-        effective: 0,
-        permitted: 0,
-        inheritable: 0,
-    }; 2];
-    // SAFETY: capset(2) with a valid header and two data words (version 3).
+    // SAFETY: prctl(2) with constant arguments.
     unsafe {
         libc::prctl(
             libc::PR_CAP_AMBIENT,
@@ -169,11 +147,8 @@ fn drop_all_capabilities() -> io::Result<()> {
             0,
             0,
         );
-        if libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) != 0 {
-            return Err(io::Error::last_os_error());
-        }
     }
-    Ok(())
+    super::identity::change_capabilities(|word| *word = Default::default())
 }
 
 /// Kills every process of a tree: its process group, then anything still carrying the
