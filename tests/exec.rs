@@ -140,6 +140,9 @@ async fn a_fork_bomb_is_stopped_by_the_pids_limit_and_the_sandbox_survives() {
     let sb = app.sandbox(json!({"pids": 64})).await;
     let mut bomb = sh("bomb() { bomb | bomb & }; bomb; sleep 3");
     bomb.timeout_s = Some(5.0);
+    // Its shell may end at once (no pid left for `sleep`): the tree goes with it, as
+    // an agent's exec asks, rather than whenever its retrying forks give up.
+    bomb.kill_on_exit = true;
     let out = app.client.exec(&sb.id, &bomb).await.unwrap();
     assert_ne!(
         out.exit_code.is_some(),
