@@ -158,46 +158,69 @@ pub fn kill_tree(pgid: u32, tag: u32) {
     unsafe {
         libc::kill(-(pgid as i32), libc::SIGKILL);
     }
-    for _ in 0..100 {
-        let tagged = processes_with_group(tag);
-        if tagged.is_empty() {
+    // A fork bomb keeps forking while it is killed, and killed is not gone: until the
+    // reaper collects them, the dead still count against the pids limit, and the next
+    // exec's shell could not fork. So kill what lives and wait out the zombies, until
+    // the tag is on no process at all (or a deadline a bomb cannot hold us past).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        let tagged = tagged_processes(tag);
+        if tagged.live.is_empty() && !tagged.zombies {
             break;
         }
-        for pid in tagged {
+        for pid in &tagged.live {
             // SAFETY: kill(2) with a pid read from /proc.
             unsafe {
-                libc::kill(pid, libc::SIGKILL);
+                libc::kill(*pid, libc::SIGKILL);
             }
         }
-    }
-    // Killed is not gone: until the reaper collects them, the dead still count against
-    // the pids limit, and the next exec's shell could not fork. Wait (briefly) for that.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-    while std::time::Instant::now() < deadline && has_tagged_zombies(tag) {
-        std::thread::sleep(std::time::Duration::from_millis(5));
+        if tagged.live.is_empty() {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
     }
 }
 
-/// Whether a zombie (killed, not yet reaped) still carries the tag group.
-fn has_tagged_zombies(gid: u32) -> bool {
+/// The processes whose supplementary groups include a tag group.
+struct Tagged {
+    /// Running (not zombie) ones, by pid.
+    live: Vec<i32>,
+    /// Whether any is a zombie (killed, not yet reaped).
+    zombies: bool,
+}
+
+fn tagged_processes(gid: u32) -> Tagged {
+    let mut tagged = Tagged {
+        live: Vec::new(),
+        zombies: false,
+    };
     let Ok(dir) = std::fs::read_dir("/proc") else {
-        return false;
+        return tagged;
     };
     let needle = gid.to_string();
-    dir.filter_map(|e| e.ok())
+    for pid in dir
+        .filter_map(|e| e.ok())
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .any(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|status| {
-                let zombie = status
-                    .lines()
-                    .any(|l| l.starts_with("State:") && l.contains('Z'));
-                zombie
-                    && status
-                        .lines()
-                        .find(|l| l.starts_with("Groups:"))
-                        .is_some_and(|l| l.split_whitespace().skip(1).any(|g| g == needle))
-            })
-        })
+    {
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+            continue;
+        };
+        let in_group = status
+            .lines()
+            .find(|l| l.starts_with("Groups:"))
+            .is_some_and(|l| l.split_whitespace().skip(1).any(|g| g == needle));
+        if !in_group {
+            continue;
+        }
+        let zombie = status
+            .lines()
+            .any(|l| l.starts_with("State:") && l.contains('Z'));
+        if zombie {
+            tagged.zombies = true;
+        } else {
+            tagged.live.push(pid);
+        }
+    }
+    tagged
 }
 
 /// Sends a signal to a process group (the `kill` route).
@@ -209,31 +232,6 @@ pub fn signal_group(pgid: u32, signal: i32) -> io::Result<()> {
     Ok(())
 }
 
-/// Live (not zombie) processes whose supplementary groups include `gid`.
-pub fn processes_with_group(gid: u32) -> Vec<i32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let needle = gid.to_string();
-    dir.filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-                return false;
-            };
-            let zombie = status
-                .lines()
-                .any(|l| l.starts_with("State:") && l.contains('Z'));
-            let tagged = status
-                .lines()
-                .find(|l| l.starts_with("Groups:"))
-                .is_some_and(|l| l.split_whitespace().skip(1).any(|g| g == needle));
-            tagged && !zombie
-        })
-        .collect()
-}
-
-/// Resolves `user` ("name", "uid" or "uid:gid") against the sandbox's own /etc/passwd.
 /// Why a `user` did not resolve.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UserError {
@@ -243,6 +241,7 @@ pub enum UserError {
     Unknown(String),
 }
 
+/// Resolves `user` ("name", "uid" or "uid:gid") against the sandbox's own /etc/passwd.
 pub fn resolve_user(user: &str) -> Result<Credentials, UserError> {
     let bad = |what: &str| UserError::Malformed(format!("bad {what} in user {user:?}"));
     if let Some((u, g)) = user.split_once(':') {
