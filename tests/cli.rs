@@ -542,6 +542,14 @@ async fn berth_shell_is_a_real_terminal_that_follows_the_window_and_exits_with_t
     tmux.wait_for("40 120").await;
     // Ctrl-C reaches the remote program, not this client.
     tmux.run(&["send-keys", "-t", "t", "sleep 100", "Enter"]);
+    // Only once `sleep` runs does the terminal's foreground belong to it: a Ctrl-C
+    // before that would reach the shell, which ignores it.
+    let sleeping = eventually(Duration::from_secs(20), || async {
+        let out = app.client.sh(&sb.id, "cat /proc/[0-9]*/comm").await.ok()?;
+        out.stdout.lines().any(|l| l == "sleep").then_some(())
+    })
+    .await;
+    assert!(sleeping.is_some(), "sleep 100 never started");
     tmux.run(&["send-keys", "-t", "t", "C-c"]);
     tmux.run(&["send-keys", "-t", "t", "echo still-$((1+1))", "Enter"]);
     tmux.wait_for("still-2").await;
