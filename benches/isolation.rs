@@ -5,7 +5,8 @@
 //! gVisor rows are skipped, with a note, where the engine has no `runsc` runtime.
 //! Then under load: 10 sandboxes of one tenant spin their CPUs and fill their disks while
 //! another tenant runs 1000 execs; its exec latency, and health, list and create, against
-//! the same measured on an idle host first.
+//! the same measured on an idle host first. `BENCH_ONLY=load` runs only that part;
+//! `BENCH_LOAD=cpu|disk` makes the noise spin or fill only (both by default).
 
 use berth::client::Client;
 use berth::config::{Config, DiskQuotas};
@@ -170,13 +171,19 @@ async fn under_load(execs: usize) {
         }
     };
     measure("idle host").await;
+    let cpu = "while :; do :; done";
+    let disk = "while :; do dd if=/dev/zero of=fill bs=1M count=600 2>/dev/null; rm -f fill; done";
+    let noise = match std::env::var("BENCH_LOAD").as_deref() {
+        Ok("cpu") => cpu.to_string(),
+        Ok("disk") => disk.to_string(),
+        _ => format!("{cpu} & {disk}"),
+    };
+    let noise = noise.as_str();
     let mut loud = Vec::new();
     for _ in 0..10 {
         let sb = noisy.create_sandbox(&body).await.unwrap();
         let spin = berth_runtime::wire::ExecRequest {
-            command: Some(
-                "while :; do :; done & while :; do dd if=/dev/zero of=fill bs=1M count=600 2>/dev/null; rm -f fill; done".into(),
-            ),
+            command: Some(noise.into()),
             background: true,
             ..Default::default()
         };
@@ -220,6 +227,7 @@ async fn main() {
     )
     .unwrap();
     let gvisor = runtimes.contains("\"runsc\"");
+    let only_load = std::env::var("BENCH_ONLY").is_ok_and(|v| v == "load");
     for runtime in [Runtime::Runc, Runtime::Gvisor] {
         if runtime == Runtime::Gvisor && !gvisor {
             println!(
@@ -228,6 +236,9 @@ async fn main() {
             continue;
         }
         for quotas in [DiskQuotas::Auto, DiskQuotas::Off] {
+            if only_load {
+                break;
+            }
             variant(runtime, quotas, creates, execs).await;
         }
     }

@@ -64,6 +64,12 @@ pub struct Config {
     /// How often the writable root layer of running sandboxes is measured (those past
     /// `disk_mb` are stopped with reason `disk`); 0 turns the check off.
     pub disk_check_ms: u64,
+    /// Writes to each sandbox's volume go at most this fast (MB/s; 0: unbounded), so
+    /// sandboxes filling their disks cannot take the host's I/O (and the kernel's CPU
+    /// time spent on it) from the others. Needs the disk quota's loop device.
+    pub disk_write_mbps: u64,
+    /// And at most this many write operations a second (0: unbounded).
+    pub disk_write_iops: u64,
     /// Who may run what: root in sandboxes, images beyond the templates.
     pub security: SecurityConfig,
 }
@@ -248,6 +254,8 @@ impl Default for Config {
             shutdown_notice_ms: 1000,
             disk_quotas: DiskQuotas::Auto,
             disk_check_ms: 2000,
+            disk_write_mbps: 64,
+            disk_write_iops: 2000,
             security: SecurityConfig::default(),
         }
     }
@@ -425,6 +433,8 @@ impl Config {
         overlay!("BERTH_SHUTDOWN_NOTICE_MS", self.shutdown_notice_ms);
         overlay!("BERTH_DISK_QUOTAS", self.disk_quotas);
         overlay!("BERTH_DISK_CHECK_MS", self.disk_check_ms);
+        overlay!("BERTH_DISK_WRITE_MBPS", self.disk_write_mbps);
+        overlay!("BERTH_DISK_WRITE_IOPS", self.disk_write_iops);
         overlay!("BERTH_SNAPSHOT_RETENTION_S", self.retention.snapshots_s);
         overlay!(
             "BERTH_KEPT_VOLUME_RETENTION_S",

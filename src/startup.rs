@@ -185,6 +185,10 @@ async fn disk_quotas(config: &Config) -> Result<Option<crate::disk::Disks>, Star
     let disks = crate::disk::Disks::new(
         config.data_dir.join("disks"),
         berth_runtime::wire::SANDBOX_USER_IDS,
+        crate::disk::WriteLimit {
+            bytes_per_s: config.disk_write_mbps * 1_000_000,
+            iops: config.disk_write_iops,
+        },
     );
     match disks.probe().await {
         Ok(()) => {

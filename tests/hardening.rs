@@ -778,3 +778,118 @@ async fn runtime_gvisor_runs_under_runsc_or_says_how_to_install_it() {
     assert_eq!(bad.status(), Some(StatusCode::BAD_REQUEST));
     app.cleanup().await;
 }
+
+/// CPU nanoseconds a container has used, from its cgroup on the host (v1 or v2).
+fn cpu_used_ns(parent: &str, container_id: &str) -> u64 {
+    let v1 = format!("/sys/fs/cgroup/cpuacct{parent}/{container_id}/cpuacct.usage");
+    if let Ok(text) = std::fs::read_to_string(&v1) {
+        return text.trim().parse().unwrap();
+    }
+    let v2 = format!("/sys/fs/cgroup{parent}/{container_id}/cpu.stat");
+    let text = std::fs::read_to_string(&v2).unwrap_or_else(|e| panic!("{v1} or {v2}: {e}"));
+    let usec: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("usage_usec "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    usec * 1000
+}
+
+#[tokio::test]
+async fn a_tenants_busy_sandboxes_together_weigh_what_one_of_another_tenant_does() {
+    let app = spawn_app().await;
+    let other = app.other_tenant("tenant-b").await;
+    let body = json!({"image": "base", "memory_mb": 128, "cpu": 1.0});
+    let mut many = Vec::new();
+    for _ in 0..3 {
+        many.push(app.sandbox(json!({"memory_mb": 128})).await.id);
+    }
+    let alone = other.create_sandbox(&body).await.unwrap().id;
+    // Each tenant's containers share one cgroup parent, and the two tenants' differ.
+    let docker = common::docker().await;
+    let mut containers = Vec::new();
+    for id in many.iter().chain([&alone]) {
+        let info = docker
+            .inspect_container(&format!("berth-{id}"), None)
+            .await
+            .unwrap();
+        let parent = info.host_config.unwrap().cgroup_parent.unwrap_or_default();
+        containers.push((parent, info.id.unwrap()));
+    }
+    let parents: Vec<&String> = containers.iter().map(|(p, _)| p).collect();
+    assert!(!parents[0].is_empty(), "{parents:?}");
+    assert!(parents[..3].iter().all(|p| p == &parents[0]), "{parents:?}");
+    assert_ne!(parents[3], parents[0], "{parents:?}");
+
+    // All four spin at once: three sandboxes of one tenant and one of the other. Split
+    // per sandbox, the lone one would get a quarter of the CPU; split per tenant, half.
+    let before: Vec<u64> = containers.iter().map(|(p, c)| cpu_used_ns(p, c)).collect();
+    let spin = |client: berth::client::Client, id: String| async move {
+        let out = client
+            .sh(&id, "timeout 4 sh -c 'while :; do :; done'")
+            .await
+            .unwrap();
+        assert_eq!(out.exit_code, Some(124), "{out:?}");
+    };
+    let mut runs = Vec::new();
+    for id in &many {
+        runs.push(tokio::spawn(spin(app.client.clone(), id.clone())));
+    }
+    runs.push(tokio::spawn(spin(other.clone(), alone.clone())));
+    for run in runs {
+        run.await.unwrap();
+    }
+    let used: Vec<f64> = containers
+        .iter()
+        .zip(before)
+        .map(|((p, c), b)| (cpu_used_ns(p, c) - b) as f64 / 1e9)
+        .collect();
+    let crowd: f64 = used[..3].iter().sum();
+    assert!(
+        crowd > 1.0,
+        "the three spun for {crowd:.2} CPU s in all ({used:?})"
+    );
+    assert!(
+        used[3] >= 0.6 * crowd,
+        "the lone sandbox got {:.2} CPU s beside the other tenant's three with {crowd:.2} ({used:?})",
+        used[3]
+    );
+    other.delete(&alone, false).await.unwrap();
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn writes_to_the_volume_are_held_to_the_write_rate() {
+    let temp = tempfile::tempdir().unwrap();
+    let mut config = test_config(temp.path());
+    config.disk_write_mbps = 8;
+    let app = spawn_with(config).await;
+    let sb = app.sandbox(json!({"disk_mb": 256})).await;
+    // 32 MB at 8 MB/s is four seconds, written through the page cache and flushed by
+    // the kernel's writeback (`sync -f`), and written past it (`oflag=direct`).
+    // gVisor takes O_DIRECT as a hint and writes through the host's page cache: there
+    // the limit holds the writeback, not the writer.
+    let direct = common::test_runtime() == berth::domain::Runtime::Runc;
+    for flags in ["&& sync -f f", "oflag=direct"] {
+        if flags == "oflag=direct" && !direct {
+            continue;
+        }
+        let started = Instant::now();
+        let out = app
+            .client
+            .sh(
+                &sb.id,
+                &format!("dd if=/dev/zero of=f bs=1M count=32 {flags} 2>&1 && rm f"),
+            )
+            .await
+            .unwrap();
+        let took = started.elapsed();
+        assert_eq!(out.exit_code, Some(0), "{out:?}");
+        assert!(
+            took >= Duration::from_secs(3),
+            "32 MB written ({flags}) in {took:?} at 8 MB/s"
+        );
+    }
+    app.cleanup().await;
+}

@@ -5,6 +5,10 @@
 //! sandbox; the host's own free space is untouched. Needs root, `losetup`, `mkfs.ext4`
 //! and `debugfs` (e2fsprogs); [`Disks::probe`] says what is missing.
 
+mod throttle;
+
+pub use throttle::WriteLimit;
+
 use std::path::{Path, PathBuf};
 use tokio::process::Command;
 
@@ -31,11 +35,33 @@ pub struct Disks {
     dir: PathBuf,
     /// Owner of every new filesystem's root (the sandbox user).
     owner: (u32, u32),
+    /// How fast a sandbox may write to its volume.
+    write_limit: WriteLimit,
 }
 
 impl Disks {
-    pub fn new(dir: PathBuf, owner: (u32, u32)) -> Self {
-        Disks { dir, owner }
+    pub fn new(dir: PathBuf, owner: (u32, u32), write_limit: WriteLimit) -> Self {
+        Disks {
+            dir,
+            owner,
+            write_limit,
+        }
+    }
+
+    pub fn write_limit(&self) -> WriteLimit {
+        self.write_limit
+    }
+
+    /// Holds `device` to the write limit (for the kernel's writeback, which no
+    /// container's cgroup sees under cgroup v1).
+    fn throttle(&self, name: &str, device: &str) -> Result<(), DiskError> {
+        throttle::apply(device, self.write_limit)
+            .map(|_| ())
+            .map_err(|e| DiskError::Failed {
+                operation: "blkio throttle",
+                name: name.to_string(),
+                message: e.to_string(),
+            })
     }
 
     /// Whether loop-backed volumes can be made here; why not otherwise.
@@ -128,6 +154,7 @@ impl Disks {
     pub async fn attach(&self, name: &str) -> Result<String, DiskError> {
         let image = self.image(name);
         if let Some(device) = self.device(name).await? {
+            self.throttle(name, &device)?;
             return Ok(device);
         }
         // Two attaches racing for one free device: the loser tries the next one.
@@ -135,11 +162,20 @@ impl Disks {
         for _ in 0..5 {
             match run(
                 "losetup",
-                &["--find", "--show", &image.display().to_string()],
+                &[
+                    "--find",
+                    "--show",
+                    "--direct-io=on",
+                    &image.display().to_string(),
+                ],
             )
             .await
             {
-                Ok(out) => return Ok(out.trim().to_string()),
+                Ok(out) => {
+                    let device = out.trim().to_string();
+                    self.throttle(name, &device)?;
+                    return Ok(device);
+                }
                 Err(m) => last = m,
             }
         }
@@ -182,6 +218,14 @@ impl Disks {
     pub async fn remove(&self, name: &str) -> Result<(), DiskError> {
         let image = self.image(name);
         for device in self.devices(name).await.unwrap_or_default() {
+            // The next image on this device is not held to this one's rule.
+            let _ = throttle::apply(
+                &device,
+                WriteLimit {
+                    bytes_per_s: 0,
+                    iops: 0,
+                },
+            );
             run("losetup", &["-d", &device])
                 .await
                 .map_err(|m| DiskError::Failed {

@@ -9,7 +9,7 @@ use bollard::container::{
     Config, CreateContainerOptions, InspectContainerOptions, ListContainersOptions,
     RemoveContainerOptions, StatsOptions, StopContainerOptions,
 };
-use bollard::models::{HostConfig, Mount, MountTypeEnum};
+use bollard::models::{HostConfig, Mount, MountTypeEnum, ThrottleDevice};
 use bollard::volume::{CreateVolumeOptions, RemoveVolumeOptions};
 use bollard::Docker;
 use futures_util::StreamExt;
@@ -115,6 +115,30 @@ pub struct ContainerSpec {
     pub shm_bytes: i64,
     /// The OCI runtime (`runsc`); the engine's default when `None`.
     pub runtime: Option<String>,
+    /// The cgroup the container's own goes under (its tenant's); Docker's when `None`.
+    pub cgroup_parent: Option<String>,
+    /// A bound on writes to one block device (the volume's loop device).
+    pub write_limit: Option<DeviceWriteLimit>,
+}
+
+/// Writes to `device` at most `bytes_per_s` and `iops`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceWriteLimit {
+    pub device: String,
+    pub bytes_per_s: u64,
+    pub iops: u64,
+}
+
+/// Docker's rule for one of a write limit's bounds (none for an unbounded one).
+fn throttle(
+    limit: &Option<DeviceWriteLimit>,
+    bound: impl Fn(&DeviceWriteLimit) -> u64,
+) -> Option<Vec<ThrottleDevice>> {
+    let limit = limit.as_ref().filter(|l| bound(l) > 0)?;
+    Some(vec![ThrottleDevice {
+        path: Some(limit.device.clone()),
+        rate: Some(bound(limit) as i64),
+    }])
 }
 
 /// The state of one container, as much as berth needs.
@@ -187,6 +211,30 @@ pub const SANDBOX_CAPABILITIES: [&str; 9] = [
 pub struct DockerEngine {
     client: Docker,
     deadline: Duration,
+    cgroups: CgroupDriver,
+}
+
+/// How the engine names cgroups (`docker info`'s cgroup driver).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CgroupDriver {
+    /// Paths under each controller's hierarchy (`/a/b/c`).
+    Cgroupfs,
+    /// systemd slices, which nest by dashes (`a-b-c.slice` is inside `a-b.slice`).
+    Systemd,
+    /// No cgroups (a rootless engine without them): no parent can be given.
+    None,
+}
+
+impl CgroupDriver {
+    /// The `CgroupParent` that puts a container in nested group `path` (names made of
+    /// `[a-z0-9]`, so neither driver splits them), or `None` without cgroups.
+    pub fn parent(self, path: &[&str]) -> Option<String> {
+        match self {
+            CgroupDriver::Cgroupfs => Some(format!("/{}", path.join("/"))),
+            CgroupDriver::Systemd => Some(format!("{}.slice", path.join("-"))),
+            CgroupDriver::None => None,
+        }
+    }
 }
 
 impl DockerEngine {
@@ -202,7 +250,29 @@ impl DockerEngine {
                 seconds: deadline.as_secs(),
             })?
             .map_err(|e| DockerError::Unreachable(e.to_string()))?;
-        Ok(DockerEngine { client, deadline })
+        let info = tokio::time::timeout(deadline, client.info())
+            .await
+            .map_err(|_| DockerError::Timeout {
+                operation: "info",
+                seconds: deadline.as_secs(),
+            })?
+            .map_err(|e| DockerError::Unreachable(e.to_string()))?;
+        use bollard::models::SystemInfoCgroupDriverEnum as Driver;
+        let cgroups = match info.cgroup_driver {
+            Some(Driver::SYSTEMD) => CgroupDriver::Systemd,
+            Some(Driver::NONE) => CgroupDriver::None,
+            _ => CgroupDriver::Cgroupfs,
+        };
+        Ok(DockerEngine {
+            client,
+            deadline,
+            cgroups,
+        })
+    }
+
+    /// The engine's cgroup driver, read when it was connected.
+    pub fn cgroup_driver(&self) -> CgroupDriver {
+        self.cgroups
     }
 
     pub fn client(&self) -> &Docker {
@@ -480,6 +550,9 @@ impl DockerEngine {
             tmpfs: (!spec.tmpfs.is_empty()).then(|| spec.tmpfs.clone()),
             shm_size: Some(spec.shm_bytes),
             runtime: spec.runtime.clone(),
+            cgroup_parent: spec.cgroup_parent.clone(),
+            blkio_device_write_bps: throttle(&spec.write_limit, |l| l.bytes_per_s),
+            blkio_device_write_iops: throttle(&spec.write_limit, |l| l.iops),
             privileged: Some(false),
             init: Some(false),
             ..Default::default()

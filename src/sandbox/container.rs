@@ -3,7 +3,8 @@
 
 use super::{SandboxError, SandboxService};
 use crate::docker::{
-    ContainerSpec, LABEL_INSTANCE, LABEL_MANAGED, LABEL_SANDBOX, LABEL_TENANT, SANDBOX_CAPABILITIES,
+    ContainerSpec, DeviceWriteLimit, LABEL_INSTANCE, LABEL_MANAGED, LABEL_SANDBOX, LABEL_TENANT,
+    SANDBOX_CAPABILITIES,
 };
 use crate::domain::Sandbox;
 use berth_runtime::wire::{
@@ -130,7 +131,29 @@ impl SandboxService {
             tmpfs: scratch_mounts(sandbox.limits.memory_mb),
             shm_bytes: (scratch_mb(sandbox.limits.memory_mb, 4) * 1024 * 1024) as i64,
             runtime: sandbox.runtime.engine_name().map(str::to_owned),
+            cgroup_parent: self.tenant_cgroup(&sandbox.tenant),
+            write_limit: None,
         }
+    }
+
+    /// The write limit on the loop device of `sandbox`'s volume (none without one).
+    async fn write_limit(
+        &self,
+        sandbox: &Sandbox,
+    ) -> Result<Option<DeviceWriteLimit>, SandboxError> {
+        let Some(disks) = &self.disks else {
+            return Ok(None);
+        };
+        let limit = disks.write_limit();
+        if limit.is_unbounded() {
+            return Ok(None);
+        }
+        let device = disks.device(sandbox.volume.as_str()).await?;
+        Ok(device.map(|device| DeviceWriteLimit {
+            device,
+            bytes_per_s: limit.bytes_per_s,
+            iops: limit.iops,
+        }))
     }
 
     /// Creates and starts the container and waits for its agent. On failure nothing is
@@ -151,8 +174,10 @@ impl SandboxService {
         // A leftover container of the same name (a crash mid-operation) goes first.
         self.docker.remove_container(&name).await?;
         let result = async {
+            let mut spec = self.container_spec(sandbox);
+            spec.write_limit = self.write_limit(sandbox).await?;
             self.docker
-                .create_container(&self.container_spec(sandbox))
+                .create_container(&spec)
                 .await
                 .map_err(|e| match e {
                     crate::docker::DockerError::NotFound { .. } => SandboxError::Invalid(format!(

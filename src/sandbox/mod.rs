@@ -10,6 +10,7 @@ mod delete;
 mod disk_watch;
 mod error;
 mod events;
+mod fairness;
 mod locks;
 mod network;
 mod ops;

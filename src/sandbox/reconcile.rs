@@ -33,6 +33,8 @@ pub struct Reconciled {
     pub disks_removed: usize,
     pub disks_attached: usize,
     pub loops_detached: usize,
+    /// Tenants' cgroups no container uses any more (removed).
+    pub cgroups_removed: usize,
 }
 
 impl SandboxService {
@@ -112,6 +114,7 @@ impl SandboxService {
         self.release_socket_dirs(&seen).await?;
         report.volumes_removed = self.remove_deleted_volumes().await?;
         self.reconcile_disks(&mut report).await?;
+        report.cgroups_removed = super::fairness::remove_empty_groups(&self.instance);
         report.keys_forgotten = self.store.idempotency_clear_in_flight().await?;
         self.reconcile_archives(&mut report).await?;
         self.count_states().await?;
