@@ -12,6 +12,13 @@ use std::time::Duration;
 fn pooled(data_dir: &std::path::Path, base: usize) -> berth::config::Config {
     let mut config = test_config(data_dir);
     config.pool = BTreeMap::from([("base".to_string(), base)]);
+    if !config.defaults.runtime.updates_limits() {
+        // gVisor cannot change a running sandbox's limits: only creates that ask for
+        // the pool's own fit, so the pool is made with what the tests ask for.
+        config.defaults.memory_mb = 256;
+        config.defaults.pids = 64;
+        config.defaults.cpu = 0.5;
+    }
     config
 }
 

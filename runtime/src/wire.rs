@@ -381,6 +381,10 @@ pub const SANDBOX_USER_IDS: (u32, u32) = (1000, 1000);
 pub const SANDBOX_USER_NAME: &str = "user";
 /// Set to `1` in a sandbox's container env when execs may run as root.
 pub const ENV_ALLOW_ROOT: &str = "BERTH_ALLOW_ROOT";
+/// Set under gVisor to the sandbox's `pids`: the agent holds user processes to it with
+/// RLIMIT_NPROC, which gVisor's own kernel counts per sandbox. (The host's pids limit
+/// counts gVisor's threads, not the sandbox's processes, and cannot be the bound.)
+pub const ENV_PROCESS_LIMIT: &str = "BERTH_PROCESS_LIMIT";
 
 /// `GET /health` of the agent.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

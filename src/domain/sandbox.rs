@@ -42,6 +42,18 @@ impl Runtime {
         }
     }
 
+    /// Whether a running container's CPU, memory and pids limits can be changed (`runsc`
+    /// has no `update`).
+    pub fn updates_limits(self) -> bool {
+        self == Runtime::Runc
+    }
+
+    /// Whether the sandbox's processes are the host's (runc), so the host's pids limit
+    /// counts them; gVisor's are its own kernel's, run on a few host threads.
+    pub fn counts_processes_on_the_host(self) -> bool {
+        self == Runtime::Runc
+    }
+
     /// The engine's name for it (`None`: the engine's default runtime).
     pub fn engine_name(self) -> Option<&'static str> {
         match self {

@@ -9,8 +9,11 @@ use crate::docker::{
 use crate::domain::Sandbox;
 use berth_runtime::wire::{
     AGENT_BINARY_PATH, AGENT_SOCKET_DIR, ENV_ALLOW_ROOT, ENV_DEFAULT_EXEC_TIMEOUT,
-    ENV_DEFAULT_OUTPUT_CAP, ENV_WORKDIR,
+    ENV_DEFAULT_OUTPUT_CAP, ENV_PROCESS_LIMIT, ENV_WORKDIR,
 };
+
+/// Host threads a user-space kernel (gVisor's) may use beyond the sandbox's `pids`.
+const RUNTIME_THREADS: i64 = 1024;
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
@@ -104,6 +107,14 @@ impl SandboxService {
         if sandbox.allow_root {
             env.push(format!("{ENV_ALLOW_ROOT}=1"));
         }
+        // The host's pids limit counts a runtime's own threads (gVisor's kernel), not
+        // the sandbox's processes: there the agent holds them to `pids` itself, and the
+        // host's limit leaves that kernel room for its threads.
+        let mut host_pids = sandbox.limits.pids;
+        if !sandbox.runtime.counts_processes_on_the_host() {
+            env.push(format!("{ENV_PROCESS_LIMIT}={}", sandbox.limits.pids));
+            host_pids += RUNTIME_THREADS;
+        }
         env.extend(sandbox.env.iter().map(|(k, v)| format!("{k}={v}")));
         ContainerSpec {
             name: sandbox.id.container_name(),
@@ -123,7 +134,7 @@ impl SandboxService {
             socket_dir_target: AGENT_SOCKET_DIR.to_string(),
             nano_cpus: (sandbox.limits.cpu * 1e9) as i64,
             memory_bytes: (sandbox.limits.memory_mb * 1024 * 1024) as i64,
-            pids: sandbox.limits.pids,
+            pids: host_pids,
             network_mode: super::network::docker_mode(sandbox.network).to_string(),
             hostname: "sandbox".to_string(),
             read_only: false,

@@ -127,11 +127,14 @@ impl SandboxService {
 
     /// Whether a pooled sandbox of `request.image` can serve `request`: a template the
     /// pool keeps, a volume of its own, no network, the default workdir, and limits no
-    /// larger than the pool's (smaller ones are applied on adoption).
+    /// larger than the pool's (smaller ones are applied on adoption, where the runtime
+    /// can change them; elsewhere only the pool's own limits fit).
     fn fits_pool(&self, request: &CreateSandbox) -> bool {
         let pool = self.pool_limits();
         let l = &request.limits;
+        let same = (l.cpu, l.memory_mb, l.pids) == (pool.cpu, pool.memory_mb, pool.pids);
         self.pool.targets.contains_key(&request.image)
+            && (same || request.runtime.updates_limits())
             && request.volume.is_none()
             && request.from_snapshot.is_none()
             && request.network == Network::None

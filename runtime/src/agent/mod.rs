@@ -119,6 +119,7 @@ async fn serve() -> std::io::Result<()> {
         libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
     }
     let reaper = Reaper::start()?;
+    spawn::load_process_limit();
     let env_number = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<f64>().ok());
     let workdir = PathBuf::from(std::env::var(ENV_WORKDIR).unwrap_or_else(|_| "/workspace".into()));
     let _ = std::fs::create_dir_all(&workdir);

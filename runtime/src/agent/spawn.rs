@@ -3,12 +3,13 @@
 //! and no way back to the capabilities that could remove the tag.
 
 use super::reaper::{ExitStatus, Reaper};
+use crate::wire::ENV_PROCESS_LIMIT;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use tokio::net::unix::pipe;
 use tokio::sync::oneshot;
 
@@ -95,12 +96,36 @@ pub fn spawn(reaper: &Reaper, spec: SpawnSpec) -> io::Result<Spawned> {
     })
 }
 
+/// Processes user code may have at once, set from [`ENV_PROCESS_LIMIT`] (0: no such
+/// bound, the host's pids limit holds).
+static PROCESS_LIMIT: AtomicU64 = AtomicU64::new(0);
+
+/// Reads the process limit from the agent's environment (once, at start).
+pub fn load_process_limit() {
+    if let Some(n) = std::env::var(ENV_PROCESS_LIMIT)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        PROCESS_LIMIT.store(n, Ordering::Relaxed);
+    }
+}
+
 /// Runs in the forked child: tag group, user switch, capability bounding, OOM preference.
 pub fn drop_into_sandbox_identity(tag: u32, user: Option<Credentials>) -> io::Result<()> {
     let gid = user.map_or(0, |u| u.gid);
     let groups: [libc::gid_t; 2] = [gid, tag];
+    let nproc = PROCESS_LIMIT.load(Ordering::Relaxed);
     // SAFETY: raw syscalls with valid pointers, async-signal-safe.
     unsafe {
+        if nproc > 0 {
+            let limit = libc::rlimit {
+                rlim_cur: nproc,
+                rlim_max: nproc,
+            };
+            if libc::setrlimit(libc::RLIMIT_NPROC, &limit) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
         if libc::setgroups(groups.len(), groups.as_ptr()) != 0 {
             return Err(io::Error::last_os_error());
         }
