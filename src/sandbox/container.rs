@@ -12,8 +12,11 @@ use berth_runtime::wire::{
     ENV_DEFAULT_OUTPUT_CAP, ENV_PROCESS_LIMIT, ENV_WORKDIR,
 };
 
-/// Host threads a user-space kernel (gVisor's) may use beyond the sandbox's `pids`.
-const RUNTIME_THREADS: i64 = 1024;
+/// Host tasks a user-space kernel (gVisor's) may use beyond the sandbox's `pids`: its
+/// ptrace platform backs every address space with a host stub process and its threads,
+/// and releases them some time after the sandbox's process ended. At `pids` + 1024 a
+/// fork bomb held to 64 processes still made the sentry fail to start a stub and die.
+const RUNTIME_THREADS: i64 = 8192;
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
