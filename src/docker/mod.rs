@@ -237,26 +237,29 @@ impl CgroupDriver {
     }
 }
 
+/// `fut` within `deadline`; either failure means the engine cannot be reached.
+async fn reach<T>(
+    deadline: Duration,
+    operation: &'static str,
+    fut: impl Future<Output = Result<T, bollard::errors::Error>>,
+) -> Result<T, DockerError> {
+    tokio::time::timeout(deadline, fut)
+        .await
+        .map_err(|_| DockerError::Timeout {
+            operation,
+            seconds: deadline.as_secs(),
+        })?
+        .map_err(|e| DockerError::Unreachable(e.to_string()))
+}
+
 impl DockerEngine {
     /// Connects to the local engine (`DOCKER_HOST` or the default socket) and negotiates
     /// the API version, so older engines work too.
     pub async fn connect(deadline: Duration) -> Result<Self, DockerError> {
         let client = Docker::connect_with_local_defaults()
             .map_err(|e| DockerError::Unreachable(e.to_string()))?;
-        let client = tokio::time::timeout(deadline, client.negotiate_version())
-            .await
-            .map_err(|_| DockerError::Timeout {
-                operation: "version negotiation",
-                seconds: deadline.as_secs(),
-            })?
-            .map_err(|e| DockerError::Unreachable(e.to_string()))?;
-        let info = tokio::time::timeout(deadline, client.info())
-            .await
-            .map_err(|_| DockerError::Timeout {
-                operation: "info",
-                seconds: deadline.as_secs(),
-            })?
-            .map_err(|e| DockerError::Unreachable(e.to_string()))?;
+        let client = reach(deadline, "version negotiation", client.negotiate_version()).await?;
+        let info = reach(deadline, "info", client.info()).await?;
         use bollard::models::SystemInfoCgroupDriverEnum as Driver;
         let cgroups = match info.cgroup_driver {
             Some(Driver::SYSTEMD) => CgroupDriver::Systemd,
