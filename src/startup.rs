@@ -7,9 +7,10 @@ use crate::config::Config;
 use crate::docker::{DockerEngine, DockerError};
 use crate::domain::{ApiKey, TenantId};
 use crate::images::ImageService;
-use crate::sandbox::SandboxService;
+use crate::sandbox::{HostFiles, SandboxService};
 use crate::store::{self, Store, StoreError};
 use axum::serve::ListenerExt;
+use berth_runtime::wire::STATX_COMPAT_PATH;
 use sha2::{Digest, Sha256};
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
@@ -20,6 +21,9 @@ use tokio::net::TcpListener;
 
 /// The static `berth-agent`, built by `build.rs` and embedded here.
 pub static AGENT_BINARY: &[u8] = include_bytes!(env!("BERTH_AGENT_PATH"));
+
+/// The shared object gVisor sandboxes preload (`runtime/gvisor/statx_compat.c`).
+pub static STATX_COMPAT: &[u8] = include_bytes!(env!("BERTH_STATX_COMPAT_PATH"));
 
 /// How long open connections may take to finish once shutdown begins.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -74,7 +78,7 @@ impl Application {
         fit_to_host(&mut config, docker.host_cpus().await?);
         report_runtimes(&docker, &config).await?;
         let config = Arc::new(config);
-        let agent_binary = install_agent(&config.data_dir)?;
+        let host_files = install_host_files(&config.data_dir)?;
         let instance = instance_id(&config.data_dir)?;
         let images = ImageService::new(
             docker.clone(),
@@ -91,7 +95,7 @@ impl Application {
             archive,
             disks,
         };
-        let service = SandboxService::new(config.clone(), adapters, agent_binary, instance);
+        let service = SandboxService::new(config.clone(), adapters, host_files, instance);
         let report = service
             .reconcile()
             .await
@@ -279,23 +283,37 @@ pub fn instance_id(data_dir: &Path) -> Result<String, StartupError> {
 }
 
 /// Writes the embedded agent to `<data_dir>/bin/berth-agent-<hash>` (once per version).
-pub fn install_agent(data_dir: &Path) -> Result<PathBuf, StartupError> {
-    let hash = hex::encode(Sha256::digest(AGENT_BINARY));
+pub fn install_host_files(data_dir: &Path) -> Result<HostFiles, StartupError> {
+    let statx_compat = install_file(data_dir, "berth-statx-compat", ".so", STATX_COMPAT, 0o644)?;
+    let preload = format!("{STATX_COMPAT_PATH}\n");
+    Ok(HostFiles {
+        agent: install_file(data_dir, "berth-agent", "", AGENT_BINARY, 0o755)?,
+        statx_compat,
+        preload_list: install_file(data_dir, "ld.so.preload", "", preload.as_bytes(), 0o644)?,
+    })
+}
+
+/// Writes `bytes` once to `data_dir/bin/<stem>-<hash><suffix>` (atomically) and returns
+/// that path: a new build gets a new file, and running sandboxes keep theirs.
+fn install_file(
+    data_dir: &Path,
+    stem: &str,
+    suffix: &str,
+    bytes: &[u8],
+    mode: u32,
+) -> Result<PathBuf, StartupError> {
+    let hash = hex::encode(Sha256::digest(bytes));
     let bin_dir = data_dir.join("bin");
-    let target = bin_dir.join(format!("berth-agent-{}", &hash[..16]));
+    let target = bin_dir.join(format!("{stem}-{}{suffix}", &hash[..16]));
     let err = |source| StartupError::DataDir {
         path: bin_dir.clone(),
         source,
     };
     if !target.exists() {
         std::fs::create_dir_all(&bin_dir).map_err(err)?;
-        let temp = bin_dir.join(format!(
-            ".berth-agent-{}.tmp{}",
-            &hash[..16],
-            std::process::id()
-        ));
-        std::fs::write(&temp, AGENT_BINARY).map_err(err)?;
-        std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o755)).map_err(err)?;
+        let temp = bin_dir.join(format!(".{stem}-{}.tmp{}", &hash[..16], std::process::id()));
+        std::fs::write(&temp, bytes).map_err(err)?;
+        std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(mode)).map_err(err)?;
         std::fs::rename(&temp, &target).map_err(err)?;
     }
     Ok(target)

@@ -10,6 +10,10 @@ pub const AGENT_SOCKET_DIR: &str = "/run/berth";
 pub const AGENT_SOCKET_NAME: &str = "agent.sock";
 /// Where the agent binary is bind-mounted (read-only) inside every container.
 pub const AGENT_BINARY_PATH: &str = "/.berth/berth-agent";
+/// Where gVisor sandboxes get the statx shim that `/etc/ld.so.preload` names.
+pub const STATX_COMPAT_PATH: &str = "/.berth/statx-compat.so";
+/// The dynamic linker's list of objects every process loads first.
+pub const PRELOAD_LIST_PATH: &str = "/etc/ld.so.preload";
 /// Env var through which the supervisor tells the agent the sandbox's workdir.
 pub const ENV_WORKDIR: &str = "BERTH_WORKDIR";
 /// Env var: default exec timeout in seconds (the agent's own bound).
@@ -385,6 +389,13 @@ pub const ENV_ALLOW_ROOT: &str = "BERTH_ALLOW_ROOT";
 /// RLIMIT_NPROC, which gVisor's own kernel counts per sandbox. (The host's pids limit
 /// counts gVisor's threads, not the sandbox's processes, and cannot be the bound.)
 pub const ENV_PROCESS_LIMIT: &str = "BERTH_PROCESS_LIMIT";
+/// Request header of an upload to the agent: the most bytes it may take. The supervisor
+/// passes one byte more than that at most and then ends the body, so the agent, which
+/// discards what it staged before it answers 413, is the one that answers.
+pub const HEADER_UPLOAD_LIMIT: &str = "x-berth-upload-limit";
+/// Env var: bytes of memory user code may hold, where the agent enforces it itself
+/// (gVisor: the host's OOM killer would kill gVisor's kernel, not the process).
+pub const ENV_MEMORY_LIMIT: &str = "BERTH_MEMORY_LIMIT";
 
 /// `GET /health` of the agent.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

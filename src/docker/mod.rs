@@ -98,6 +98,8 @@ pub struct ContainerSpec {
     pub volume: String,
     pub agent_binary: PathBuf,
     pub agent_binary_target: String,
+    /// Further host files bind-mounted read-only (host path, path in the container).
+    pub read_only_files: Vec<(PathBuf, String)>,
     pub socket_dir: PathBuf,
     pub socket_dir_target: String,
     pub nano_cpus: i64,
@@ -516,7 +518,14 @@ impl DockerEngine {
     }
 
     pub async fn create_container(&self, spec: &ContainerSpec) -> Result<(), DockerError> {
-        let mounts = vec![
+        let files = spec.read_only_files.iter().map(|(source, target)| Mount {
+            target: Some(target.clone()),
+            source: Some(source.display().to_string()),
+            typ: Some(MountTypeEnum::BIND),
+            read_only: Some(true),
+            ..Default::default()
+        });
+        let mut mounts = vec![
             Mount {
                 target: Some(spec.agent_binary_target.clone()),
                 source: Some(spec.agent_binary.display().to_string()),
@@ -539,6 +548,7 @@ impl DockerEngine {
                 ..Default::default()
             },
         ];
+        mounts.extend(files);
         let host_config = HostConfig {
             mounts: Some(mounts),
             nano_cpus: Some(spec.nano_cpus),

@@ -55,6 +55,19 @@ impl Runtime {
     }
 
     /// The engine's name for it (`None`: the engine's default runtime).
+    /// True when the host's OOM killer, at the container's memory limit, kills the
+    /// sandbox's process that holds the memory; false when it would kill the runtime's
+    /// kernel, which holds all of it (gVisor), and the agent must hold user code below.
+    pub fn kills_on_the_hosts_memory_limit(self) -> bool {
+        self == Runtime::Runc
+    }
+
+    /// True when its `statx` refuses `AT_NO_AUTOMOUNT` (gVisor 20221219), which bookworm's
+    /// coreutils always pass: its sandboxes preload a shim that clears the flag.
+    pub fn refuses_no_automount(self) -> bool {
+        self == Runtime::Gvisor
+    }
+
     pub fn engine_name(self) -> Option<&'static str> {
         match self {
             Runtime::Runc => None,

@@ -6,10 +6,11 @@ use crate::docker::{
     ContainerSpec, DeviceWriteLimit, LABEL_INSTANCE, LABEL_MANAGED, LABEL_SANDBOX, LABEL_TENANT,
     SANDBOX_CAPABILITIES,
 };
-use crate::domain::Sandbox;
+use crate::domain::{Runtime, Sandbox};
 use berth_runtime::wire::{
     AGENT_BINARY_PATH, AGENT_SOCKET_DIR, ENV_ALLOW_ROOT, ENV_DEFAULT_EXEC_TIMEOUT,
-    ENV_DEFAULT_OUTPUT_CAP, ENV_PROCESS_LIMIT, ENV_WORKDIR,
+    ENV_DEFAULT_OUTPUT_CAP, ENV_MEMORY_LIMIT, ENV_PROCESS_LIMIT, ENV_WORKDIR, PRELOAD_LIST_PATH,
+    STATX_COMPAT_PATH,
 };
 
 /// Host tasks a user-space kernel (gVisor's) may use beyond the sandbox's `pids`: its
@@ -17,8 +18,35 @@ use berth_runtime::wire::{
 /// and releases them some time after the sandbox's process ended. At `pids` + 1024 a
 /// fork bomb held to 64 processes still made the sentry fail to start a stub and die.
 const RUNTIME_THREADS: i64 = 8192;
+
+/// MiB a user-space kernel (gVisor's) may hold beyond the sandbox's memory: its own heap
+/// (about 15 MiB idle) and what a bomb gains before the agent's guard kills it (gVisor
+/// filled memory at 1.6 GB/s here: 128 MiB is 80 ms).
+fn runtime_memory(memory_mb: u64) -> u64 {
+    (memory_mb / 2).max(128)
+}
+
+/// The host's pids limit that holds a sandbox of `runtime` to `pids` processes.
+pub(super) fn host_pids(runtime: Runtime, pids: i64) -> i64 {
+    if runtime.counts_processes_on_the_host() {
+        pids
+    } else {
+        pids + RUNTIME_THREADS
+    }
+}
+
+/// The host's memory limit (bytes) for a sandbox of `runtime` given `memory_mb`.
+pub(super) fn host_memory(runtime: Runtime, memory_mb: u64) -> i64 {
+    let memory = if runtime.kills_on_the_hosts_memory_limit() {
+        memory_mb
+    } else {
+        memory_mb + runtime_memory(memory_mb)
+    };
+    (memory * 1024 * 1024) as i64
+}
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// How long a new container's agent may take to answer.
@@ -113,10 +141,15 @@ impl SandboxService {
         // The host's pids limit counts a runtime's own threads (gVisor's kernel), not
         // the sandbox's processes: there the agent holds them to `pids` itself, and the
         // host's limit leaves that kernel room for its threads.
-        let mut host_pids = sandbox.limits.pids;
         if !sandbox.runtime.counts_processes_on_the_host() {
             env.push(format!("{ENV_PROCESS_LIMIT}={}", sandbox.limits.pids));
-            host_pids += RUNTIME_THREADS;
+        }
+        // Likewise memory: under gVisor the host would OOM-kill its kernel (the whole
+        // sandbox), so the agent kills user processes at the limit and the host's limit
+        // leaves that kernel room above it.
+        if !sandbox.runtime.kills_on_the_hosts_memory_limit() {
+            let bytes = sandbox.limits.memory_mb * 1024 * 1024;
+            env.push(format!("{ENV_MEMORY_LIMIT}={bytes}"));
         }
         env.extend(sandbox.env.iter().map(|(k, v)| format!("{k}={v}")));
         ContainerSpec {
@@ -131,13 +164,14 @@ impl SandboxService {
             env,
             workdir: sandbox.workdir.clone(),
             volume: sandbox.volume.to_string(),
-            agent_binary: self.agent_binary.clone(),
+            agent_binary: self.host_files.agent.clone(),
             agent_binary_target: AGENT_BINARY_PATH.to_string(),
+            read_only_files: self.runtime_files(sandbox.runtime),
             socket_dir: self.socket_dir(&sandbox.id),
             socket_dir_target: AGENT_SOCKET_DIR.to_string(),
             nano_cpus: (sandbox.limits.cpu * 1e9) as i64,
-            memory_bytes: (sandbox.limits.memory_mb * 1024 * 1024) as i64,
-            pids: host_pids,
+            memory_bytes: host_memory(sandbox.runtime, sandbox.limits.memory_mb),
+            pids: host_pids(sandbox.runtime, sandbox.limits.pids),
             network_mode: super::network::docker_mode(sandbox.network).to_string(),
             hostname: "sandbox".to_string(),
             read_only: false,
@@ -147,6 +181,25 @@ impl SandboxService {
             runtime: sandbox.runtime.engine_name().map(str::to_owned),
             cgroup_parent: self.tenant_cgroup(&sandbox.tenant),
             write_limit: None,
+        }
+    }
+
+    /// Files a runtime's sandboxes need beyond the agent: under gVisor, the statx shim
+    /// and the preload list that loads it into every dynamically linked process.
+    fn runtime_files(&self, runtime: Runtime) -> Vec<(PathBuf, String)> {
+        if runtime.refuses_no_automount() {
+            vec![
+                (
+                    self.host_files.statx_compat.clone(),
+                    STATX_COMPAT_PATH.into(),
+                ),
+                (
+                    self.host_files.preload_list.clone(),
+                    PRELOAD_LIST_PATH.into(),
+                ),
+            ]
+        } else {
+            Vec::new()
         }
     }
 

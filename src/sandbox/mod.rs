@@ -65,7 +65,7 @@ pub struct SandboxService {
     store: Arc<dyn Store>,
     docker: DockerEngine,
     images: Arc<ImageService>,
-    agent_binary: PathBuf,
+    host_files: HostFiles,
     /// This server's instance id (labels its containers).
     instance: String,
     locks: locks::LockMap<SandboxId>,
@@ -99,6 +99,16 @@ pub struct SandboxService {
     bridge_ready: tokio::sync::Mutex<bool>,
 }
 
+/// berth's own files on the host that sandboxes get read-only.
+#[derive(Debug, Clone)]
+pub struct HostFiles {
+    /// The agent binary (PID 1 of every sandbox).
+    pub agent: PathBuf,
+    /// The statx shim gVisor sandboxes preload, and the `/etc/ld.so.preload` naming it.
+    pub statx_compat: PathBuf,
+    pub preload_list: PathBuf,
+}
+
 /// The adapters a [`SandboxService`] drives.
 pub struct Adapters {
     pub store: Arc<dyn Store>,
@@ -113,7 +123,7 @@ impl SandboxService {
     pub fn new(
         config: Arc<Config>,
         adapters: Adapters,
-        agent_binary: PathBuf,
+        host_files: HostFiles,
         instance: String,
     ) -> Arc<Self> {
         let Adapters {
@@ -136,7 +146,7 @@ impl SandboxService {
             store,
             docker,
             images,
-            agent_binary,
+            host_files,
             instance,
             locks: locks::LockMap::default(),
             session_locks: locks::LockMap::default(),

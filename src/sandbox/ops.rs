@@ -11,9 +11,8 @@ use crate::agent::{bytes_body, empty_body, query_string, AgentBody, AgentClient,
 use crate::domain::{Sandbox, SandboxId, SandboxState, TenantId};
 use berth_runtime::wire::{
     BackgroundStarted, EditRequest, ExecRequest, GlobRequest, GrepRequest, KillRequest,
-    EXEC_DURATION_HEADER, EXEC_TIMED_OUT_HEADER,
+    EXEC_DURATION_HEADER, EXEC_TIMED_OUT_HEADER, HEADER_UPLOAD_LIMIT,
 };
-use bytes::Bytes;
 use futures_util::TryStreamExt;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
@@ -112,6 +111,11 @@ impl<'a> AgentRequest<'a> {
         self.headers
             .push((header::CONTENT_TYPE, "application/json".to_string()));
         self.body = bytes_body(body);
+        self
+    }
+
+    fn header(mut self, name: &'static str, value: String) -> Self {
+        self.headers.push((HeaderName::from_static(name), value));
         self
     }
 
@@ -561,8 +565,9 @@ impl SandboxService {
             .await
     }
 
-    /// Streams an upload to the agent, counting bytes; past the limit the stream is cut
-    /// (the agent then discards what it staged) and the answer is 413.
+    /// Streams an upload to the agent, counting bytes; past the limit the stream ends
+    /// there, the agent (told the limit) discards what it staged and answers, and the
+    /// answer is 413 only then, so nothing staged is left when the caller hears it.
     async fn upload(
         self: &Arc<Self>,
         tenant: &TenantId,
@@ -578,6 +583,7 @@ impl SandboxService {
             .command(
                 call,
                 AgentRequest::new(Method::PUT, uri)
+                    .header(HEADER_UPLOAD_LIMIT, limit.to_string())
                     .body(counted(body, limit, over.clone()))
                     .deadline(UPLOAD_DEADLINE),
             )
@@ -651,15 +657,17 @@ fn reply(
 /// Counts an upload's bytes; past `limit` the stream fails and `over` is set.
 fn counted(body: AgentBody, limit: u64, over: Arc<AtomicBool>) -> AgentBody {
     let mut seen: u64 = 0;
-    let stream = body.into_data_stream().and_then(move |chunk: Bytes| {
-        seen += chunk.len() as u64;
-        let result = if seen > limit {
-            over.store(true, Ordering::SeqCst);
-            Err(std::io::Error::other("upload too large"))
-        } else {
-            Ok(Frame::data(chunk))
-        };
-        std::future::ready(result)
-    });
+    let stream = futures_util::StreamExt::take_while(body.into_data_stream(), move |chunk| {
+        // The chunk that crosses the limit still goes, so the agent sees it crossed.
+        let more = !over.load(Ordering::SeqCst);
+        if let Ok(chunk) = chunk {
+            seen += chunk.len() as u64;
+            if seen > limit {
+                over.store(true, Ordering::SeqCst);
+            }
+        }
+        std::future::ready(more)
+    })
+    .map_ok(Frame::data);
     StreamBody::new(stream).boxed_unsync()
 }

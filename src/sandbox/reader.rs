@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 /// A reader unused this long is removed.
 pub const READER_IDLE: Duration = Duration::from_secs(60);
-const READER_MEMORY_BYTES: i64 = 128 * 1024 * 1024;
+const READER_MEMORY_MB: u64 = 128;
 const READER_PIDS: i64 = 64;
 const READER_NANO_CPUS: i64 = 500_000_000;
 
@@ -158,8 +158,9 @@ impl SandboxService {
         spec.read_only = true;
         spec.capabilities = vec!["DAC_OVERRIDE".to_string()];
         spec.network_mode = "none".to_string();
-        spec.memory_bytes = READER_MEMORY_BYTES;
-        spec.pids = READER_PIDS;
+        // Under gVisor the host's limits also hold its kernel, which needs room of its own.
+        spec.memory_bytes = super::container::host_memory(sandbox.runtime, READER_MEMORY_MB);
+        spec.pids = super::container::host_pids(sandbox.runtime, READER_PIDS);
         spec.nano_cpus = READER_NANO_CPUS;
         spec.tmpfs = HashMap::new();
         spec.shm_bytes = 1024 * 1024;

@@ -402,7 +402,8 @@ fn oom_kill_count() -> u64 {
         text.lines()
             .find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse().ok())
     };
-    read_counter("/sys/fs/cgroup/memory/memory.oom_control")
+    let cgroup = read_counter("/sys/fs/cgroup/memory/memory.oom_control")
         .or_else(|| read_counter("/sys/fs/cgroup/memory.events"))
-        .unwrap_or(0)
+        .unwrap_or(0);
+    cgroup + super::memory_guard::kills()
 }

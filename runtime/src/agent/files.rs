@@ -218,6 +218,39 @@ pub fn deletion_target(path: &Path) -> Result<PathBuf, AgentError> {
     }
 }
 
+/// `path` with the symlinks of its existing ancestors resolved (as the kernel would
+/// follow them) and its last name kept, so a link named last is still the link. The
+/// kernel would reach the same file; resolving here also steps around gVisor 20221219,
+/// which loses the rest of a path after a link to `/` (`/w/rootlink/etc/passwd` opened
+/// `/`). A path whose ancestors cannot be resolved (a loop) is left as it is, to fail
+/// where it is used.
+pub fn resolve_parent_links(path: PathBuf) -> PathBuf {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return std::fs::canonicalize(&path).unwrap_or(path);
+    };
+    let mut existing = parent;
+    let mut rest = Vec::new();
+    loop {
+        match std::fs::canonicalize(existing) {
+            Ok(mut resolved) => {
+                resolved.extend(rest.iter().rev());
+                resolved.push(name);
+                return resolved;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                match (existing.parent(), existing.file_name()) {
+                    (Some(up), Some(last)) => {
+                        rest.push(last);
+                        existing = up;
+                    }
+                    _ => return path.clone(),
+                }
+            }
+            Err(_) => return path.clone(),
+        }
+    }
+}
+
 /// `path` with `.` and `..` removed lexically (for paths that may not exist).
 pub fn normalize_lexically(path: &Path) -> PathBuf {
     use std::path::Component;
@@ -537,6 +570,24 @@ pub fn rfc3339(secs: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parent_links_are_resolved_and_the_last_name_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        std::fs::create_dir(root.join("real")).unwrap();
+        std::os::unix::fs::symlink(&root, root.join("up")).unwrap();
+        std::os::unix::fs::symlink("real", root.join("link")).unwrap();
+        let via = resolve_parent_links(root.join("up/up/real/file"));
+        assert_eq!(via, root.join("real/file"));
+        assert_eq!(resolve_parent_links(root.join("link")), root.join("link"));
+        assert_eq!(
+            resolve_parent_links(root.join("link/new/deeper")),
+            root.join("real/new/deeper")
+        );
+        let dotdot = root.join("gone/../x");
+        assert_eq!(resolve_parent_links(dotdot.clone()), dotdot);
+    }
 
     #[test]
     fn ranges_parse_like_http_says() {

@@ -6,6 +6,7 @@ use super::{archive, exec, files, json_body, process, search, terminal, AgentSta
 use crate::wire::{
     AgentHealth, EditRequest, ExecEvent, ExecRequest, ExecResult, GlobRequest, GrepRequest,
     KillRequest, ProcessList, SandboxEnv, EXEC_DURATION_HEADER, EXEC_TIMED_OUT_HEADER,
+    HEADER_UPLOAD_LIMIT,
 };
 use axum::body::Body;
 use axum::extract::{Path as UrlPath, Query, State};
@@ -328,16 +329,50 @@ fn unsatisfiable(error: AgentError, size: u64) -> Response {
     response
 }
 
+/// An upload's body, held to the limit its [`HEADER_UPLOAD_LIMIT`] names: past it the
+/// stream fails and `over` is set.
+fn limited_body(
+    headers: &HeaderMap,
+    body: Body,
+    over: Arc<std::sync::atomic::AtomicBool>,
+) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> {
+    let limit = headers
+        .get(HEADER_UPLOAD_LIMIT)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .unwrap_or(u64::MAX);
+    let mut seen: u64 = 0;
+    body.into_data_stream().map(move |chunk| {
+        let bytes = chunk.map_err(std::io::Error::other)?;
+        seen = seen.saturating_add(bytes.len() as u64);
+        if seen > limit {
+            over.store(true, std::sync::atomic::Ordering::SeqCst);
+            return Err(std::io::Error::other("upload over the limit"));
+        }
+        Ok(bytes)
+    })
+}
+
+fn over_limit(headers: &HeaderMap) -> AgentError {
+    let limit = headers
+        .get(HEADER_UPLOAD_LIMIT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("?");
+    AgentError::TooLarge(format!("upload larger than the limit of {limit} bytes"))
+}
+
 async fn write_file(
     State(state): State<Shared>,
     Query(q): Query<PathQuery>,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, AgentError> {
     let target = state.resolve(&q.path)?;
     let mode = q.mode.as_deref().map(files::parse_mode).transpose()?;
     let (writer, file) = blocking(move || files::AtomicWrite::begin(target)).await?;
     let mut file = tokio::fs::File::from_std(file);
-    let mut stream = body.into_data_stream();
+    let over = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stream = limited_body(&headers, body, over.clone());
+    let mut stream = std::pin::pin!(stream);
     let mut failure = None;
     while let Some(chunk) = stream.next().await {
         let result = match chunk {
@@ -345,6 +380,7 @@ async fn write_file(
                 .write_all(&bytes)
                 .await
                 .map_err(|e| AgentError::from_io(&writer.target, e)),
+            Err(_) if over.load(std::sync::atomic::Ordering::SeqCst) => Err(over_limit(&headers)),
             Err(e) => Err(AgentError::BadRequest(format!("upload interrupted: {e}"))),
         };
         if let Err(e) = result {
@@ -448,15 +484,17 @@ async fn get_archive(
 async fn put_archive(
     State(state): State<Shared>,
     Query(q): Query<ArchiveQuery>,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, AgentError> {
     let dest = state.resolve(&q.path)?;
-    let stream = body
-        .into_data_stream()
-        .map(|r| r.map_err(std::io::Error::other));
+    let over = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stream = Box::pin(limited_body(&headers, body, over.clone()));
     let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
-    blocking(move || archive::extract(reader, &dest)).await?;
-    Ok(StatusCode::NO_CONTENT)
+    match blocking(move || archive::extract(reader, &dest)).await {
+        Err(_) if over.load(std::sync::atomic::Ordering::SeqCst) => Err(over_limit(&headers)),
+        other => other.map(|_| StatusCode::NO_CONTENT),
+    }
 }
 
 async fn list_terminals(State(state): State<Shared>) -> Json<Vec<crate::term::TerminalInfo>> {

@@ -10,6 +10,7 @@ mod files;
 mod http;
 mod identity;
 mod json_body;
+mod memory_guard;
 mod output;
 mod process;
 mod reaper;
@@ -80,11 +81,12 @@ impl AgentState {
             ));
         }
         let p = PathBuf::from(path);
-        Ok(if p.is_absolute() {
+        let p = if p.is_absolute() {
             p
         } else {
             self.workdir.join(p)
-        })
+        };
+        Ok(files::resolve_parent_links(p))
     }
 }
 
@@ -120,6 +122,7 @@ async fn serve() -> std::io::Result<()> {
     }
     let reaper = Reaper::start()?;
     spawn::load_process_limit();
+    memory_guard::start();
     let env_number = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<f64>().ok());
     let workdir = PathBuf::from(std::env::var(ENV_WORKDIR).unwrap_or_else(|_| "/workspace".into()));
     let _ = std::fs::create_dir_all(&workdir);
