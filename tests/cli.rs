@@ -540,19 +540,11 @@ async fn berth_shell_is_a_real_terminal_that_follows_the_window_and_exits_with_t
     tmux.run(&["resize-window", "-t", "t", "-x", "120", "-y", "40"]);
     tmux.run(&["send-keys", "-t", "t", "clear; stty size", "Enter"]);
     tmux.wait_for("40 120").await;
-    // Ctrl-C reaches the remote program, not this client.
-    tmux.run(&["send-keys", "-t", "t", "sleep 100", "Enter"]);
-    // Only once `sleep` runs does the terminal's foreground belong to it: a Ctrl-C
-    // before that would reach the shell, which ignores it.
-    let sleeping = eventually(Duration::from_secs(20), || async {
-        let out = app.client.sh(&sb.id, "cat /proc/[0-9]*/comm").await.ok()?;
-        out.stdout.lines().any(|l| l == "sleep").then_some(())
-    })
-    .await;
-    assert!(sleeping.is_some(), "sleep 100 never started");
-    tmux.run(&["send-keys", "-t", "t", "C-c"]);
-    tmux.run(&["send-keys", "-t", "t", "echo still-$((1+1))", "Enter"]);
-    tmux.wait_for("still-2").await;
+    // Ctrl-C reaches the remote program, not this client. Not under gVisor 20221219,
+    // whose terminals turn no key into a signal (google/gvisor#4823, fixed after it).
+    if common::test_runtime().pty_signals_keys() {
+        ctrl_c_reaches_the_remote_program(&app, &sb.id, &tmux).await;
+    }
     tmux.run(&["send-keys", "-t", "t", "exit 7", "Enter"]);
     let screen = tmux.wait_for("EXITED=7").await;
     // The local terminal is back in canonical (cooked) mode.
@@ -571,14 +563,37 @@ async fn berth_shell_is_a_real_terminal_that_follows_the_window_and_exits_with_t
     app.cleanup().await;
 }
 
+async fn ctrl_c_reaches_the_remote_program(app: &common::TestApp, id: &str, tmux: &Tmux) {
+    tmux.run(&["send-keys", "-t", "t", "sleep 100", "Enter"]);
+    // Only once `sleep` runs does the terminal's foreground belong to it: a Ctrl-C
+    // before that would reach the shell, which ignores it.
+    let sleeping = eventually(Duration::from_secs(20), || async {
+        let out = app.client.sh(id, "cat /proc/[0-9]*/comm").await.ok()?;
+        out.stdout.lines().any(|l| l == "sleep").then_some(())
+    })
+    .await;
+    assert!(sleeping.is_some(), "sleep 100 never started");
+    tmux.run(&["send-keys", "-t", "t", "C-c"]);
+    tmux.run(&["send-keys", "-t", "t", "echo still-$((1+1))", "Enter"]);
+    tmux.wait_for("still-2").await;
+}
+
 #[tokio::test]
 async fn berth_shell_passes_piped_input_to_its_end() {
     let temp = tempfile::tempdir().unwrap();
     let app = spawn_with(test_config(temp.path())).await;
     let sb = app.sandbox(json!({})).await;
+    // The end of piped input reaches the program as a terminal's Ctrl-D would. gVisor
+    // 20221219's terminals ignore that key (google/gvisor#9333, fixed after it): there
+    // `head` stops at the third line instead, and the input still has to get through.
+    let cmd = if common::test_runtime().pty_signals_keys() {
+        "stty -echo; wc -l; exit 5"
+    } else {
+        "stty -echo; head -n 3 | wc -l; exit 5"
+    };
     let (code, out, err) = berth_at(
         &app,
-        &["shell", &sb.id, "--cmd", "stty -echo; wc -l; exit 5"],
+        &["shell", &sb.id, "--cmd", cmd],
         Some(b"one\ntwo\nthree\n"),
     )
     .await;

@@ -449,3 +449,27 @@ async fn hostile_or_malformed_exec_requests_are_refused() {
     );
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn coreutils_that_stat_files_work_under_every_runtime() {
+    // Bookworm's coreutils call statx with AT_NO_AUTOMOUNT, which gVisor 20221219
+    // refuses; its sandboxes preload a shim that clears the flag.
+    let app = spawn_app().await;
+    let sb = app.sandbox(json!({})).await;
+    let out = app
+        .client
+        .sh(
+            &sb.id,
+            "mkdir -p d/e && printf 12345 > d/e/f && ls -la d/e | grep -c ' f$' \
+             && stat -c %s d/e/f && cp -a d c && du -sb c/e/f | cut -f1 \
+             && find c -type f -name f | wc -l",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (out.exit_code, out.stdout.as_str()),
+        (Some(0), "1\n5\n5\n1\n"),
+        "{out:?}"
+    );
+    app.cleanup().await;
+}

@@ -62,6 +62,12 @@ impl Runtime {
         self == Runtime::Runc
     }
 
+    /// True when its terminals turn Ctrl-C, Ctrl-D and the like into signals and end of
+    /// input; gVisor 20221219's pass them on as bytes (google/gvisor#4823 and #9333).
+    pub fn pty_signals_keys(self) -> bool {
+        self == Runtime::Runc
+    }
+
     /// True when its `statx` refuses `AT_NO_AUTOMOUNT` (gVisor 20221219), which bookworm's
     /// coreutils always pass: its sandboxes preload a shim that clears the flag.
     pub fn refuses_no_automount(self) -> bool {

@@ -20,10 +20,11 @@ use berth_runtime::wire::{
 const RUNTIME_THREADS: i64 = 8192;
 
 /// MiB a user-space kernel (gVisor's) may hold beyond the sandbox's memory: its own heap
-/// (about 15 MiB idle) and what a bomb gains before the agent's guard kills it (gVisor
-/// filled memory at 1.6 GB/s here: 128 MiB is 80 ms).
+/// (about 15 MiB idle, 20 MiB over its accounting under load) and what a bomb gains before
+/// the agent's guard kills it. gVisor filled memory at 1.6 GB/s here, and under a CPU
+/// quota the guard may wait out a throttled period (100 ms): 256 MiB covers 160 ms.
 fn runtime_memory(memory_mb: u64) -> u64 {
-    (memory_mb / 2).max(128)
+    256 + memory_mb / 8
 }
 
 /// The host's pids limit that holds a sandbox of `runtime` to `pids` processes.

@@ -289,6 +289,55 @@ pub fn instance_objects(data_dir: &Path) -> (Vec<String>, Vec<String>) {
     )
 }
 
+async fn gvisor_limits(app: &TestApp, id: &str) -> CgroupLimits {
+    let info = docker()
+        .await
+        .inspect_container(&format!("berth-{id}"), None)
+        .await
+        .unwrap();
+    let container = info.id.unwrap();
+    let host = info.host_config.unwrap();
+    let parent = host
+        .cgroup_parent
+        .filter(|p| !p.is_empty())
+        .unwrap_or("/docker".into());
+    let read = |controller: &str, file: &str| {
+        let path = format!("/sys/fs/cgroup/{controller}{parent}/{container}/{file}");
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{path}: {e} (cgroup v1 cgroupfs expected)"))
+            .trim()
+            .to_string()
+    };
+    let memory: u64 = read("memory", "memory.limit_in_bytes").parse().unwrap();
+    let memsw: u64 = read("memory", "memory.memsw.limit_in_bytes")
+        .parse()
+        .unwrap();
+    let guard = info
+        .config
+        .unwrap()
+        .env
+        .unwrap_or_default()
+        .into_iter()
+        .find_map(|e| e.strip_prefix("BERTH_MEMORY_LIMIT=").map(str::to_owned))
+        .expect("a gVisor sandbox's agent guards its memory");
+    assert!(
+        memory > guard.parse::<u64>().unwrap(),
+        "the host's limit leaves gVisor's kernel room: {memory} vs {guard}"
+    );
+    let nproc = app
+        .client
+        .sh(id, "prlimit --nproc --noheadings --output HARD")
+        .await
+        .unwrap();
+    CgroupLimits {
+        cpu_quota: read("cpu", "cpu.cfs_quota_us"),
+        cpu_period: read("cpu", "cpu.cfs_period_us"),
+        memory: guard,
+        swap: (memsw - memory).to_string(),
+        pids: nproc.stdout.trim().to_string(),
+    }
+}
+
 /// CPU, memory and pids limits as the sandbox's kernel shows them (cgroup v1 or v2).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CgroupLimits {
@@ -300,7 +349,14 @@ pub struct CgroupLimits {
     pub pids: String,
 }
 
+/// Under runc, the cgroup files inside the sandbox. Under gVisor (whose kernel has no
+/// cgroup files) what holds each limit: the host's cgroup for CPU and swap, the agent's
+/// memory guard for memory (the host's limit leaves gVisor's kernel room above it) and
+/// `RLIMIT_NPROC` inside for processes.
 pub async fn cgroup_limits(app: &TestApp, id: &str) -> CgroupLimits {
+    if !test_runtime().counts_processes_on_the_host() {
+        return gvisor_limits(app, id).await;
+    }
     let script = r#"c=/sys/fs/cgroup
 if [ -f $c/cgroup.controllers ]; then
   read q p < $c/cpu.max; echo $q; echo $p; cat $c/memory.max $c/memory.swap.max $c/pids.max

@@ -21,7 +21,7 @@ const MAX_PAUSE: Duration = Duration::from_millis(100);
 
 /// Processes the guard killed since the agent started.
 pub fn kills() -> u64 {
-    KILLS.load(Ordering::Relaxed)
+    KILLS.load(Ordering::SeqCst)
 }
 
 /// Starts the guard when the supervisor asked for one.
@@ -45,11 +45,17 @@ fn guard(limit: u64) {
     loop {
         let (total, used) = memory_in_use().unwrap_or((limit, 0));
         if used > limit {
-            if let Some(pid) = largest_user_process() {
+            // A process holding less than this is not what filled the memory (tmpfs
+            // files or the kernel's lag are): killing it would free nothing.
+            if let Some(pid) = largest_user_process(limit / 8) {
+                // Counted first: the exec that waits for this process reads the count
+                // as soon as it is reaped.
+                KILLS.fetch_add(1, Ordering::SeqCst);
                 // SAFETY: kill(2); a pid that just ended is harmless (ESRCH).
                 if unsafe { libc::kill(pid, libc::SIGKILL) } == 0 {
-                    KILLS.fetch_add(1, Ordering::Relaxed);
-                    wait_gone(pid);
+                    wait_released(pid, limit);
+                } else {
+                    KILLS.fetch_sub(1, Ordering::SeqCst);
                 }
             }
         }
@@ -65,8 +71,10 @@ fn pause(total: u64, used: u64) -> Duration {
         .clamp(MIN_PAUSE, MAX_PAUSE)
 }
 
-/// `MemTotal` and the bytes in use (`MemTotal - MemAvailable`) of the kernel the
-/// sandbox runs on.
+/// `MemTotal` and the bytes in use of the kernel the sandbox runs on: what is neither
+/// available nor the file cache, which that kernel evicts under pressure (Linux's
+/// memory cgroup reclaims it too before it kills anything). Anonymous memory and tmpfs
+/// count, as they do for a memory cgroup.
 fn memory_in_use() -> Option<(u64, u64)> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
     used_from_meminfo(&text)
@@ -85,12 +93,16 @@ fn used_from_meminfo(text: &str) -> Option<(u64, u64)> {
     };
     let total = field("MemTotal:")?;
     let available = field("MemAvailable:").or_else(|| field("MemFree:"))?;
-    Some((total, total.saturating_sub(available)))
+    let file = field("Active(file):").unwrap_or(0) + field("Inactive(file):").unwrap_or(0);
+    Some((total, total.saturating_sub(available).saturating_sub(file)))
 }
 
-/// The process other than the agent with the most resident pages.
-fn largest_user_process() -> Option<i32> {
+/// The process other than the agent with the most resident memory, if it holds at least
+/// `at_least` bytes.
+fn largest_user_process(at_least: u64) -> Option<i32> {
     let me = std::process::id() as i32;
+    // SAFETY: sysconf(3) has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
     std::fs::read_dir("/proc")
         .ok()?
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
@@ -98,23 +110,28 @@ fn largest_user_process() -> Option<i32> {
         .filter_map(|pid| {
             let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
             let resident: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-            Some((resident, pid))
+            Some((resident * page, pid))
         })
+        .filter(|&(bytes, _)| bytes >= at_least)
         .max()
         .map(|(_, pid)| pid)
 }
 
-/// Waits (briefly) until a killed process has released its memory, so one bomb is not
-/// counted, and its neighbours killed, several times over.
-fn wait_gone(pid: i32) {
+/// Waits (up to half a second) until a killed process is gone and the memory in use is
+/// back under the limit: the kernel frees a dead process's memory after a while, and
+/// until it has, the next largest process is not to blame.
+fn wait_released(pid: i32, limit: u64) {
     let statm = format!("/proc/{pid}/statm");
-    for _ in 0..500 {
-        match std::fs::read_to_string(&statm) {
-            Ok(s) if s.split_whitespace().nth(1) != Some("0") => {
-                std::thread::sleep(Duration::from_millis(1))
-            }
-            _ => return,
+    let deadline = std::time::Instant::now() + Duration::from_millis(500);
+    while std::time::Instant::now() < deadline {
+        let gone = match std::fs::read_to_string(&statm) {
+            Ok(s) => s.split_whitespace().nth(1) == Some("0"),
+            Err(_) => true,
+        };
+        if gone && memory_in_use().is_none_or(|(_, used)| used <= limit) {
+            return;
         }
+        std::thread::sleep(MIN_PAUSE);
     }
 }
 
@@ -123,11 +140,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn memory_in_use_is_total_less_available() {
-        let text = "MemTotal:         131072 kB\nMemFree:          100000 kB\nMemAvailable:     110000 kB\n";
+    fn memory_in_use_is_total_less_available_and_file_cache() {
+        let text = "MemTotal:         131072 kB\nMemFree:          100000 kB\nMemAvailable:     110000 kB\nActive(file):       772 kB\nInactive(file):     228 kB\n";
         assert_eq!(
             used_from_meminfo(text),
-            Some((131072 * 1024, (131072 - 110000) * 1024))
+            Some((131072 * 1024, (131072 - 110000 - 1000) * 1024))
         );
         let no_available = "MemTotal: 100 kB\nMemFree: 40 kB\n";
         assert_eq!(
@@ -140,7 +157,7 @@ mod tests {
     #[test]
     fn the_guard_samples_faster_as_the_margin_shrinks() {
         let mib = 1 << 20;
-        assert_eq!(pause(384 * mib, 16 * mib), MAX_PAUSE);
+        assert_eq!(pause(2048 * mib, 16 * mib), MAX_PAUSE);
         let near = pause(384 * mib, 300 * mib);
         assert!(near < Duration::from_millis(15), "{near:?}");
         assert_eq!(pause(384 * mib, 400 * mib), MIN_PAUSE);

@@ -15,6 +15,7 @@ mod output;
 mod process;
 mod reaper;
 mod search;
+mod seccomp;
 mod spawn;
 mod terminal;
 

@@ -148,6 +148,7 @@ pub fn drop_into_sandbox_identity(tag: u32, user: Option<Credentials>) -> io::Re
                 drop_all_capabilities()?;
             }
         }
+        super::seccomp::install()?;
         // Make user processes the OOM killer's first choice rather than PID 1.
         let path = b"/proc/self/oom_score_adj\0";
         let fd = libc::open(path.as_ptr().cast(), libc::O_WRONLY | libc::O_CLOEXEC);
