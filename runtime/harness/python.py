@@ -50,8 +50,10 @@ def emit(record):
 
 
 def oom_kills():
+    # The cgroup's count, or (gVisor: no cgroup files) the agent's memory guard's.
     for path, key in (("/sys/fs/cgroup/memory/memory.oom_control", "oom_kill "),
-                      ("/sys/fs/cgroup/memory.events", "oom_kill ")):
+                      ("/sys/fs/cgroup/memory.events", "oom_kill "),
+                      ("/run/berth-guard/oom_kills", "oom_kill ")):
         try:
             for line in open(path):
                 if line.startswith(key):

@@ -393,6 +393,9 @@ pub const ENV_PROCESS_LIMIT: &str = "BERTH_PROCESS_LIMIT";
 /// passes one byte more than that at most and then ends the body, so the agent, which
 /// discards what it staged before it answers 413, is the one that answers.
 pub const HEADER_UPLOAD_LIMIT: &str = "x-berth-upload-limit";
+/// Where the agent's memory guard keeps its kill count (`oom_kill N`, root's, readable
+/// by all) for code that cannot ask the agent: the run-tests harness.
+pub const GUARD_KILLS_PATH: &str = "/run/berth-guard/oom_kills";
 /// Env var: bytes of memory user code may hold, where the agent enforces it itself
 /// (gVisor: the host's OOM killer would kill gVisor's kernel, not the process).
 pub const ENV_MEMORY_LIMIT: &str = "BERTH_MEMORY_LIMIT";

@@ -14,6 +14,8 @@ pub struct Serve {
     pub base: String,
     pub client: Client,
     pub log: Arc<Mutex<String>>,
+    /// The thread copying stderr into `log`: it ends at the pipe's end, after the last line.
+    reader: std::thread::JoinHandle<()>,
 }
 
 /// Starts `berth serve` on `data` (port 0, no warm pool, a quick reaper), with `env`.
@@ -45,7 +47,7 @@ pub async fn serve(data: &Path, env: &[(&str, &str)]) -> Serve {
     let log = Arc::new(Mutex::new(String::new()));
     let (tx, rx) = tokio::sync::oneshot::channel();
     let sink = log.clone();
-    std::thread::spawn(move || {
+    let reader = std::thread::spawn(move || {
         let mut tx = Some(tx);
         for line in std::io::BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
@@ -74,6 +76,7 @@ pub async fn serve(data: &Path, env: &[(&str, &str)]) -> Serve {
         client: Client::new(base.clone(), Some(key.trim().to_string())),
         base,
         log,
+        reader,
     }
 }
 
@@ -100,9 +103,15 @@ impl Serve {
     }
 
     /// Waits for the crash at `point`: the process died of SIGKILL, saying where.
-    pub async fn crashed_at(self, point: &str) {
+    pub async fn crashed_at(mut self, point: &str) {
         let log = self.log.clone();
+        // The process may be reaped before the reader has copied its last line.
+        let reader = std::mem::replace(&mut self.reader, std::thread::spawn(|| {}));
         let status = self.ended().await;
+        tokio::task::spawn_blocking(move || reader.join())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(
             std::os::unix::process::ExitStatusExt::signal(&status),
             Some(libc::SIGKILL),

@@ -5,7 +5,7 @@
 //! above it), a thread reads the sandbox kernel's `/proc/meminfo` and, past the limit,
 //! kills the user process with the most resident memory, as Linux's OOM killer would.
 
-use crate::wire::ENV_MEMORY_LIMIT;
+use crate::wire::{ENV_MEMORY_LIMIT, GUARD_KILLS_PATH};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -24,6 +24,22 @@ pub fn kills() -> u64 {
     KILLS.load(Ordering::SeqCst)
 }
 
+/// Writes the count to [`GUARD_KILLS_PATH`] (replaced whole, so a reader never sees half).
+fn publish(kills: u64) {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::path::Path::new(GUARD_KILLS_PATH);
+    let Some(dir) = path.parent() else { return };
+    let temp = dir.join(".oom_kills.tmp");
+    let written = std::fs::create_dir_all(dir)
+        .and_then(|_| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)))
+        .and_then(|_| std::fs::write(&temp, format!("oom_kill {kills}\n")))
+        .and_then(|_| std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o644)))
+        .and_then(|_| std::fs::rename(&temp, path));
+    if let Err(e) = written {
+        eprintln!("berth-agent: cannot write {GUARD_KILLS_PATH}: {e}");
+    }
+}
+
 /// Starts the guard when the supervisor asked for one.
 pub fn start() {
     let Some(limit) = std::env::var(ENV_MEMORY_LIMIT)
@@ -33,6 +49,7 @@ pub fn start() {
     else {
         return;
     };
+    publish(0);
     let spawned = std::thread::Builder::new()
         .name("memory-guard".into())
         .spawn(move || guard(limit));
@@ -49,13 +66,14 @@ fn guard(limit: u64) {
             // files or the kernel's lag are): killing it would free nothing.
             if let Some(pid) = largest_user_process(limit / 8) {
                 // Counted first: the exec that waits for this process reads the count
-                // as soon as it is reaped.
-                KILLS.fetch_add(1, Ordering::SeqCst);
+                // as soon as it is reaped (and the harness reads the file).
+                let kills = KILLS.fetch_add(1, Ordering::SeqCst) + 1;
+                publish(kills);
                 // SAFETY: kill(2); a pid that just ended is harmless (ESRCH).
                 if unsafe { libc::kill(pid, libc::SIGKILL) } == 0 {
                     wait_released(pid, limit);
                 } else {
-                    KILLS.fetch_sub(1, Ordering::SeqCst);
+                    publish(KILLS.fetch_sub(1, Ordering::SeqCst) - 1);
                 }
             }
         }
