@@ -518,21 +518,15 @@ impl DockerEngine {
     }
 
     pub async fn create_container(&self, spec: &ContainerSpec) -> Result<(), DockerError> {
-        let files = spec.read_only_files.iter().map(|(source, target)| Mount {
-            target: Some(target.clone()),
+        let read_only_bind = |source: &std::path::Path, target: &str| Mount {
+            target: Some(target.to_string()),
             source: Some(source.display().to_string()),
             typ: Some(MountTypeEnum::BIND),
             read_only: Some(true),
             ..Default::default()
-        });
+        };
         let mut mounts = vec![
-            Mount {
-                target: Some(spec.agent_binary_target.clone()),
-                source: Some(spec.agent_binary.display().to_string()),
-                typ: Some(MountTypeEnum::BIND),
-                read_only: Some(true),
-                ..Default::default()
-            },
+            read_only_bind(&spec.agent_binary, &spec.agent_binary_target),
             Mount {
                 target: Some(spec.socket_dir_target.clone()),
                 source: Some(spec.socket_dir.display().to_string()),
@@ -548,7 +542,11 @@ impl DockerEngine {
                 ..Default::default()
             },
         ];
-        mounts.extend(files);
+        mounts.extend(
+            spec.read_only_files
+                .iter()
+                .map(|(source, target)| read_only_bind(source, target)),
+        );
         let host_config = HostConfig {
             mounts: Some(mounts),
             nano_cpus: Some(spec.nano_cpus),

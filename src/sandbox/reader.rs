@@ -9,6 +9,7 @@ use super::{SandboxError, SandboxService};
 use crate::agent::AgentClient;
 use crate::docker::{ContainerRole, ContainerSpec, LABEL_ROLE};
 use crate::domain::{Sandbox, SandboxId, SandboxState, TenantId};
+use berth_runtime::wire::ENV_MEMORY_LIMIT;
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -156,6 +157,10 @@ impl SandboxService {
             ContainerRole::READER_LABEL.to_string(),
         );
         spec.read_only = true;
+        // No user code runs in a reader: nothing for the agent's memory guard to hold
+        // (and its count could not be written on the read-only root).
+        let guard = format!("{ENV_MEMORY_LIMIT}=");
+        spec.env.retain(|e| !e.starts_with(&guard));
         spec.capabilities = vec!["DAC_OVERRIDE".to_string()];
         spec.network_mode = "none".to_string();
         // Under gVisor the host's limits also hold its kernel, which needs room of its own.

@@ -329,17 +329,20 @@ fn unsatisfiable(error: AgentError, size: u64) -> Response {
     response
 }
 
-/// An upload's body, held to the limit its [`HEADER_UPLOAD_LIMIT`] names: past it the
-/// stream fails and `over` is set.
+/// The most bytes an upload may carry, from its [`HEADER_UPLOAD_LIMIT`] (none: no bound).
+fn upload_limit(headers: &HeaderMap) -> u64 {
+    headers
+        .get(HEADER_UPLOAD_LIMIT)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .unwrap_or(u64::MAX)
+}
+
+/// An upload's body, held to `limit`: past it the stream fails and `over` is set.
 fn limited_body(
-    headers: &HeaderMap,
+    limit: u64,
     body: Body,
     over: Arc<std::sync::atomic::AtomicBool>,
 ) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> {
-    let limit = headers
-        .get(HEADER_UPLOAD_LIMIT)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-        .unwrap_or(u64::MAX);
     let mut seen: u64 = 0;
     body.into_data_stream().map(move |chunk| {
         let bytes = chunk.map_err(std::io::Error::other)?;
@@ -352,11 +355,7 @@ fn limited_body(
     })
 }
 
-fn over_limit(headers: &HeaderMap) -> AgentError {
-    let limit = headers
-        .get(HEADER_UPLOAD_LIMIT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("?");
+fn over_limit(limit: u64) -> AgentError {
     AgentError::TooLarge(format!("upload larger than the limit of {limit} bytes"))
 }
 
@@ -370,8 +369,9 @@ async fn write_file(
     let mode = q.mode.as_deref().map(files::parse_mode).transpose()?;
     let (writer, file) = blocking(move || files::AtomicWrite::begin(target)).await?;
     let mut file = tokio::fs::File::from_std(file);
+    let limit = upload_limit(&headers);
     let over = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stream = limited_body(&headers, body, over.clone());
+    let stream = limited_body(limit, body, over.clone());
     let mut stream = std::pin::pin!(stream);
     let mut failure = None;
     while let Some(chunk) = stream.next().await {
@@ -380,7 +380,7 @@ async fn write_file(
                 .write_all(&bytes)
                 .await
                 .map_err(|e| AgentError::from_io(&writer.target, e)),
-            Err(_) if over.load(std::sync::atomic::Ordering::SeqCst) => Err(over_limit(&headers)),
+            Err(_) if over.load(std::sync::atomic::Ordering::SeqCst) => Err(over_limit(limit)),
             Err(e) => Err(AgentError::BadRequest(format!("upload interrupted: {e}"))),
         };
         if let Err(e) = result {
@@ -488,11 +488,12 @@ async fn put_archive(
     body: Body,
 ) -> Result<StatusCode, AgentError> {
     let dest = state.resolve(&q.path)?;
+    let limit = upload_limit(&headers);
     let over = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stream = Box::pin(limited_body(&headers, body, over.clone()));
+    let stream = Box::pin(limited_body(limit, body, over.clone()));
     let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
     match blocking(move || archive::extract(reader, &dest)).await {
-        Err(_) if over.load(std::sync::atomic::Ordering::SeqCst) => Err(over_limit(&headers)),
+        Err(_) if over.load(std::sync::atomic::Ordering::SeqCst) => Err(over_limit(limit)),
         other => other.map(|_| StatusCode::NO_CONTENT),
     }
 }

@@ -28,16 +28,26 @@ pub fn kills() -> u64 {
 fn publish(kills: u64) {
     use std::os::unix::fs::PermissionsExt;
     let path = std::path::Path::new(GUARD_KILLS_PATH);
-    let Some(dir) = path.parent() else { return };
-    let temp = dir.join(".oom_kills.tmp");
-    let written = std::fs::create_dir_all(dir)
-        .and_then(|_| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)))
-        .and_then(|_| std::fs::write(&temp, format!("oom_kill {kills}\n")))
+    let temp = path.with_extension("tmp");
+    let written = std::fs::write(&temp, format!("oom_kill {kills}\n"))
         .and_then(|_| std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o644)))
         .and_then(|_| std::fs::rename(&temp, path));
     if let Err(e) = written {
         eprintln!("berth-agent: cannot write {GUARD_KILLS_PATH}: {e}");
     }
+}
+
+/// Makes the count's directory (root's, before any user code runs) and publishes 0.
+fn prepare_count() {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(dir) = std::path::Path::new(GUARD_KILLS_PATH).parent() {
+        let made = std::fs::create_dir_all(dir)
+            .and_then(|_| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)));
+        if let Err(e) = made {
+            eprintln!("berth-agent: cannot make {}: {e}", dir.display());
+        }
+    }
+    publish(0);
 }
 
 /// Starts the guard when the supervisor asked for one.
@@ -49,7 +59,7 @@ pub fn start() {
     else {
         return;
     };
-    publish(0);
+    prepare_count();
     let spawned = std::thread::Builder::new()
         .name("memory-guard".into())
         .spawn(move || guard(limit));
@@ -119,33 +129,32 @@ fn used_from_meminfo(text: &str) -> Option<(u64, u64)> {
 /// `at_least` bytes.
 fn largest_user_process(at_least: u64) -> Option<i32> {
     let me = std::process::id() as i32;
-    // SAFETY: sysconf(3) has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
     std::fs::read_dir("/proc")
         .ok()?
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
         .filter(|&pid| pid != me && pid != 1)
-        .filter_map(|pid| {
-            let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
-            let resident: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-            Some((resident * page, pid))
-        })
+        .filter_map(|pid| Some((resident_bytes(pid)?, pid)))
         .filter(|&(bytes, _)| bytes >= at_least)
         .max()
         .map(|(_, pid)| pid)
+}
+
+/// Resident memory of `pid` (`None` once it is gone).
+fn resident_bytes(pid: i32) -> Option<u64> {
+    // SAFETY: sysconf(3) has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * page)
 }
 
 /// Waits (up to half a second) until a killed process is gone and the memory in use is
 /// back under the limit: the kernel frees a dead process's memory after a while, and
 /// until it has, the next largest process is not to blame.
 fn wait_released(pid: i32, limit: u64) {
-    let statm = format!("/proc/{pid}/statm");
     let deadline = std::time::Instant::now() + Duration::from_millis(500);
     while std::time::Instant::now() < deadline {
-        let gone = match std::fs::read_to_string(&statm) {
-            Ok(s) => s.split_whitespace().nth(1) == Some("0"),
-            Err(_) => true,
-        };
+        let gone = resident_bytes(pid).is_none_or(|bytes| bytes == 0);
         if gone && memory_in_use().is_none_or(|(_, used)| used <= limit) {
             return;
         }
