@@ -439,6 +439,9 @@ impl S3Server {
             .arg(format!("-volume.port={}", port(1)))
             .arg(format!("-filer.port={}", port(2)))
             .arg(format!("-s3.port={}", port(3)))
+            // Its Iceberg (8181) and Lance (9101) endpoints listen on fixed ports, where a
+            // second weed on the host made this one fail to come up: off.
+            .args(["-s3.port.iceberg=0", "-s3.port.lance=0"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
