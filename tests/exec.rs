@@ -191,6 +191,25 @@ async fn a_memory_bomb_is_reported_as_oom_killed_and_the_sandbox_survives() {
 }
 
 #[tokio::test]
+async fn memory_filled_by_many_small_processes_is_taken_back_and_the_sandbox_survives() {
+    let app = spawn_app().await;
+    let sb = app.sandbox(json!({"memory_mb": 128})).await;
+    // 24 processes of 12 MiB each (`tail` keeps what it reads until its input ends), none
+    // big enough alone to be the memory's culprit: together 288 MiB, past the 128 MiB.
+    let mut crowd =
+        sh("for i in $(seq 24); do { head -c 12m /dev/zero; sleep 5; } | tail & done; wait");
+    crowd.timeout_s = Some(60.0);
+    let out = app.client.exec(&sb.id, &crowd).await.unwrap();
+    assert!(out.oom_killed, "{out:?}");
+    assert!(!out.timed_out, "{out:?}");
+    assert_eq!(
+        app.client.sh(&sb.id, "echo alive").await.unwrap().stdout,
+        "alive\n"
+    );
+    app.cleanup().await;
+}
+
+#[tokio::test]
 async fn output_past_the_cap_is_dropped_and_flagged() {
     let app = spawn_app().await;
     let sb = app.sandbox(json!({})).await;

@@ -143,6 +143,7 @@ async fn run_corpus(language: &str, extension: &str, image: &str) {
             timeout_s: manifest.timeout_s,
             entrypoint: manifest.entrypoint.as_deref(),
         };
+        eprintln!("submission {name}");
         let report = run(&app, &sb.id, &body).await;
         let results = report["results"].as_array().unwrap();
         assert_eq!(results.len(), manifest.cases.len(), "{name}: {report}");

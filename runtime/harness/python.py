@@ -6,7 +6,8 @@
 # executes the module and calls the entrypoint, so no case can change what the next sees.
 # Lines go to the harness's own copy of stdout (user code never runs in this process,
 # each child closes that copy first, and this process is not dumpable, so a child cannot
-# reach it through /proc):
+# reach it through /proc; gVisor 20221219 opens a non-dumpable process's /proc/<pid>/fd
+# all the same, but that copy is the agent's pipe, which only root may open):
 #   {"ready": true, "modules": {...}}  the code compiled; cases follow (the supervisor passes
 #                                      `modules` back if it must start this harness again)
 #   {"compile_error": str}             it did not; nothing follows
@@ -16,7 +17,7 @@
 # the supervisor starts it again from the next case.
 # Few imports, and light ones: the harness starts for every run (inspect alone would add
 # a quarter to its start-up; it is imported only for callables that are not plain code).
-import json, math, os, select, signal, sys, time, types
+import json, math, os, resource, select, signal, sys, time, types
 
 TAG_GID_BASE = 2_100_000_000
 OUT = os.dup(1)
@@ -222,6 +223,17 @@ def call(fn, given):
     return fn(given)
 
 
+def own_processes():
+    uid, count = str(os.getuid()), 0
+    for pid in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{pid}/status") as status:
+                count += any(l.startswith("Uid:") and l.split()[1] == uid for l in status)
+        except (OSError, ValueError):
+            pass
+    return count
+
+
 def child(case, result_w, out_w):
     # What this case must not see: the other cases' inputs, hidden ones included.
     spec["cases"] = []
@@ -236,12 +248,29 @@ def child(case, result_w, out_w):
     sys.stdout = os.fdopen(1, "w", buffering=1)
     sys.stderr = sys.stdout
     sys.setrecursionlimit(10_000)
+    if spec.get("memory_bytes"):
+        # gVisor: the agent's guard samples memory, and one big allocation can outrun it;
+        # bounded address space, the allocation fails here instead (a MemoryError).
+        limit = spec["memory_bytes"]
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    if spec.get("case_processes"):
+        # There too, many small processes (a fork bomb) fill memory while they starve the
+        # guard: the case may add this many to what its user runs already.
+        limit = own_processes() + spec["case_processes"]
+        hard = resource.getrlimit(resource.RLIMIT_NPROC)[1]
+        if hard != resource.RLIM_INFINITY:
+            limit = min(limit, hard)
+        resource.setrlimit(resource.RLIMIT_NPROC, (limit, hard))
     try:
         namespace = {"__name__": "__candidate__", "__file__": filename, "__builtins__": __builtins__}
         sys.path.insert(0, os.path.dirname(os.path.abspath(filename)))
         exec(compiled, namespace)
         value = to_json(call(resolve(namespace), case.get("input")))
         record = {"status": "ok", "value": value}
+    except MemoryError as e:
+        line = candidate_line(e.__traceback__)
+        where = f" (line {line})" if line else ""
+        record = {"status": "memory", "error": f"MemoryError: an allocation went past the sandbox's memory limit{where}"}
     except BaseException as e:
         line = candidate_line(e.__traceback__)
         where = f" (line {line})" if line else ""

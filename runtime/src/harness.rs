@@ -25,6 +25,15 @@ pub struct HarnessSpec<'a> {
     pub max_stdout: u64,
     /// Bytes of a case's value (JSON, ASCII) past which the case is an error.
     pub max_value: u64,
+    /// Where the sandbox's runtime cannot stop one process at the memory limit by itself
+    /// (gVisor: the agent's guard samples, and one allocation can outrun it), the bytes of
+    /// address space a case's process may have.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    /// There too, the processes a case may start: a fork bomb's many small processes
+    /// fill memory while they starve the guard of CPU.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub case_processes: Option<u64>,
     /// What an earlier run of the harness loaded (its `ready` line), so a restart loads
     /// exactly the same code without compiling it again.
     #[serde(skip_serializing_if = "Option::is_none")]

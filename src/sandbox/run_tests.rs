@@ -88,6 +88,8 @@ impl SandboxService {
                 timeout_s: checked.timeout_s,
                 max_stdout: checked.max_stdout,
                 max_value: checked.max_value,
+                memory_bytes: None,
+                case_processes: None,
                 modules: modules.as_deref(),
             };
             let (ended, loaded) = self
@@ -151,8 +153,15 @@ impl SandboxService {
     ) -> Result<(Ended, Option<Box<RawValue>>), SandboxError> {
         let call = self.call(tenant, id, Access::Mutating).await?;
         let cases = spec.cases.len() as u64;
+        let sandbox = call.sandbox();
+        let guarded = !sandbox.runtime.kills_on_the_hosts_memory_limit();
+        let spec = HarnessSpec {
+            memory_bytes: guarded.then_some(sandbox.limits.memory_mb << 20),
+            case_processes: guarded.then_some(case_processes(sandbox.limits.memory_mb)),
+            ..spec.clone()
+        };
         let stdin =
-            serde_json::to_string(spec).map_err(|e| SandboxError::Invalid(e.to_string()))?;
+            serde_json::to_string(&spec).map_err(|e| SandboxError::Invalid(e.to_string()))?;
         let case_deadline = Duration::from_secs_f64(checked.timeout_s) + CASE_GRACE;
         let run_bound = LOAD_DEADLINE + case_deadline * cases as u32;
         let exec = ExecRequest {
@@ -241,6 +250,13 @@ impl SandboxService {
 
 /// The command that runs a language's harness. Node's heap is held below the sandbox's
 /// memory, so a memory bomb ends in V8's own out-of-memory error rather than a kill.
+/// Processes a case may start where the agent's guard holds memory (gVisor): a forked
+/// Python holds 3 to 4 MiB of its own, so 1 per 8 MiB of the sandbox's memory keeps a
+/// fork bomb well inside it.
+fn case_processes(memory_mb: u64) -> u64 {
+    (memory_mb / 8).clamp(16, 512)
+}
+
 fn runner(language: Language, memory_mb: u64) -> Vec<String> {
     match language {
         Language::Python => vec!["python3".into(), "-c".into(), harness::PYTHON.into()],

@@ -14,7 +14,7 @@ use tokio::net::unix::pipe;
 use tokio::sync::oneshot;
 
 /// Supplementary group ids from here up tag exec trees; nothing in an image uses them.
-const TAG_GID_BASE: u32 = 2_100_000_000;
+pub(super) const TAG_GID_BASE: u32 = 2_100_000_000;
 static NEXT_TAG: AtomicU32 = AtomicU32::new(0);
 
 /// Capabilities a user process must never hold: they would let it drop its tag group.

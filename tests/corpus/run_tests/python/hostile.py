@@ -45,12 +45,30 @@ def solution(x):
                         pass
         return "deleted"
     if x == "write to the harness":
-        # Its verdict channel, reopened through /proc, would let a case forge verdicts.
-        for fd in range(64):
+        # Its verdict channel, reopened through /proc, would let a case forge verdicts:
+        # a passing one for this case (10) goes to whatever of the harness opens (but
+        # the pipes this case writes its own result and output to).
+        forged = b'{"i": 10, "status": "ok", "value": "forged", "stdout": ""}\n'
+        mine = set()
+        for fd in os.listdir("/proc/self/fd"):
             try:
-                os.open(f"/proc/{os.getppid()}/fd/{fd}", os.O_WRONLY)
-                return f"opened {fd}"
+                mine.add(os.readlink(f"/proc/self/fd/{fd}"))
             except OSError:
                 pass
-        return "none opened"
+        for fd in range(64):
+            try:
+                if os.readlink(f"/proc/{os.getppid()}/fd/{fd}") in mine:
+                    continue
+            except OSError:
+                pass
+            try:
+                w = os.open(f"/proc/{os.getppid()}/fd/{fd}", os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:
+                continue
+            try:
+                os.write(w, forged)
+            except OSError:
+                pass
+            os.close(w)
+        return "not forged"
     return x
