@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs berth's whole test suite: unit tests and the integration suites that drive a real
-# server against the real Docker engine and SQLite. Builds the `base` image template
+# server against the real Docker engine and SQLite (the store's tests and three suites
+# also on a private PostgreSQL this script starts). Builds the `base` image template
 # templates first (once each; they are cached by their definition hash).
 #
 # Needs: Docker, and as root on Debian/Ubuntu it installs what else it needs:
@@ -72,6 +73,34 @@ PY
 fi
 [ "$gvisor" = yes ] || echo "==> gVisor (runsc) is not available here: the suite runs under runc only (as root with apt-get and a local dockerd this script installs it)"
 
+# PostgreSQL for the store's tests (src/store/tests.rs run them on SQLite and on this):
+# Debian's server binaries, without the package's own cluster, started here as a private
+# server on a free loopback port in a temp dir and stopped when this script ends.
+pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1; }
+if [ -z "$(pg_bin)" ]; then
+  if [ "$(id -u)" = 0 ] && have apt-get; then
+    echo "==> installing PostgreSQL from Debian (no cluster of its own)"
+    mkdir -p /etc/postgresql-common
+    echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.conf
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null \
+      || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+  else
+    echo "berth tests need PostgreSQL's server binaries: sudo apt-get install postgresql" >&2
+    exit 1
+  fi
+fi
+pg_dir=$(mktemp -d /tmp/berth-pg.XXXXXX)
+pg_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+[ "$(id -u)" = 0 ] && chown postgres "$pg_dir"
+stop_pg() { as_pg "$(pg_bin)/pg_ctl" -D "$pg_dir/data" -m immediate stop >/dev/null 2>&1 || true; rm -rf "$pg_dir"; }
+trap stop_pg EXIT
+echo "==> starting a private PostgreSQL on 127.0.0.1:$pg_port"
+as_pg "$(pg_bin)/initdb" -D "$pg_dir/data" -A trust -U berth -E UTF8 --no-sync >/dev/null
+as_pg "$(pg_bin)/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/log" -w \
+  -o "-c listen_addresses=127.0.0.1 -p $pg_port -k $pg_dir -c fsync=off -c max_connections=200" start >/dev/null
+export BERTH_TEST_POSTGRES_URL="postgres://berth@127.0.0.1:$pg_port"
+
 echo "==> building"
 cargo build --locked --bins
 echo "==> building the image templates (each skipped when already built)"
@@ -92,6 +121,12 @@ if [ "$gvisor" = yes ] && [ "${BERTH_TEST_GVISOR:-1}" != 0 ]; then
   BERTH_TEST_RUNTIME=gvisor cargo test --locked -p berth --all-features --no-fail-fast \
     $(printf -- '--test %s ' $gvisor_suites) || status=$?
 fi
+
+# The suites that lean on the store most, again with their state in PostgreSQL (a
+# database per test server on the private server above) instead of SQLite.
+echo "==> running the store-heavy suites on PostgreSQL"
+BERTH_TEST_STORE=postgres cargo test --locked -p berth --all-features --no-fail-fast \
+  --test lifecycle --test pool --test snapshots || status=$?
 
 # Sandboxes of a failed test may outlive it; berth labels everything it creates.
 leftover=$(docker ps -aq --filter label=dev.berth.managed=true --filter label=dev.berth.tenant=tenant-a)

@@ -1,6 +1,9 @@
 //! Persistent state behind one trait: tenants, API keys, sandboxes, volumes and
-//! idempotency keys. The backend is chosen once, from the database URL.
+//! idempotency keys. The backend is chosen once, from the database URL: the embedded
+//! SQLite file, or PostgreSQL for several nodes.
 
+mod postgres;
+mod records;
 mod sqlite;
 
 use crate::domain::{Sandbox, SandboxId, SandboxState, Snapshot, SnapshotId, TenantId, VolumeName};
@@ -8,6 +11,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -20,7 +24,7 @@ pub enum StoreError {
     Migrate(#[source] sqlx::migrate::MigrateError),
     #[error("stored record is corrupt: {0}")]
     Corrupt(String),
-    #[error("unsupported database URL {0:?}: use sqlite://PATH (PostgreSQL support is planned)")]
+    #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://USER@HOST/DB")]
     UnsupportedUrl(String),
     #[error("{0} already exists")]
     Duplicate(String),
@@ -38,6 +42,16 @@ impl StoreError {
             sqlx::Error::Database(db) if db.is_unique_violation() => {
                 StoreError::Duplicate(db.message().to_string())
             }
+            // PostgreSQL's connection exceptions (08…) and shutdowns (57P…): the server,
+            // not the query, is the trouble.
+            sqlx::Error::Database(db)
+                if db
+                    .code()
+                    .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")) =>
+            {
+                StoreError::Unavailable(err)
+            }
+            sqlx::Error::Protocol(_) => StoreError::Unavailable(err),
             _ => StoreError::Query(err),
         }
     }
@@ -151,7 +165,12 @@ pub trait Store: Send + Sync + 'static {
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(SqliteStore::open(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PostgresStore::open(url).await?))
     } else {
         Err(StoreError::UnsupportedUrl(url.to_string()))
     }
 }
+
+#[cfg(test)]
+mod tests;

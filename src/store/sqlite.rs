@@ -1,5 +1,8 @@
 //! The embedded SQLite store (WAL mode, one file in the data dir).
 
+use super::records::{
+    decode, decode_snapshot, encode, encode_snapshot, kind_str, now, IDEMPOTENCY_TTL_HOURS,
+};
 use super::{IdempotencyStart, KeyInfo, Store, StoreError};
 use crate::domain::{Sandbox, SandboxId, SandboxState, Snapshot, SnapshotId, TenantId, VolumeName};
 use async_trait::async_trait;
@@ -8,9 +11,6 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 use std::str::FromStr;
 use std::time::Duration;
-
-/// Idempotency keys older than this are forgotten.
-const IDEMPOTENCY_TTL_HOURS: i64 = 24;
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -36,34 +36,6 @@ impl SqliteStore {
             .await
             .map_err(StoreError::Migrate)?;
         Ok(SqliteStore { pool })
-    }
-}
-
-fn now() -> String {
-    Utc::now().to_rfc3339()
-}
-
-fn decode(data: &str) -> Result<Sandbox, StoreError> {
-    serde_json::from_str(data).map_err(|e| StoreError::Corrupt(format!("sandbox record: {e}")))
-}
-
-fn encode(sandbox: &Sandbox) -> Result<String, StoreError> {
-    serde_json::to_string(sandbox).map_err(|e| StoreError::Corrupt(format!("sandbox record: {e}")))
-}
-
-fn decode_snapshot(data: &str) -> Result<Snapshot, StoreError> {
-    serde_json::from_str(data).map_err(|e| StoreError::Corrupt(format!("snapshot record: {e}")))
-}
-
-fn encode_snapshot(snapshot: &Snapshot) -> Result<String, StoreError> {
-    serde_json::to_string(snapshot)
-        .map_err(|e| StoreError::Corrupt(format!("snapshot record: {e}")))
-}
-
-fn kind_str(snapshot: &Snapshot) -> &'static str {
-    match snapshot.kind {
-        crate::domain::SnapshotKind::Snapshot => "snapshot",
-        crate::domain::SnapshotKind::Archive => "archive",
     }
 }
 

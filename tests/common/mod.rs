@@ -49,7 +49,31 @@ pub fn test_config(data_dir: &Path) -> Config {
         ..Default::default()
     };
     config.defaults.runtime = test_runtime();
+    config.database_url = test_database_url(data_dir);
     config
+}
+
+/// Where a test server keeps its state: its data dir's SQLite file, or with
+/// `BERTH_TEST_STORE=postgres` a database of the data dir's own (a server started again
+/// on it finds its state) on the PostgreSQL server `BERTH_TEST_POSTGRES_URL` names (the
+/// store makes it).
+pub fn test_database_url(data_dir: &Path) -> Option<String> {
+    match std::env::var("BERTH_TEST_STORE").as_deref() {
+        Ok("postgres") => {
+            use std::hash::{Hash, Hasher};
+            let server = std::env::var("BERTH_TEST_POSTGRES_URL")
+                .expect("BERTH_TEST_STORE=postgres needs BERTH_TEST_POSTGRES_URL");
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            data_dir.hash(&mut hasher);
+            Some(format!(
+                "{}/berth_{:016x}",
+                server.trim_end_matches('/'),
+                hasher.finish()
+            ))
+        }
+        Ok("sqlite") | Ok("") | Err(_) => None,
+        Ok(other) => panic!("BERTH_TEST_STORE={other:?}: use sqlite or postgres"),
+    }
 }
 
 /// The runtime the suite runs sandboxes under: `BERTH_TEST_RUNTIME` (runc or gvisor).
