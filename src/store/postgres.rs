@@ -1,8 +1,10 @@
-//! The PostgreSQL store, for several nodes on one database (`BERTH_DATABASE_URL=postgres://…`).
-//! The same tables and queries as the SQLite store, in PostgreSQL's dialect.
+//! The PostgreSQL store (`BERTH_DATABASE_URL=postgres://…`): the same tables and queries as
+//! the SQLite store, in PostgreSQL's dialect. One node per database for now: start-up
+//! reconciliation still treats every in-flight create in it as its own (issue 10).
 
 use super::records::{
-    decode, decode_snapshot, encode, encode_snapshot, kind_str, now, IDEMPOTENCY_TTL_HOURS,
+    decode, decode_snapshot, encode, encode_snapshot, idempotency_seen, kind_str, now,
+    IDEMPOTENCY_TTL_HOURS,
 };
 use super::{IdempotencyStart, KeyInfo, Store, StoreError};
 use crate::domain::{Sandbox, SandboxId, SandboxState, Snapshot, SnapshotId, TenantId, VolumeName};
@@ -24,23 +26,26 @@ impl PostgresStore {
     /// role may create one), and brings its schema up to date.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         let options = PgConnectOptions::from_str(url).map_err(StoreError::from_sqlx)?;
-        if !Postgres::database_exists(url)
-            .await
-            .map_err(StoreError::Unavailable)?
-        {
-            // Another node may make it meanwhile: only its absence afterwards is an error.
-            if let Err(e) = Postgres::create_database(url).await {
-                if !Postgres::database_exists(url).await.unwrap_or(false) {
-                    return Err(StoreError::Unavailable(e));
+        let connect = || {
+            PgPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options.clone())
+        };
+        // The database itself first: a role may connect to nothing else.
+        let pool = match connect().await {
+            Ok(pool) => pool,
+            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("3D000") => {
+                // Missing: made through the `postgres` database. Another node may make it
+                // meanwhile; then connecting works all the same.
+                let made = Postgres::create_database(url).await;
+                match connect().await {
+                    Ok(pool) => pool,
+                    Err(e) => return Err(StoreError::Unavailable(made.err().unwrap_or(e))),
                 }
             }
-        }
-        let pool = PgPoolOptions::new()
-            .max_connections(16)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options)
-            .await
-            .map_err(StoreError::Unavailable)?;
+            Err(e) => return Err(StoreError::Unavailable(e)),
+        };
         // Nodes starting at once take turns: sqlx holds an advisory lock while it migrates.
         sqlx::migrate!("./migrations/postgres")
             .run(&pool)
@@ -424,38 +429,42 @@ impl Store for PostgresStore {
             .execute(&self.pool)
             .await
             .map_err(StoreError::from_sqlx)?;
-        let inserted = sqlx::query(
-            "INSERT INTO idempotency_keys (tenant_id, key, body_hash, sandbox_id, created_at) VALUES ($1, $2, $3, NULL, $4) \
-             ON CONFLICT(tenant_id, key) DO NOTHING",
-        )
-        .bind(tenant.as_str())
-        .bind(key)
-        .bind(body_hash)
-        .bind(now())
-        .execute(&self.pool)
-        .await
-        .map_err(StoreError::from_sqlx)?;
-        if inserted.rows_affected() == 1 {
-            return Ok(IdempotencyStart::Fresh);
-        }
-        let row = sqlx::query(
-            "SELECT body_hash, sandbox_id FROM idempotency_keys WHERE tenant_id = $1 AND key = $2",
-        )
-        .bind(tenant.as_str())
-        .bind(key)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(StoreError::from_sqlx)?;
-        let stored_hash: String = row.get("body_hash");
-        let sandbox: Option<String> = row.get("sandbox_id");
-        Ok(if stored_hash != body_hash {
-            IdempotencyStart::BodyMismatch
-        } else {
-            match sandbox.as_deref().and_then(SandboxId::parse) {
-                Some(id) => IdempotencyStart::Done(id),
-                None => IdempotencyStart::InFlight,
+        // The key may go between the two statements (abandoned, expired or cleared by
+        // another request): then it is taken again, a few times at most.
+        for _ in 0..3 {
+            let inserted = sqlx::query(
+                "INSERT INTO idempotency_keys (tenant_id, key, body_hash, sandbox_id, created_at) VALUES ($1, $2, $3, NULL, $4) \
+                 ON CONFLICT(tenant_id, key) DO NOTHING",
+            )
+            .bind(tenant.as_str())
+            .bind(key)
+            .bind(body_hash)
+            .bind(now())
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+            if inserted.rows_affected() == 1 {
+                return Ok(IdempotencyStart::Fresh);
             }
-        })
+            let row = sqlx::query(
+                "SELECT body_hash, sandbox_id FROM idempotency_keys WHERE tenant_id = $1 AND key = $2",
+            )
+            .bind(tenant.as_str())
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+            if let Some(row) = row {
+                return Ok(idempotency_seen(
+                    row.get("body_hash"),
+                    row.get("sandbox_id"),
+                    body_hash,
+                ));
+            }
+        }
+        Err(StoreError::Missing(format!(
+            "idempotency key {key:?} (it kept going)"
+        )))
     }
 
     async fn idempotency_finish(

@@ -1,10 +1,10 @@
 //! How records are kept in either database: the whole sandbox or snapshot as JSON, with
 //! times as RFC 3339 text, so both backends order and compare them alike.
 
-use crate::domain::{Sandbox, Snapshot};
+use crate::domain::{Sandbox, SandboxId, Snapshot};
 use chrono::Utc;
 
-use super::StoreError;
+use super::{IdempotencyStart, StoreError};
 
 /// Idempotency keys older than this are forgotten.
 pub(super) const IDEMPOTENCY_TTL_HOURS: i64 = 24;
@@ -34,5 +34,21 @@ pub(super) fn kind_str(snapshot: &Snapshot) -> &'static str {
     match snapshot.kind {
         crate::domain::SnapshotKind::Snapshot => "snapshot",
         crate::domain::SnapshotKind::Archive => "archive",
+    }
+}
+
+/// How a request with a key already stored begins: the same body waits for (or gets) the
+/// first one's sandbox; another body is refused.
+pub(super) fn idempotency_seen(
+    stored_hash: String,
+    sandbox: Option<String>,
+    body_hash: &str,
+) -> IdempotencyStart {
+    if stored_hash != body_hash {
+        return IdempotencyStart::BodyMismatch;
+    }
+    match sandbox.as_deref().and_then(SandboxId::parse) {
+        Some(id) => IdempotencyStart::Done(id),
+        None => IdempotencyStart::InFlight,
     }
 }

@@ -1,7 +1,8 @@
 //! The embedded SQLite store (WAL mode, one file in the data dir).
 
 use super::records::{
-    decode, decode_snapshot, encode, encode_snapshot, kind_str, now, IDEMPOTENCY_TTL_HOURS,
+    decode, decode_snapshot, encode, encode_snapshot, idempotency_seen, kind_str, now,
+    IDEMPOTENCY_TTL_HOURS,
 };
 use super::{IdempotencyStart, KeyInfo, Store, StoreError};
 use crate::domain::{Sandbox, SandboxId, SandboxState, Snapshot, SnapshotId, TenantId, VolumeName};
@@ -419,38 +420,42 @@ impl Store for SqliteStore {
             .execute(&self.pool)
             .await
             .map_err(StoreError::from_sqlx)?;
-        let inserted = sqlx::query(
-            "INSERT INTO idempotency_keys (tenant_id, key, body_hash, sandbox_id, created_at) VALUES (?, ?, ?, NULL, ?) \
-             ON CONFLICT(tenant_id, key) DO NOTHING",
-        )
-        .bind(tenant.as_str())
-        .bind(key)
-        .bind(body_hash)
-        .bind(now())
-        .execute(&self.pool)
-        .await
-        .map_err(StoreError::from_sqlx)?;
-        if inserted.rows_affected() == 1 {
-            return Ok(IdempotencyStart::Fresh);
-        }
-        let row = sqlx::query(
-            "SELECT body_hash, sandbox_id FROM idempotency_keys WHERE tenant_id = ? AND key = ?",
-        )
-        .bind(tenant.as_str())
-        .bind(key)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(StoreError::from_sqlx)?;
-        let stored_hash: String = row.get("body_hash");
-        let sandbox: Option<String> = row.get("sandbox_id");
-        Ok(if stored_hash != body_hash {
-            IdempotencyStart::BodyMismatch
-        } else {
-            match sandbox.as_deref().and_then(SandboxId::parse) {
-                Some(id) => IdempotencyStart::Done(id),
-                None => IdempotencyStart::InFlight,
+        // The key may go between the two statements (abandoned, expired or cleared by
+        // another request): then it is taken again, a few times at most.
+        for _ in 0..3 {
+            let inserted = sqlx::query(
+                "INSERT INTO idempotency_keys (tenant_id, key, body_hash, sandbox_id, created_at) VALUES (?, ?, ?, NULL, ?) \
+                 ON CONFLICT(tenant_id, key) DO NOTHING",
+            )
+            .bind(tenant.as_str())
+            .bind(key)
+            .bind(body_hash)
+            .bind(now())
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+            if inserted.rows_affected() == 1 {
+                return Ok(IdempotencyStart::Fresh);
             }
-        })
+            let row = sqlx::query(
+                "SELECT body_hash, sandbox_id FROM idempotency_keys WHERE tenant_id = ? AND key = ?",
+            )
+            .bind(tenant.as_str())
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+            if let Some(row) = row {
+                return Ok(idempotency_seen(
+                    row.get("body_hash"),
+                    row.get("sandbox_id"),
+                    body_hash,
+                ));
+            }
+        }
+        Err(StoreError::Missing(format!(
+            "idempotency key {key:?} (it kept going)"
+        )))
     }
 
     async fn idempotency_finish(
