@@ -372,11 +372,16 @@ async fn a_viewer_that_does_not_keep_up_is_evicted_and_slows_nobody() {
     let mut slow = connect(&app, &sb.id, "session=flood").await;
     let mut sleeper = connect(&app, &sb.id, "session=flood").await;
     let rss_before = peak_rss_bytes();
-    // A viewer that reads, but a message now and then: it falls behind and is closed
-    // with 1008 (it keeps reading, so the close frame reaches it).
+    // A viewer that reads, but a message now and then while the flood runs (5 a second:
+    // behind whatever rate the runtime's terminal reaches) and is closed with 1008; once
+    // the flood is over it reads on at full speed, so the close frame reaches it.
+    let flood_over = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let over = flood_over.clone();
     let slow_viewer = tokio::spawn(async move {
         loop {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            if !over.load(std::sync::atomic::Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
             if !slow.read_one().await {
                 return slow.closed;
             }
@@ -388,6 +393,7 @@ async fn a_viewer_that_does_not_keep_up_is_evicted_and_slows_nobody() {
     // The reader takes everything (45 MB once the PTY has turned each "\n" into
     // "\r\n"); the sleeper reads nothing at all.
     reader.until("flood-done-25").await;
+    flood_over.store(true, std::sync::atomic::Ordering::SeqCst);
     assert!(reader.total > 45_000_000, "{}", reader.total);
     assert!(
         reader.closed.is_none(),
