@@ -9,6 +9,7 @@ pub const POINTS: &[&str] = &[
     "create.after_record",
     "create.after_volume",
     "create.after_container",
+    "create.after_restore",
     "stop.after_container",
     "resume.after_container",
     "resume.after_record",
@@ -20,6 +21,7 @@ pub const POINTS: &[&str] = &[
     "archive.after_record",
     "restore.after_volume",
     "restore.after_extract",
+    "reader.after_restore",
 ];
 
 fn armed() -> Option<&'static str> {

@@ -143,6 +143,7 @@ impl Application {
         });
         let pool = self.state.service.spawn_pool_filler();
         let service = self.state.service.clone();
+        let ending = self.state.service.clone();
         let app = api::router(self.state);
         let stopping = Arc::new(tokio::sync::Notify::new());
         let signal = stopping.clone();
@@ -175,6 +176,9 @@ impl Application {
         if let Some(pool) = pool {
             pool.abort();
         }
+        // Read-only helpers run nothing of anyone's: they go with their server (what is
+        // still up after this goes at the next start).
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, ending.remove_readers()).await;
         result
     }
 }

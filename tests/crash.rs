@@ -448,6 +448,40 @@ async fn crash_at_archive_after_record() {
     crash_during_archive("archive.after_record").await;
 }
 
+/// An archive cut short on an S3-compatible store (the crash matrix above uses the local
+/// one): the object uploaded but never recorded is removed from the bucket at the
+/// restart, and the sandbox, still stopped, resumes with its files.
+#[tokio::test]
+async fn an_archive_cut_short_on_s3_leaves_no_object_in_the_bucket() {
+    let point = "archive.after_upload";
+    let s3 = common::S3Server::start().await;
+    let data = DataDir::new();
+    let url = format!("s3://{}/crash", s3.bucket);
+    let env = [
+        ("BERTH_ARCHIVE_URL", url.as_str()),
+        ("BERTH_ARCHIVE_ENDPOINT", s3.endpoint.as_str()),
+        ("BERTH_ARCHIVE_REGION", "us-east-1"),
+        ("BERTH_ARCHIVE_ALLOW_HTTP", "true"),
+        ("AWS_ACCESS_KEY_ID", common::S3_ACCESS_KEY),
+        ("AWS_SECRET_ACCESS_KEY", common::S3_SECRET_KEY),
+    ];
+    let mut crashing = env.to_vec();
+    crashing.extend([("BERTH_CRASH_AT", point), ("BERTH_ARCHIVE_AFTER_S", "1")]);
+    let first = serve(&data.path(), &crashing).await;
+    let id = sandbox_with_file(&first.client).await;
+    first.client.stop(&id).await.unwrap();
+    first.crashed_at(point).await;
+    let uploaded = s3.keys().await;
+    assert_eq!(uploaded.len(), 1, "the upload finished first: {uploaded:?}");
+    let second = serve(&data.path(), &env).await;
+    assert!(s3.keys().await.is_empty(), "the unrecorded object went");
+    assert_eq!(state(&second.client, &id).await, "stopped");
+    second.client.resume(&id).await.unwrap();
+    has_file(&second.client, &id).await;
+    second.client.delete(&id, false).await.unwrap();
+    assert_eq!(second.terminate().await.code(), Some(0));
+}
+
 async fn crash_during_restore(point: &str) {
     let data = DataDir::new();
     let archive_soon = ("BERTH_ARCHIVE_AFTER_S", "1");
@@ -463,6 +497,84 @@ async fn crash_during_restore(point: &str) {
     assert_consistent_live(&data.path(), &second).await;
     second.client.resume(&id).await.unwrap();
     has_file(&second.client, &id).await;
+    assert_eq!(second.terminate().await.code(), Some(0));
+    assert_consistent(&data.path()).await;
+}
+
+/// A fork cut short after its files came out of the snapshot: undone at the restart, and
+/// the retried create with the same key makes the fork, once, with the files.
+#[tokio::test]
+async fn crash_at_create_after_restore() {
+    let point = "create.after_restore";
+    let data = DataDir::new();
+    let first = serve(&data.path(), &[("BERTH_CRASH_AT", point)]).await;
+    let id = sandbox_with_file(&first.client).await;
+    let snap: Value = first
+        .client
+        .request(Method::POST, &format!("/v1/sandboxes/{id}/snapshots"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let fork = json!({"image": "base", "memory_mb": 256, "from_snapshot": snap["id"]});
+    let cut = first
+        .client
+        .request(Method::POST, "/v1/sandboxes")
+        .header("Idempotency-Key", "the-fork")
+        .json(&fork)
+        .send()
+        .await;
+    assert!(cut.is_err(), "the crash cut the answer");
+    first.crashed_at(point).await;
+
+    let second = serve(&data.path(), &[]).await;
+    assert_consistent_live(&data.path(), &second).await;
+    let forked = |key: &'static str| {
+        let client = second.client.clone();
+        let fork = fork.clone();
+        async move {
+            let resp = client
+                .request(Method::POST, "/v1/sandboxes")
+                .header("Idempotency-Key", key)
+                .json(&fork)
+                .send()
+                .await
+                .unwrap();
+            assert!(resp.status().is_success(), "{}", resp.status());
+            resp.json::<Value>().await.unwrap()
+        }
+    };
+    let made = forked("the-fork").await;
+    let again = forked("the-fork").await;
+    assert_eq!(made["id"], again["id"]);
+    assert_ne!(made["id"].as_str(), Some(id.as_str()));
+    has_file(&second.client, made["id"].as_str().unwrap()).await;
+    assert_eq!(second.terminate().await.code(), Some(0));
+    assert_consistent(&data.path()).await;
+}
+
+/// A read of an archived sandbox cut short after its reader restored the archive into a
+/// volume of its own: the restart removes that volume (the sandbox stays archived, its
+/// archive whole), and reads work again.
+#[tokio::test]
+async fn crash_at_reader_after_restore() {
+    let point = "reader.after_restore";
+    let data = DataDir::new();
+    let archive_soon = ("BERTH_ARCHIVE_AFTER_S", "1");
+    let first = serve(&data.path(), &[("BERTH_CRASH_AT", point), archive_soon]).await;
+    let id = sandbox_with_file(&first.client).await;
+    first.client.stop(&id).await.unwrap();
+    until_state(&first.client, &id, "archived").await;
+    assert!(first.client.read_file(&id, "keep.txt").await.is_err());
+    first.crashed_at(point).await;
+    let second = serve(&data.path(), &[]).await;
+    assert_eq!(state(&second.client, &id).await, "archived");
+    assert_consistent_live(&data.path(), &second).await;
+    let kept = second.client.read_file(&id, "keep.txt").await.unwrap();
+    assert_eq!(kept.as_ref(), b"kept");
+    assert_eq!(state(&second.client, &id).await, "archived");
     assert_eq!(second.terminate().await.code(), Some(0));
     assert_consistent(&data.path()).await;
 }
@@ -545,6 +657,53 @@ async fn containers_killed_or_removed_behind_berths_back_show_within_seconds() {
     assert_consistent(&data.path()).await;
 }
 
+/// The kernel's OOM killer taking PID 1 (the agent) behind berth's back: a memory hog
+/// started with `docker exec`, not through the API, and the agent made the OOM killer's
+/// first choice from the host. The sandbox is stopped with reason `oom` and its event,
+/// with no call to it, and resumes with its files. runc only: under gVisor the agent's
+/// memory guard takes the hog before the host's limit is reached (tests/exec.rs).
+#[tokio::test]
+async fn a_sandbox_whose_agent_the_oom_killer_takes_is_stopped_as_oom() {
+    if common::test_runtime() == berth::domain::Runtime::Gvisor {
+        eprintln!("runc only: gVisor's own kernel and the agent's guard meet the hog first");
+        return;
+    }
+    let data = DataDir::new();
+    let server = serve(&data.path(), &[]).await;
+    let id = sandbox_with_file(&server.client).await;
+    let name = format!("berth-{id}");
+    let inspect = Command::new("docker")
+        .args(["inspect", "-f", "{{.State.Pid}}", &name])
+        .output()
+        .unwrap();
+    let pid = String::from_utf8_lossy(&inspect.stdout).trim().to_string();
+    std::fs::write(format!("/proc/{pid}/oom_score_adj"), "1000").unwrap();
+    let events = server
+        .client
+        .request(Method::GET, "/v1/events")
+        .send()
+        .await
+        .unwrap();
+    // `tail` keeps a line without a newline whole: it grows past the 256 MiB limit.
+    let hog = Command::new("docker")
+        .args(["exec", &name, "sh", "-c", "head -c 2000m /dev/zero | tail"])
+        .output()
+        .unwrap();
+    assert!(!hog.status.success(), "{hog:?}");
+    let seen = until_event(events, "sandbox.oom").await;
+    assert!(seen.contains(&id), "{seen}");
+    let sb = server.client.get_sandbox(&id).await.unwrap();
+    assert_eq!(
+        (sb.state.as_str(), sb.reason.as_deref()),
+        ("stopped", Some("oom")),
+        "{sb:?}"
+    );
+    server.client.resume(&id).await.unwrap();
+    has_file(&server.client, &id).await;
+    assert_eq!(server.terminate().await.code(), Some(0));
+    assert_consistent(&data.path()).await;
+}
+
 #[tokio::test]
 async fn sigterm_drains_and_leaves_sandboxes_running_and_one_server_per_data_dir() {
     let data = DataDir::new();
@@ -577,19 +736,25 @@ async fn sigterm_drains_and_leaves_sandboxes_running_and_one_server_per_data_dir
     let exec_id = id.clone();
     let exec =
         tokio::spawn(async move { exec_client.sh(&exec_id, "sleep 1; echo finished").await });
-    // The exec is running before the signal.
+    // And one that would outlast the shutdown's grace period.
+    let long_client = server.client.clone();
+    let long_id = id.clone();
+    let long =
+        tokio::spawn(async move { long_client.sh(&long_id, "sleep 120; echo too-late").await });
+    // Both execs are running before the signal.
     eventually(Duration::from_secs(10), || async {
         let out = server
             .client
-            .sh(&id, "ps -eo args | grep -c '^sleep 1'")
+            .sh(&id, "ps -eo args | grep -c -e '^sleep 1$' -e '^sleep 120$'")
             .await
             .ok()?;
-        (out.stdout.trim() != "0").then_some(())
+        (out.stdout.trim() == "2").then_some(())
     })
     .await
-    .expect("the exec started");
+    .expect("the execs started");
 
     let pid = server.child.id() as i32;
+    let signalled = std::time::Instant::now();
     unsafe { libc::kill(pid, libc::SIGTERM) };
     // Not ready any more, while requests are still answered.
     let http = reqwest::Client::new();
@@ -622,6 +787,15 @@ async fn sigterm_drains_and_leaves_sandboxes_running_and_one_server_per_data_dir
     assert_eq!(out.stdout, "finished\n");
     let status = server.ended().await;
     assert_eq!(status.code(), Some(0), "{status:?}");
+    // The long one was cut off at the end of the grace period (1.5 s notice + 5 s), and
+    // the server still ended cleanly.
+    let waited = signalled.elapsed();
+    assert!(waited < Duration::from_secs(20), "{waited:?}");
+    assert!(waited >= Duration::from_secs(6), "{waited:?}");
+    match long.await.unwrap() {
+        Err(_) => {}
+        Ok(out) => assert!(!out.stdout.contains("too-late"), "{out:?}"),
+    }
 
     // The sandbox kept running; the next server adopts it.
     let next = serve(&data.path(), &[]).await;

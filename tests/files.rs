@@ -487,8 +487,16 @@ async fn a_stopped_sandbox_is_readable_through_every_read_route_but_not_writable
             json!({"auto_resume": false, "files": {"a.py": "def f(): pass\n", "dir/b.txt": "b"}}),
         )
         .await;
+    // A file only its owner (the sandbox user) may read.
+    let own = app
+        .client
+        .sh(&sb.id, "printf mine > own.key && chmod 600 own.key")
+        .await
+        .unwrap();
+    assert_eq!(own.exit_code, Some(0), "{own:?}");
     app.client.stop(&sb.id).await.unwrap();
     let c = &app.client;
+    assert_eq!(c.read_file(&sb.id, "own.key").await.unwrap(), "mine");
     assert_eq!(
         c.write_file(&sb.id, "a.py", "2")
             .await
@@ -506,7 +514,7 @@ async fn a_stopped_sandbox_is_readable_through_every_read_route_but_not_writable
             .iter()
             .map(|e| e.path.as_str())
             .collect::<Vec<_>>(),
-        ["a.py", "dir", "dir/b.txt"]
+        ["a.py", "dir", "dir/b.txt", "own.key"]
     );
     let glob = c
         .glob(

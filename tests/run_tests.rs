@@ -225,6 +225,55 @@ async fn code_at_a_path_in_the_sandbox_loads_once_with_its_siblings() {
     app.cleanup().await;
 }
 
+/// Run-tests reaching a stopped sandbox brings it back itself (auto_resume, the default),
+/// with the files it had; with auto_resume off it answers 409 naming the state.
+#[tokio::test]
+async fn run_tests_on_a_stopped_sandbox_resumes_it_unless_auto_resume_is_off() {
+    let app = spawn_app().await;
+    let body = json!({"language": "python", "path": "solution.py",
+                      "test_cases": [{"input": [21], "expected": 42}]});
+    let solution = "class Solution:\n    def run(self, x):\n        return 2 * x\n";
+    let sb = app
+        .sandbox(json!({"image": "python", "files": {"solution.py": solution}}))
+        .await;
+    app.client.stop(&sb.id).await.unwrap();
+    let report = run(&app, &sb.id, &body).await;
+    assert_eq!(report["passed"], 1, "{report}");
+    assert_eq!(
+        app.client.get_sandbox(&sb.id).await.unwrap().state,
+        "running"
+    );
+
+    let manual = app
+        .sandbox(json!({"image": "python", "auto_resume": false,
+                        "files": {"solution.py": solution}}))
+        .await;
+    app.client.stop(&manual.id).await.unwrap();
+    let refused = app
+        .client
+        .request(
+            reqwest::Method::POST,
+            &format!("/v1/sandboxes/{}/run-tests", manual.id),
+        )
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), reqwest::StatusCode::CONFLICT);
+    let error: Value = refused.json().await.unwrap();
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("stopped")),
+        "{error}"
+    );
+    assert_eq!(
+        app.client.get_sandbox(&manual.id).await.unwrap().state,
+        "stopped"
+    );
+    app.cleanup().await;
+}
+
 #[tokio::test]
 async fn requests_that_cannot_run_are_refused_or_explained() {
     let app = spawn_app().await;

@@ -7,6 +7,7 @@
 mod common;
 
 use berth::client::{Client, SandboxInfo};
+use berth_runtime::wire::{GlobRequest, GrepRequest};
 use common::{eventually, fingerprint, make_tree, spawn_with, test_config, S3Server, TestApp};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -330,6 +331,81 @@ async fn archived_sandboxes_come_back_byte_for_byte_by_resume_or_by_themselves()
         listed.entries.iter().any(|e| e.path.ends_with("big.bin")),
         "{listed:?}"
     );
+    // Every read route works on it as on a stopped sandbox: stat, a deeper listing,
+    // glob, grep, a byte range and the tar of a directory.
+    let f = app
+        .client
+        .stat(&sb.id, "d/e/f")
+        .await
+        .unwrap()
+        .expect("d/e/f");
+    assert_eq!((f.size, f.mode.as_str()), (1, "0600"), "{f:?}");
+    let deep = app.client.list_files(&sb.id, ".", 3).await.unwrap();
+    assert!(
+        deep.entries.iter().any(|e| e.path.ends_with("d/e/f")),
+        "{deep:?}"
+    );
+    let globbed = app
+        .client
+        .glob(
+            &sb.id,
+            &GlobRequest {
+                pattern: "**/*.txt".into(),
+                path: ".".into(),
+                max_results: None,
+                include_ignored: false,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        globbed
+            .paths
+            .iter()
+            .any(|p| p.ends_with("with space/a b.txt")),
+        "{globbed:?}"
+    );
+    let grepped = app
+        .client
+        .grep(
+            &sb.id,
+            &GrepRequest {
+                pattern: "spa.ed".into(),
+                path: ".".into(),
+                glob: None,
+                max_results: None,
+                case_insensitive: false,
+                include_ignored: false,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(grepped.matches.len(), 1, "{grepped:?}");
+    assert_eq!(grepped.matches[0].text, "spaced");
+    let ranged = app
+        .client
+        .request(Method::GET, &format!("/v1/sandboxes/{}/files", sb.id))
+        .query(&[("path", "with space/a b.txt")])
+        .header("Range", "bytes=1-3")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ranged.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(ranged.bytes().await.unwrap().as_ref(), b"pac");
+    let tarred = app
+        .client
+        .request(Method::GET, &format!("/v1/sandboxes/{}/archive", sb.id))
+        .query(&[("path", "d")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tarred.status(), StatusCode::OK);
+    let tar_bytes = tarred.bytes().await.unwrap();
+    let mut names = Vec::new();
+    for entry in tar::Archive::new(tar_bytes.as_ref()).entries().unwrap() {
+        names.push(entry.unwrap().path().unwrap().display().to_string());
+    }
+    assert!(names.iter().any(|n| n.ends_with("e/f")), "{names:?}");
     assert_eq!(
         app.client.get_sandbox(&sb.id).await.unwrap().state,
         "archived"
@@ -348,6 +424,24 @@ async fn archived_sandboxes_come_back_byte_for_byte_by_resume_or_by_themselves()
     }
     // Exec restores it transparently.
     assert_eq!(fingerprint(&app, &sb.id).await, before);
+    // So does a file write (a second sandbox, archived the same way).
+    let written = app.sandbox(json!({})).await;
+    app.client
+        .write_file(&written.id, "old.txt", "old")
+        .await
+        .unwrap();
+    app.client.stop(&written.id).await.unwrap();
+    until_archived(&app.client, &written.id).await;
+    app.client
+        .write_file(&written.id, "new.txt", "new")
+        .await
+        .unwrap();
+    let both = app
+        .client
+        .sh(&written.id, "cat old.txt new.txt")
+        .await
+        .unwrap();
+    assert_eq!(both.stdout, "oldnew", "{both:?}");
     let back = app.client.get_sandbox(&sb.id).await.unwrap();
     assert_eq!(back.state, "running");
     assert!(volume_exists(&sb.volume).await);
@@ -715,7 +809,93 @@ async fn snapshots_and_archives_live_in_an_s3_compatible_store() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
     assert!(s3.keys().await.is_empty());
+
+    // The store takes signed requests only: an anonymous listing is refused, and a
+    // server with the wrong secret gets a 503 that says what to fix, with nothing kept.
+    let anonymous = reqwest::get(format!("{}/{}", s3.endpoint, s3.bucket))
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), StatusCode::FORBIDDEN);
     app.cleanup().await;
+    let temp = tempfile::tempdir().unwrap();
+    let mut config = test_config(temp.path());
+    config.archive = s3.archive_config("berth/wrong");
+    config.archive.secret_access_key = Some("not-the-secret".into());
+    let app = spawn_with(config).await;
+    let sb = app.sandbox(json!({})).await;
+    let refused = app
+        .client
+        .request(Method::POST, &format!("/v1/sandboxes/{}/snapshots", sb.id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "archive_denied", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("AWS_SECRET_ACCESS_KEY"),
+        "{body}"
+    );
+    let listed: Value = app
+        .client
+        .request(Method::GET, "/v1/snapshots")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["snapshots"], json!([]), "{listed}");
+    assert!(s3.keys().await.is_empty());
+    app.cleanup().await;
+}
+
+/// `berth serve` with its archive store set in the config file's `[archive]` section and
+/// its credentials only in the usual `AWS_*` variables: snapshots land in the bucket.
+#[tokio::test]
+async fn the_archive_store_comes_from_the_config_file_and_aws_variables() {
+    let s3 = S3Server::start().await;
+    let data = common::serve::DataDir::new();
+    let file = data.path().join("berth.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[archive]\nurl = \"s3://{}/from-file\"\nendpoint = \"{}\"\nregion = \"us-east-1\"\nallow_http = true\n",
+            s3.bucket, s3.endpoint
+        ),
+    )
+    .unwrap();
+    let file = file.display().to_string();
+    let server = common::serve::serve(
+        &data.path(),
+        &[
+            ("BERTH_CONFIG", file.as_str()),
+            ("AWS_ACCESS_KEY_ID", common::S3_ACCESS_KEY),
+            ("AWS_SECRET_ACCESS_KEY", common::S3_SECRET_KEY),
+        ],
+    )
+    .await;
+    let sb = server
+        .client
+        .create_sandbox(&json!({"image": "base", "files": {"a.txt": "from the file"}}))
+        .await
+        .unwrap();
+    let snap = snapshot(&server.client, &sb.id, None).await;
+    let key = format!(
+        "from-file/snapshots/{}.tar.zst",
+        snap["id"].as_str().unwrap()
+    );
+    assert_eq!(s3.keys().await, vec![key]);
+    let (status, body) = snapshot_file(&server.client, snap["id"].as_str().unwrap(), "a.txt").await;
+    assert_eq!(
+        (status, body.as_ref()),
+        (StatusCode::OK, &b"from the file"[..])
+    );
+    server.client.delete(&sb.id, false).await.unwrap();
+    assert_eq!(server.terminate().await.code(), Some(0));
 }
 
 #[tokio::test]

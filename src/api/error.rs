@@ -239,6 +239,16 @@ impl From<SandboxError> for ApiError {
             SandboxError::Archive(m) => {
                 ApiError::unavailable("the archive store is unavailable; retry shortly", m)
             }
+            SandboxError::ArchiveDenied(m) => ApiError {
+                detail: Some(m),
+                ..ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "archive_denied",
+                    "the archive store refused berth's credentials: the operator must set \
+                     [archive] access_key_id and secret_access_key, or AWS_ACCESS_KEY_ID and \
+                     AWS_SECRET_ACCESS_KEY, to a key the store accepts",
+                )
+            },
             SandboxError::Busy(m) => ApiError::busy(format!("{m}; retry shortly")),
             SandboxError::Stopped { id, reason } => {
                 let message = SandboxError::Stopped {

@@ -68,14 +68,6 @@ pub async fn read(
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    if let Some(read) = state.service.archived_read(&tenant, &id, path).await? {
-        return match read {
-            crate::sandbox::SnapshotRead::Dir(_) => Err(ApiError::invalid(format!(
-                "{path} is a directory; list it with /files/list"
-            ))),
-            file => Ok(super::snapshots::read_answer(file)),
-        };
-    }
     let mut reply = state.service.read_file(&tenant, &id, path, range).await?;
     reply.headers.insert(
         header::CONTENT_TYPE,
@@ -129,14 +121,6 @@ pub async fn list(
     let q = parse_query(query)?;
     let path = q.path.as_deref().filter(|p| !p.is_empty()).unwrap_or(".");
     let depth = q.depth.unwrap_or(1);
-    if let Some(read) = state.service.archived_read(&tenant, &id, path).await? {
-        return match read {
-            crate::sandbox::SnapshotRead::File { .. } => Err(ApiError::invalid(format!(
-                "{path} is a file; read it with /files"
-            ))),
-            dir => Ok(super::snapshots::read_answer(dir)),
-        };
-    }
     Ok(relay(
         state.service.list_files(&tenant, &id, path, depth).await?,
     ))

@@ -105,7 +105,7 @@ pub struct FilesQuery {
 }
 
 /// A file's bytes, or a directory's listing, read out of an archive.
-pub fn read_answer(read: SnapshotRead) -> Response {
+fn read_answer(read: SnapshotRead) -> Response {
     match read {
         SnapshotRead::File { size, mut body } => {
             let stream = futures_util::stream::poll_fn(move |cx| body.poll_recv(cx));

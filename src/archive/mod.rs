@@ -23,12 +23,19 @@ pub enum ArchiveError {
     Store(String),
     #[error("reading what to archive failed: {0}")]
     Source(String),
+    /// The store refused berth's credentials (a configuration fault: retrying won't help).
+    #[error("the archive store refused berth's credentials: {0}")]
+    Denied(String),
 }
 
 impl From<object_store::Error> for ArchiveError {
     fn from(e: object_store::Error) -> Self {
         match e {
             object_store::Error::NotFound { path, .. } => ArchiveError::NotFound(path),
+            object_store::Error::PermissionDenied { source, .. }
+            | object_store::Error::Unauthenticated { source, .. } => {
+                ArchiveError::Denied(source.to_string())
+            }
             other => ArchiveError::Store(other.to_string()),
         }
     }

@@ -107,8 +107,10 @@ pub struct ContainerSpec {
     pub pids: i64,
     pub network_mode: String,
     pub hostname: String,
-    /// Mount the volume read-only and make the root filesystem read-only (readers).
+    /// Make the root filesystem read-only (readers).
     pub read_only: bool,
+    /// Mount the volume read-only (readers of a volume that a sandbox owns).
+    pub read_only_volume: bool,
     /// Capabilities kept (everything else is dropped).
     pub capabilities: Vec<String>,
     /// tmpfs mounts (path → mount options, `size=` among them): counted against memory.
@@ -538,7 +540,7 @@ impl DockerEngine {
                 target: Some(spec.workdir.clone()),
                 source: Some(spec.volume.clone()),
                 typ: Some(MountTypeEnum::VOLUME),
-                read_only: Some(spec.read_only),
+                read_only: Some(spec.read_only_volume),
                 ..Default::default()
             },
         ];

@@ -93,7 +93,8 @@ pub struct Usage {
     pub memory_peak_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disk_bytes: Option<u64>,
-    /// Bytes of the archive holding the volume while the sandbox is archived.
+    /// Bytes the archive store holds for the sandbox: its snapshots, and its archive
+    /// while it is archived.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub archive_bytes: Option<u64>,
 }

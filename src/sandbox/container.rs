@@ -176,6 +176,7 @@ impl SandboxService {
             network_mode: super::network::docker_mode(sandbox.network).to_string(),
             hostname: "sandbox".to_string(),
             read_only: false,
+            read_only_volume: false,
             capabilities: SANDBOX_CAPABILITIES.iter().map(|c| c.to_string()).collect(),
             tmpfs: scratch_mounts(sandbox.limits.memory_mb),
             shm_bytes: (scratch_mb(sandbox.limits.memory_mb, 4) * 1024 * 1024) as i64,

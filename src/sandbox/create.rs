@@ -209,6 +209,7 @@ impl SandboxService {
             crate::crash::point("create.after_container");
             if let Some(snapshot) = &snapshot {
                 self.restore_into(&sandbox, snapshot).await?;
+                crate::crash::point("create.after_restore");
             }
             self.write_starter_files(&sandbox, &request.files).await
         }

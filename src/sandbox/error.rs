@@ -40,6 +40,9 @@ pub enum SandboxError {
     /// The archive store could not be used (503, retry).
     #[error("the archive store failed: {0}")]
     Archive(String),
+    /// The archive store refused berth's credentials (503, not worth retrying).
+    #[error("the archive store refused berth's credentials: {0}")]
+    ArchiveDenied(String),
     /// An upload past its limit.
     #[error("{0}")]
     TooLarge(String),

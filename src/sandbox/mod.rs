@@ -42,7 +42,9 @@ pub use volumes::VolumeInfo;
 use crate::agent::AgentClient;
 use crate::config::Config;
 use crate::docker::DockerEngine;
-use crate::domain::{LabelFilter, PatchSandbox, Sandbox, SandboxId, SandboxState, TenantId, Usage};
+use crate::domain::{
+    LabelFilter, PatchSandbox, Sandbox, SandboxId, SandboxState, SnapshotState, TenantId, Usage,
+};
 use crate::images::ImageService;
 use crate::store::Store;
 use activity::ActivityLog;
@@ -288,40 +290,59 @@ impl SandboxService {
         }
     }
 
-    /// Resource usage of a running sandbox, where Docker reports it.
     /// Resource usage: CPU and memory from Docker and the volume's bytes on disk from the
-    /// agent while it runs; the archive's bytes while it is archived.
+    /// agent while it runs; a stopped sandbox's bytes on disk from its volume's disk image
+    /// (with disk quotas); what the archive store holds of it (its archive while it is
+    /// archived, and its snapshots) in every state.
     pub async fn usage(&self, sandbox: &Sandbox) -> Option<Usage> {
-        if sandbox.state == SandboxState::Archived {
-            let archive = sandbox.archive.as_ref()?;
-            let snapshot = self.store.get_snapshot(archive).await.ok()??;
-            return Some(Usage {
-                archive_bytes: Some(snapshot.size_bytes),
-                ..Usage::default()
-            });
+        let mut usage = Usage {
+            archive_bytes: self.archive_bytes(sandbox).await,
+            ..Usage::default()
+        };
+        match sandbox.state {
+            SandboxState::Running => {
+                let (name, agent) = (sandbox.id.container_name(), self.agent_client(&sandbox.id));
+                let (docker, disk) = tokio::join!(
+                    self.docker.usage(&name),
+                    agent.json::<berth_runtime::wire::DiskUsage>(
+                        hyper::Method::GET,
+                        "/usage",
+                        None,
+                        std::time::Duration::from_secs(5),
+                        4096,
+                    )
+                );
+                if let Ok(u) = docker {
+                    usage.cpu_s = u.cpu_s;
+                    usage.memory_bytes = u.memory_bytes;
+                    usage.memory_peak_bytes = u.memory_peak_bytes;
+                }
+                usage.disk_bytes = disk.ok().map(|d| d.bytes);
+            }
+            SandboxState::Stopped => {
+                usage.disk_bytes = self
+                    .disks
+                    .as_ref()
+                    .and_then(|d| d.allocated_bytes(sandbox.volume.as_str()));
+            }
+            _ => {}
         }
-        if sandbox.state != SandboxState::Running {
-            return None;
-        }
-        let (name, agent) = (sandbox.id.container_name(), self.agent_client(&sandbox.id));
-        let (docker, disk) = tokio::join!(
-            self.docker.usage(&name),
-            agent.json::<berth_runtime::wire::DiskUsage>(
-                hyper::Method::GET,
-                "/usage",
-                None,
-                std::time::Duration::from_secs(5),
-                4096,
-            )
-        );
-        let u = docker.ok()?;
-        Some(Usage {
-            cpu_s: u.cpu_s,
-            memory_bytes: u.memory_bytes,
-            memory_peak_bytes: u.memory_peak_bytes,
-            disk_bytes: disk.ok().map(|d| d.bytes),
-            archive_bytes: None,
-        })
+        (usage != Usage::default()).then_some(usage)
+    }
+
+    /// Bytes the archive store holds for `sandbox`: its snapshots and its archive.
+    async fn archive_bytes(&self, sandbox: &Sandbox) -> Option<u64> {
+        let snapshots = self
+            .store
+            .list_snapshots(Some(&sandbox.tenant))
+            .await
+            .ok()?;
+        let bytes: u64 = snapshots
+            .iter()
+            .filter(|s| s.sandbox_id == sandbox.id && s.state == SnapshotState::Ready)
+            .map(|s| s.size_bytes)
+            .sum();
+        (bytes > 0).then_some(bytes)
     }
 
     pub async fn list(
@@ -373,8 +394,9 @@ impl SandboxService {
 
     /// The agent of a sandbox the caller may use now: running, or resumed first when it is
     /// stopped with `auto_resume` and the access is mutating (counts as activity); for
-    /// reads of a stopped or terminated sandbox, a read-only helper on its volume (with
-    /// this request's use of it, to keep while the request runs).
+    /// reads of a stopped or terminated sandbox, a read-only helper on its volume (of an
+    /// archived one, on its archive), with this request's use of it, to keep while the
+    /// request runs.
     pub(super) async fn agent_for(
         self: &Arc<Self>,
         tenant: &TenantId,
@@ -384,7 +406,7 @@ impl SandboxService {
         let mut sandbox = self.get(tenant, id).await?;
         let readable = matches!(
             sandbox.state,
-            SandboxState::Stopped | SandboxState::Terminated
+            SandboxState::Stopped | SandboxState::Terminated | SandboxState::Archived
         );
         if access == Access::ReadOnly && readable {
             // Reads never resume a sandbox and are not activity.

@@ -1,9 +1,12 @@
 //! Read-only access to a sandbox that is not running: a short-lived reader container on the
 //! same image, with the volume mounted read-only, a read-only root filesystem, no network
-//! and tiny limits, serving the agent's read routes. Each tenant has a ceiling on them. A
-//! reader starts on its own task (a client that leaves cannot strand it half started), is
-//! never removed while a request uses it, and goes after a minute unused, before the
-//! sandbox resumes or is deleted, and at start-up.
+//! and tiny limits, serving the agent's read routes. An archived sandbox has no volume: its
+//! reader gets a new one under the sandbox's volume name, with the archive extracted into
+//! it by the reader's agent (inside the container, never on the host), removed with the
+//! reader (and by start-up reconciliation, as any archived sandbox's volume). Each tenant
+//! has a ceiling on them. A reader starts on its own task (a client that leaves cannot
+//! strand it half started), is never removed while a request uses it, and goes after a
+//! minute unused, before the sandbox resumes or is deleted, at shutdown and at start-up.
 
 use super::{SandboxError, SandboxService};
 use crate::agent::AgentClient;
@@ -21,6 +24,7 @@ pub const READER_IDLE: Duration = Duration::from_secs(60);
 const READER_MEMORY_MB: u64 = 128;
 const READER_PIDS: i64 = 64;
 const READER_NANO_CPUS: i64 = 500_000_000;
+const READER_CAPABILITIES: [&str; 3] = ["DAC_OVERRIDE", "SETUID", "SETGID"];
 
 /// A read-only helper, counted against its tenant's ceiling from the moment it starts.
 pub struct ReaderEntry {
@@ -31,6 +35,8 @@ pub struct ReaderEntry {
     ready: bool,
     /// Requests using it now.
     in_flight: usize,
+    /// It reads a volume made for it out of the sandbox's archive (removed with it).
+    restored: bool,
 }
 
 /// The readers of every sandbox.
@@ -112,24 +118,29 @@ impl SandboxService {
             .get_sandbox(id)
             .await?
             .ok_or_else(|| SandboxError::NotFound(id.to_string()))?;
-        if !matches!(
-            current.state,
-            SandboxState::Stopped | SandboxState::Terminated
-        ) {
-            return Err(SandboxError::Conflict(format!(
-                "sandbox {id} is {}; retry",
-                current.state
-            )));
-        }
-        if !self.docker.volume_exists(current.volume.as_str()).await? {
+        let restored = match current.state {
+            SandboxState::Stopped | SandboxState::Terminated => false,
+            SandboxState::Archived => true,
+            other => {
+                return Err(SandboxError::Conflict(format!(
+                    "sandbox {id} is {other}; retry"
+                )))
+            }
+        };
+        if !restored && !self.docker.volume_exists(current.volume.as_str()).await? {
             return Err(SandboxError::Conflict(format!(
                 "sandbox {id} is {} and its volume {} no longer exists",
                 current.state, current.volume
             )));
         }
-        self.reserve_reader(&current)?;
+        self.reserve_reader(&current, restored)?;
         let name = reader_name(id);
-        let started = self.bring_up_reader(&current).await;
+        let started = if restored {
+            self.bring_up_archive_reader(&current).await
+        } else {
+            self.bring_up_reader(self.reader_spec(&current), &current)
+                .await
+        };
         {
             let mut readers = lock(&self.readers);
             match (&started, readers.get_mut(id)) {
@@ -144,6 +155,9 @@ impl SandboxService {
         }
         if started.is_err() {
             let _ = self.docker.remove_container(&name).await;
+            if restored {
+                let _ = self.unmake_volume(current.volume.as_str()).await;
+            }
         }
         started
     }
@@ -157,11 +171,13 @@ impl SandboxService {
             ContainerRole::READER_LABEL.to_string(),
         );
         spec.read_only = true;
+        spec.read_only_volume = true;
         // No user code runs in a reader: nothing for the agent's memory guard to hold
         // (and its count could not be written on the read-only root).
         let guard = format!("{ENV_MEMORY_LIMIT}=");
         spec.env.retain(|e| !e.starts_with(&guard));
-        spec.capabilities = vec!["DAC_OVERRIDE".to_string()];
+        // File routes act as the sandbox user (a thread's setresuid/setresgid, then back).
+        spec.capabilities = READER_CAPABILITIES.map(str::to_string).to_vec();
         spec.network_mode = "none".to_string();
         // Under gVisor the host's limits also hold its kernel, which needs room of its own.
         spec.memory_bytes = super::container::host_memory(sandbox.runtime, READER_MEMORY_MB);
@@ -172,8 +188,34 @@ impl SandboxService {
         spec
     }
 
-    async fn bring_up_reader(&self, sandbox: &Sandbox) -> Result<(), SandboxError> {
+    /// An archived sandbox's reader: a new volume under its name, the reader on it, the
+    /// archive extracted into it by the reader's agent (what a restore needs: ownership and
+    /// times of files it does not own), checked against the archive's SHA-256. Leftovers of
+    /// an earlier reader that did not finish go first (the archive is whole).
+    async fn bring_up_archive_reader(&self, sandbox: &Sandbox) -> Result<(), SandboxError> {
+        let archive = self.archive_of(sandbox).await?;
+        if self.docker.volume_exists(sandbox.volume.as_str()).await? {
+            self.unmake_volume(sandbox.volume.as_str()).await?;
+        }
+        // Not recorded as a volume of the tenant's: it is the archive's, for reading.
+        self.make_volume(sandbox).await?;
         let mut spec = self.reader_spec(sandbox);
+        spec.read_only_volume = false;
+        spec.capabilities
+            .extend(["CHOWN", "FOWNER"].map(str::to_string));
+        self.bring_up_reader(spec, sandbox).await?;
+        let agent = AgentClient::new(self.reader_socket_dir(&sandbox.id));
+        self.restore_with(&agent, &sandbox.workdir, &archive)
+            .await?;
+        crate::crash::point("reader.after_restore");
+        Ok(())
+    }
+
+    async fn bring_up_reader(
+        &self,
+        mut spec: ContainerSpec,
+        sandbox: &Sandbox,
+    ) -> Result<(), SandboxError> {
         if !self.docker.image_exists(&spec.image).await? {
             spec.image = self.images.resolve(&sandbox.image).await?;
         }
@@ -196,7 +238,7 @@ impl SandboxService {
     }
 
     /// Takes a place for `sandbox`'s reader under its tenant's ceiling.
-    fn reserve_reader(&self, sandbox: &Sandbox) -> Result<(), SandboxError> {
+    fn reserve_reader(&self, sandbox: &Sandbox, restored: bool) -> Result<(), SandboxError> {
         let max = self.config.limits.max_readers_per_tenant;
         let mut readers = lock(&self.readers);
         let theirs = readers
@@ -216,19 +258,38 @@ impl SandboxService {
                 used: Instant::now(),
                 ready: false,
                 in_flight: 0,
+                restored,
             },
         );
         Ok(())
     }
 
-    /// Removes `id`'s reader, if any (call with the sandbox's lifecycle lock held).
+    /// Removes `id`'s reader, if any, and the volume it restored from an archive (call
+    /// with the sandbox's lifecycle lock held).
     pub(super) async fn remove_reader(&self, id: &SandboxId) -> Result<(), SandboxError> {
-        let known = lock(&self.readers).remove(id).is_some();
-        if known {
-            self.docker.remove_container(&reader_name(id)).await?;
-            let _ = std::fs::remove_dir_all(self.reader_socket_dir(id));
+        let Some(entry) = lock(&self.readers).remove(id) else {
+            return Ok(());
+        };
+        self.docker.remove_container(&reader_name(id)).await?;
+        let _ = std::fs::remove_dir_all(self.reader_socket_dir(id));
+        if entry.restored {
+            if let Some(sandbox) = self.store.get_sandbox(id).await? {
+                self.unmake_volume(sandbox.volume.as_str()).await?;
+            }
         }
         Ok(())
+    }
+
+    /// Removes every reader (at shutdown), each under its sandbox's lifecycle lock.
+    pub async fn remove_readers(&self) {
+        let all: Vec<SandboxId> = lock(&self.readers).keys().cloned().collect();
+        for id in all {
+            let lifecycle = self.lock_for(&id);
+            let _held = lifecycle.lock().await;
+            if let Err(e) = self.remove_reader(&id).await {
+                tracing::warn!(sandbox = %id, error = %e, "could not remove a read-only helper; the next start removes it");
+            }
+        }
     }
 
     /// Whether a request is reading through `id`'s reader now.

@@ -37,6 +37,8 @@ impl SandboxService {
         // The image may have been rebuilt or removed since; resolve it again.
         sandbox.image_ref = self.images.resolve(&sandbox.image).await?;
         let archive = sandbox.archive.clone();
+        // A reader goes first (an archived sandbox's takes the volume it restored with it).
+        self.remove_reader(id).await?;
         if sandbox.state == SandboxState::Archived {
             // Its files come back out of the archive into a new volume.
             self.unarchive(&mut sandbox).await?;
@@ -47,7 +49,6 @@ impl SandboxService {
                     sandbox.volume
                 )));
             }
-            self.remove_reader(id).await?;
             self.bring_up(&sandbox).await?;
         }
         crate::crash::point("resume.after_container");

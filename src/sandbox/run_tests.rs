@@ -93,7 +93,7 @@ impl SandboxService {
                 modules: modules.as_deref(),
             };
             let (ended, loaded) = self
-                .harness_once(tenant, id, &checked, &spec, &mut records)
+                .harness_once(tenant, id, &checked, spec, &mut records)
                 .await?;
             let restart = modules.is_some();
             let started = loaded.is_some();
@@ -148,18 +148,15 @@ impl SandboxService {
         tenant: &TenantId,
         id: &SandboxId,
         checked: &Checked,
-        spec: &HarnessSpec<'_>,
+        mut spec: HarnessSpec<'_>,
         records: &mut Vec<HarnessRecord>,
     ) -> Result<(Ended, Option<Box<RawValue>>), SandboxError> {
         let call = self.call(tenant, id, Access::Mutating).await?;
         let cases = spec.cases.len() as u64;
         let sandbox = call.sandbox();
         let guarded = !sandbox.runtime.kills_on_the_hosts_memory_limit();
-        let spec = HarnessSpec {
-            memory_bytes: guarded.then_some(sandbox.limits.memory_mb << 20),
-            case_processes: guarded.then_some(case_processes(sandbox.limits.memory_mb)),
-            ..spec.clone()
-        };
+        spec.memory_bytes = guarded.then_some(sandbox.limits.memory_mb << 20);
+        spec.case_processes = guarded.then_some(case_processes(sandbox.limits.memory_mb));
         let stdin =
             serde_json::to_string(&spec).map_err(|e| SandboxError::Invalid(e.to_string()))?;
         let case_deadline = Duration::from_secs_f64(checked.timeout_s) + CASE_GRACE;

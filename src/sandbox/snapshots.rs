@@ -6,7 +6,7 @@
 //! or a directory listing out of a snapshot needs no sandbox at all.
 
 use super::{EventKind, SandboxError, SandboxService};
-use crate::agent::{query_string, AgentBody};
+use crate::agent::{query_string, AgentBody, AgentClient};
 use crate::archive::ArchiveError;
 use crate::domain::{
     Sandbox, SandboxId, SandboxState, Snapshot, SnapshotId, SnapshotKind, SnapshotState, TenantId,
@@ -45,6 +45,7 @@ impl From<ArchiveError> for SandboxError {
             ArchiveError::Source(why) => SandboxError::Conflict(format!(
                 "the sandbox's files could not be read to the end ({why}); retry"
             )),
+            ArchiveError::Denied(why) => SandboxError::ArchiveDenied(why),
             other => SandboxError::Archive(other.to_string()),
         }
     }
@@ -349,49 +350,6 @@ impl SandboxService {
         self.read_from(&snapshot, path).await
     }
 
-    /// For a sandbox that is archived, `path` read out of its archive (its files while it
-    /// is archived); `None` for any other sandbox (read from its volume as usual).
-    pub async fn archived_read(
-        &self,
-        tenant: &TenantId,
-        id: &SandboxId,
-        path: &str,
-    ) -> Result<Option<SnapshotRead>, SandboxError> {
-        let sandbox = self.get(tenant, id).await?;
-        if sandbox.state != SandboxState::Archived {
-            return Ok(None);
-        }
-        self.read_archived(&sandbox, path).await.map(Some)
-    }
-
-    /// Reads `path` out of an archived sandbox's archive.
-    async fn read_archived(
-        &self,
-        sandbox: &Sandbox,
-        path: &str,
-    ) -> Result<SnapshotRead, SandboxError> {
-        let archive = sandbox.archive.as_ref().ok_or_else(|| {
-            SandboxError::Internal(format!("archived sandbox {} has no archive", sandbox.id))
-        })?;
-        let snapshot = self.store.get_snapshot(archive).await?.ok_or_else(|| {
-            SandboxError::Conflict(format!(
-                "sandbox {} was restored meanwhile; retry",
-                sandbox.id
-            ))
-        })?;
-        let workdir = sandbox.workdir.trim_end_matches('/');
-        let inside = path
-            .strip_prefix(workdir)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
-        if path.starts_with('/') && !inside {
-            return Err(SandboxError::NotFound(format!(
-                "{path} in archived sandbox {} (only its workdir {workdir} is archived)",
-                sandbox.id
-            )));
-        }
-        self.read_from(&snapshot, path).await
-    }
-
     async fn read_from(
         &self,
         snapshot: &Snapshot,
@@ -437,17 +395,26 @@ impl SandboxService {
         sandbox: &Sandbox,
         snapshot: &Snapshot,
     ) -> Result<(), SandboxError> {
+        let agent = self.agent_client(&sandbox.id);
+        self.restore_with(&agent, &sandbox.workdir, snapshot).await
+    }
+
+    /// Extracts `snapshot` into `workdir` through `agent` (a sandbox's, or the reader's of
+    /// an archived one), checking the object's SHA-256 on the way.
+    pub(super) async fn restore_with(
+        &self,
+        agent: &AgentClient,
+        workdir: &str,
+        snapshot: &Snapshot,
+    ) -> Result<(), SandboxError> {
         let failure = Failure::default();
         let tar = self
             .snapshot_tar(snapshot, &failure)
             .await?
             .map_ok(Frame::data);
         let body: AgentBody = StreamBody::new(tar).boxed_unsync();
-        let uri = format!(
-            "/archive?{}",
-            query_string(&[("path", sandbox.workdir.as_str())])
-        );
-        self.agent_client(&sandbox.id)
+        let uri = format!("/archive?{}", query_string(&[("path", workdir)]));
+        agent
             .no_content(hyper::Method::PUT, &uri, &[], body, RESTORE_DEADLINE)
             .await
             .map_err(|e| match failure.error(&snapshot.id) {
@@ -528,12 +495,7 @@ impl SandboxService {
     /// archive extracted, then the archive dropped (call with the lifecycle lock held; on
     /// failure the sandbox stays archived and nothing half-made is left).
     pub(super) async fn unarchive(&self, sandbox: &mut Sandbox) -> Result<(), SandboxError> {
-        let archive_id = sandbox.archive.clone().ok_or_else(|| {
-            SandboxError::Internal(format!("archived sandbox {} has no archive", sandbox.id))
-        })?;
-        let archive = self.store.get_snapshot(&archive_id).await?.ok_or_else(|| {
-            SandboxError::Internal(format!("the archive record of {} is missing", sandbox.id))
-        })?;
+        let archive = self.archive_of(sandbox).await?;
         let restored = async {
             self.create_volume(sandbox).await?;
             crate::crash::point("restore.after_volume");
@@ -548,6 +510,16 @@ impl SandboxService {
             return Err(e);
         }
         Ok(())
+    }
+
+    /// The archive record of an archived sandbox.
+    pub(super) async fn archive_of(&self, sandbox: &Sandbox) -> Result<Snapshot, SandboxError> {
+        let archive_id = sandbox.archive.as_ref().ok_or_else(|| {
+            SandboxError::Internal(format!("archived sandbox {} has no archive", sandbox.id))
+        })?;
+        self.store.get_snapshot(archive_id).await?.ok_or_else(|| {
+            SandboxError::Internal(format!("the archive record of {} is missing", sandbox.id))
+        })
     }
 
     /// What an unarchive that did not finish left: container and the new volume.

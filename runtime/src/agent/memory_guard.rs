@@ -75,12 +75,13 @@ fn guard(limit: u64) {
         if used > limit {
             // A process holding less than this is not what filled the memory (tmpfs
             // files or the kernel's lag are): killing it alone would free nothing.
-            if let Some(victim) = choose_victim(&user_processes(), limit / 8) {
+            let procs = user_processes();
+            if let Some(victim) = choose_victim(&procs, limit / 8) {
                 // Counted first: the exec that waits for this process reads the count
                 // as soon as it is reaped (and the harness reads the file).
                 let kills = KILLS.fetch_add(1, Ordering::SeqCst) + 1;
                 publish(kills);
-                if kill(victim, &user_processes()) {
+                if kill(victim, &procs) {
                     wait_released(victim, limit);
                 } else {
                     publish(KILLS.fetch_sub(1, Ordering::SeqCst) - 1);
