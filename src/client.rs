@@ -56,6 +56,9 @@ pub struct SandboxInfo {
     pub reason: Option<String>,
     #[serde(default)]
     pub usage: Option<Value>,
+    /// The cluster node that holds it.
+    #[serde(default)]
+    pub node: Option<String>,
 }
 
 #[derive(Clone)]

@@ -53,6 +53,8 @@ pub struct Config {
     pub terminal_origins: Vec<String>,
     /// Where snapshots and archived volumes go.
     pub archive: crate::archive::ArchiveConfig,
+    /// Other nodes on the same Redis (and PostgreSQL): the `[cluster]` section.
+    pub cluster: crate::cluster::ClusterConfig,
     /// How long sandboxes, snapshots and kept volumes live on.
     pub retention: Retention,
     /// On shutdown, how long `/readyz` says 503 while requests are still taken.
@@ -250,6 +252,7 @@ impl Default for Config {
             pool: BTreeMap::from([("python".to_string(), 2), ("node".to_string(), 1)]),
             terminal_origins: Vec::new(),
             archive: Default::default(),
+            cluster: Default::default(),
             retention: Retention::default(),
             shutdown_notice_ms: 1000,
             disk_quotas: DiskQuotas::Auto,
@@ -419,6 +422,15 @@ impl Config {
         );
         overlay!("BERTH_ENDED_RETENTION_S", self.limits.ended_retention_s);
         overlay!("BERTH_MAX_RECORDING_BYTES", self.limits.max_recording_bytes);
+        if let Some(v) = lookup("BERTH_REDIS_URL") {
+            self.cluster.redis_url = Some(v).filter(|v| !v.is_empty());
+        }
+        if let Some(v) = lookup("BERTH_NODE_NAME") {
+            self.cluster.node_name = Some(v).filter(|v| !v.is_empty());
+        }
+        if let Some(v) = lookup("BERTH_ADVERTISE") {
+            self.cluster.advertise = Some(v).filter(|v| !v.is_empty());
+        }
         if let Some(v) = lookup("BERTH_ARCHIVE_URL") {
             self.archive.url = Some(v).filter(|v| !v.is_empty());
         }
@@ -506,6 +518,19 @@ impl Config {
         }
         if !d.workdir.starts_with('/') {
             return bad("defaults.workdir must be an absolute path");
+        }
+        if let Some(name) = &self.cluster.node_name {
+            let fits = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+            if name.is_empty() || name.len() > 63 || !name.chars().all(fits) {
+                return bad(
+                    "cluster.node_name (--node-name) must be 1-63 letters, digits, '-', '_' or '.'",
+                );
+            }
+        }
+        if let Some(url) = &self.cluster.advertise {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return bad("cluster.advertise (--advertise) must be an http:// or https:// URL");
+            }
         }
         for (template, n) in &self.pool {
             if crate::images::template(template).is_none() {

@@ -6,6 +6,7 @@ pub mod api;
 pub mod archive;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod crash;
 pub mod disk;

@@ -57,6 +57,8 @@ pub enum StartupError {
     Disk(crate::disk::DiskError),
     #[error("{0}")]
     Runtime(String),
+    #[error("{0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 pub struct Application {
@@ -88,12 +90,14 @@ impl Application {
         let archive =
             crate::archive::ArchiveStore::open(&config.archive, &config.data_dir.join("archive"))?;
         let disks = disk_quotas(&config).await?;
+        let cluster = join_cluster(&config)?;
         let adapters = crate::sandbox::Adapters {
             store: store.clone(),
             docker,
             images,
             archive,
             disks,
+            cluster,
         };
         let service = SandboxService::new(config.clone(), adapters, host_files, instance);
         let report = service
@@ -142,6 +146,7 @@ impl Application {
             async move { service.resume_recorders().await }
         });
         let pool = self.state.service.spawn_pool_filler();
+        let cluster = self.state.service.spawn_cluster();
         let service = self.state.service.clone();
         let ending = self.state.service.clone();
         let app = api::router(self.state);
@@ -173,6 +178,7 @@ impl Application {
             disk_watch.abort();
         }
         recorders.abort();
+        cluster.iter().for_each(|task| task.abort());
         if let Some(pool) = pool {
             pool.abort();
         }
@@ -181,6 +187,22 @@ impl Application {
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, ending.remove_readers()).await;
         result
     }
+}
+
+/// This node's membership of the cluster on `BERTH_REDIS_URL`, if one is set (Redis need
+/// not answer yet: the heartbeat keeps trying, and the node serves its own meanwhile).
+fn join_cluster(config: &Config) -> Result<Option<Arc<crate::cluster::Cluster>>, StartupError> {
+    let Some(url) = &config.cluster.redis_url else {
+        return Ok(None);
+    };
+    let node = config
+        .cluster
+        .node_name
+        .clone()
+        .unwrap_or_else(crate::cluster::host_name);
+    tracing::info!(node = %node, advertise = ?config.cluster.advertise, "joining the cluster on redis");
+    let cluster = crate::cluster::Cluster::new(url, node, config.cluster.advertise.clone())?;
+    Ok(Some(Arc::new(cluster)))
 }
 
 /// Loop-backed volumes of `disk_mb` when the config wants them and the host can.

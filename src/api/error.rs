@@ -239,6 +239,10 @@ impl From<SandboxError> for ApiError {
             SandboxError::Archive(m) => {
                 ApiError::unavailable("the archive store is unavailable; retry shortly", m)
             }
+            SandboxError::ClusterDown(m) => ApiError::unavailable(
+                "redis is unavailable: what needs the cluster's other nodes waits for it; retry shortly",
+                m,
+            ),
             SandboxError::ArchiveDenied(m) => ApiError {
                 detail: Some(m),
                 ..ApiError::new(

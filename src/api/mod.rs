@@ -10,6 +10,7 @@ mod exec;
 mod files;
 mod json;
 mod metrics;
+mod nodes;
 pub mod openapi;
 mod ops;
 mod request_id;
@@ -124,6 +125,7 @@ pub fn router(state: AppState) -> Router {
         .route("/volumes", get(volumes::list))
         .route("/volumes/{name}", get(volumes::get).delete(volumes::delete))
         .route("/events", get(events::stream))
+        .route("/nodes", get(nodes::list))
         .fallback(ops::not_found);
     let compat = Router::new()
         .route("/execute", post(compat::execute))

@@ -287,10 +287,18 @@ pub const OPERATIONS: &[Operation] = &[
     (
         "get",
         "/v1/events",
-        "Lifecycle events (server-sent events)",
+        "Lifecycle events (server-sent events; in a cluster, every node's)",
         None,
         200,
         None,
+    ),
+    (
+        "get",
+        "/v1/nodes",
+        "The nodes alive in the cluster with their load (this one alone on a single node)",
+        None,
+        200,
+        Some("NodeList"),
     ),
     (
         "post",
@@ -395,7 +403,7 @@ fn schemas(c: &Config) -> Value {
             "allow_root": {"type": ["boolean", "null"],
                 "description": "execs may ask for user root; code runs as `user` (uid 1000) otherwise"}}},
         "Sandbox": {"type": "object", "properties": {
-            "id": string, "state": {"enum": ["creating", "running", "stopped", "terminated", "failed", "archived"]},
+            "id": string, "state": {"enum": ["creating", "running", "stopped", "terminated", "failed", "archived", "lost"]},
             "image": string, "volume": string, "workdir": string, "labels": map,
             "limits": {"$ref": "#/components/schemas/Limits"}, "network": string, "auto_resume": {"type": "boolean"},
             "allow_root": {"type": "boolean"}, "runtime": {"enum": ["runc", "gvisor"]},
@@ -403,7 +411,8 @@ fn schemas(c: &Config) -> Value {
             "reason": string,
             "usage": {"type": "object", "properties": {"cpu_s": {"type": "number"}, "memory_bytes": {"type": "integer"},
                 "memory_peak_bytes": {"type": "integer"}, "disk_bytes": {"type": "integer"},
-                "archive_bytes": {"type": "integer"}}}}},
+                "archive_bytes": {"type": "integer"}}},
+            "node": {"type": "string", "description": "the cluster node that holds it"}}},
         "SandboxList": {"type": "object", "properties": {"sandboxes": {"type": "array",
             "items": {"$ref": "#/components/schemas/Sandbox"}}}},
         "PatchSandbox": {"type": "object", "additionalProperties": false, "properties": {
@@ -484,6 +493,14 @@ fn snapshot_schemas() -> Value {
         "Snapshot": snapshot,
         "SnapshotList": {"type": "object", "properties": {"snapshots": {"type": "array",
             "items": {"$ref": "#/components/schemas/Snapshot"}}}},
+        "NodeList": {"type": "object", "properties": {"nodes": {"type": "array", "items": {
+            "type": "object", "properties": {
+                "name": {"type": "string"}, "advertise": {"type": "string"},
+                "epoch": {"type": "integer", "description": "taken at each start"},
+                "cpus": {"type": "number"}, "memory_mb": {"type": "integer"},
+                "reserved_cpu": {"type": "number"}, "reserved_memory_mb": {"type": "integer"},
+                "sandboxes": {"type": "integer"},
+                "heartbeat_at": {"type": "string", "format": "date-time"}}}}}},
     })
 }
 
@@ -846,6 +863,7 @@ mod tests {
         let _: PatchSandbox = serde_json::from_value(patch.clone()).unwrap();
         let mut sandbox = Sandbox::example(&SandboxId::generate());
         sandbox.reason = Some("idle".into());
+        sandbox.node = Some("node-a".into());
         let view = super::super::views::SandboxView::new(sandbox, Some(Usage::default()));
         let entry = FileEntry {
             path: "a".into(),

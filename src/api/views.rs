@@ -31,6 +31,9 @@ pub struct SandboxView {
     pub reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
+    /// The cluster node that holds it (absent on a single node).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 impl SandboxView {
@@ -54,6 +57,7 @@ impl SandboxView {
             last_activity_at: sandbox.last_activity_at,
             reason: sandbox.reason,
             usage,
+            node: sandbox.node,
         }
     }
 }

@@ -27,12 +27,24 @@ fn init_logging() {
         .try_init();
 }
 
-pub async fn serve(local: LocalOpts, listen: Option<String>) -> anyhow::Result<ExitCode> {
+pub async fn serve(
+    local: LocalOpts,
+    listen: Option<String>,
+    node_name: Option<String>,
+    advertise: Option<String>,
+) -> anyhow::Result<ExitCode> {
     init_logging();
     let mut config = load_config(&local)?;
     if let Some(listen) = listen {
         config.listen = listen;
     }
+    if node_name.is_some() {
+        config.cluster.node_name = node_name;
+    }
+    if advertise.is_some() {
+        config.cluster.advertise = advertise;
+    }
+    config.validate()?;
     let data_dir = config.data_dir.clone();
     let app = Application::build(config).await?;
     let addr = app.local_addr()?;

@@ -60,6 +60,14 @@ enum Command {
         /// host:port to listen on (default 127.0.0.1:8080; also $BERTH_LISTEN).
         #[arg(long)]
         listen: Option<String>,
+        /// This node's name in a cluster (with $BERTH_REDIS_URL; default: the host's
+        /// name; also $BERTH_NODE_NAME).
+        #[arg(long)]
+        node_name: Option<String>,
+        /// The URL the cluster's other nodes reach this one at, e.g.
+        /// http://10.0.0.5:8080 (also $BERTH_ADVERTISE).
+        #[arg(long)]
+        advertise: Option<String>,
     },
     /// Build or inspect the sandbox image templates (base, python, node).
     Images {
@@ -316,7 +324,12 @@ fn cli_words(message: &str) -> String {
 
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Serve { local, listen } => local::serve(local, listen).await,
+        Command::Serve {
+            local,
+            listen,
+            node_name,
+            advertise,
+        } => local::serve(local, listen, node_name, advertise).await,
         Command::Images {
             command: ImagesCommand::Build { names, force },
             local,

@@ -137,6 +137,9 @@ pub struct Sandbox {
     pub allow_root: bool,
     #[serde(default)]
     pub runtime: Runtime,
+    /// The cluster node that holds it (unset on a single node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 fn kept_by_default() -> bool {
@@ -177,6 +180,7 @@ impl Sandbox {
             archive: None,
             volume_kept: false,
             allow_root: false,
+            node: None,
             runtime: Default::default(),
         }
     }

@@ -112,6 +112,7 @@ impl SandboxService {
             volume_kept: false,
             allow_root: request.allow_root == Some(true),
             runtime: request.runtime,
+            node: self.node_name(),
         };
         self.store.insert_sandbox(&sandbox).await?;
         self.counts.add(sandbox.state);

@@ -40,6 +40,9 @@ pub enum SandboxError {
     /// The archive store could not be used (503, retry).
     #[error("the archive store failed: {0}")]
     Archive(String),
+    /// Redis, which this node needs to reach the other nodes, does not answer (503, retry).
+    #[error("redis is unavailable: {0}")]
+    ClusterDown(String),
     /// The archive store refused berth's credentials (503, not worth retrying).
     #[error("the archive store refused berth's credentials: {0}")]
     ArchiveDenied(String),

@@ -12,7 +12,7 @@ use tokio::sync::broadcast;
 /// Events a subscriber may fall behind by before it is told it missed some.
 const CHANNEL_CAPACITY: usize = 256;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub enum EventKind {
     #[serde(rename = "sandbox.created")]
     Created,
@@ -62,6 +62,9 @@ pub struct Event {
     pub tenant: TenantId,
     pub state: crate::domain::SandboxState,
     pub at: DateTime<Utc>,
+    /// The cluster node it happened on (unset on a single node).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 impl Event {
@@ -72,6 +75,7 @@ impl Event {
             tenant: sandbox.tenant.clone(),
             state: sandbox.state,
             at: Utc::now(),
+            node: None,
         }
     }
 }

@@ -9,9 +9,10 @@ mod create;
 mod delete;
 mod disk_watch;
 mod error;
-mod events;
+pub(crate) mod events;
 mod fairness;
 mod locks;
+mod membership;
 mod network;
 mod ops;
 mod pool;
@@ -87,6 +88,8 @@ pub struct SandboxService {
     archive: crate::archive::ArchiveStore,
     /// Fixed-size filesystems for volumes (`None`: disk quotas are off).
     disks: Option<crate::disk::Disks>,
+    /// Membership and events of the cluster (`None`: a single node).
+    cluster: Option<Arc<crate::cluster::Cluster>>,
     /// Where running sandboxes' root layers are (for the disk check).
     layers: disk_watch::Layers,
     /// An archive pass is running (one at a time).
@@ -119,6 +122,8 @@ pub struct Adapters {
     pub archive: crate::archive::ArchiveStore,
     /// Fixed-size volume filesystems, where this host can make them.
     pub disks: Option<crate::disk::Disks>,
+    /// The cluster this node belongs to (`BERTH_REDIS_URL`), if any.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl SandboxService {
@@ -134,6 +139,7 @@ impl SandboxService {
             images,
             archive,
             disks,
+            cluster,
         } = adapters;
         let budget = Budget::new(BudgetLimits {
             per_sandbox: config.limits.max_requests_per_sandbox,
@@ -163,6 +169,7 @@ impl SandboxService {
             viewers: Arc::default(),
             archive,
             disks,
+            cluster,
             layers: Default::default(),
             archiving: Default::default(),
             snapshot_reads: Arc::new(tokio::sync::Semaphore::new(snapshots::MAX_SNAPSHOT_READS)),
@@ -206,6 +213,7 @@ impl SandboxService {
 
     /// Subscribes to `tenant`'s lifecycle events; `Busy` when too many streams are open.
     pub fn subscribe(&self, tenant: &TenantId) -> Result<Subscription, SandboxError> {
+        self.cluster_events_available()?;
         self.events.subscribe(tenant).map_err(SandboxError::Busy)
     }
 
@@ -250,8 +258,19 @@ impl SandboxService {
         Ok(())
     }
 
+    /// Tells the tenant's subscribers here, and the other nodes' through the cluster.
     fn emit(&self, kind: EventKind, sandbox: &Sandbox) {
-        self.events.emit(Event::new(kind, sandbox));
+        let mut event = Event::new(kind, sandbox);
+        if let Some(cluster) = &self.cluster {
+            event.node = Some(cluster.node.clone());
+            cluster.send(&event);
+        }
+        self.events.emit(event);
+    }
+
+    /// This node's name in its cluster (`None` on a single node).
+    fn node_name(&self) -> Option<String> {
+        self.cluster.as_ref().map(|c| c.node.clone())
     }
 
     /// The lock that serialises lifecycle operations on one sandbox.

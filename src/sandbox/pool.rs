@@ -311,6 +311,7 @@ impl SandboxService {
             volume_kept: false,
             allow_root: false,
             runtime: self.config.defaults.runtime,
+            node: self.node_name(),
         };
         self.store.insert_sandbox(&sandbox).await?;
         let started = async {

@@ -598,3 +598,67 @@ pub async fn make_tree(app: &TestApp, id: &str, big_bytes: u64) {
         .unwrap();
     assert_eq!(out.exit_code, Some(0), "{out:?}");
 }
+
+/// A private Redis (Debian's `redis-server`) on a free loopback port, without
+/// persistence; it can be stopped and started again on the same port mid-test, and is
+/// stopped when dropped.
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl RedisServer {
+    pub async fn start() -> RedisServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut server = RedisServer { port, child: None };
+        server.restart().await;
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it (again) on its port and waits until it answers.
+    pub async fn restart(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (scripts/test.sh installs Debian's redis-server)");
+        self.child = Some(child);
+        let port = self.port;
+        let up = eventually(Duration::from_secs(20), || async move {
+            let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()?;
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            conn.write_all(b"PING\r\n").await.ok()?;
+            let mut reply = [0u8; 7];
+            conn.read_exact(&mut reply).await.ok()?;
+            (&reply == b"+PONG\r\n").then_some(())
+        })
+        .await;
+        assert!(up.is_some(), "redis-server came up on {port}");
+    }
+
+    /// Kills it (SIGKILL: what it held is gone, as in a crash).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

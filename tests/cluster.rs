@@ -1,0 +1,189 @@
+//! Several nodes on one Redis: membership (heartbeats with load, a node gone when its
+//! lease lapses), every node's events on any node's `GET /v1/events`, and Redis stopped
+//! mid-run (503 `retryable` for what needs the other nodes, each node still serving its
+//! own sandboxes, everything back when Redis returns). The nodes are real `berth serve`
+//! processes sharing this host's Docker engine (each scoped by its instance label) and a
+//! private Redis the test starts; each keeps its own SQLite store here.
+
+mod common;
+
+use common::serve::{serve, DataDir, Serve};
+use common::{eventually, RedisServer};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+async fn node(data: &DataDir, redis: &RedisServer, name: &str) -> Serve {
+    let url = redis.url();
+    let advertise = format!("http://{name}.berth.test:8080");
+    serve(
+        &data.path(),
+        &[
+            ("BERTH_REDIS_URL", url.as_str()),
+            ("BERTH_NODE_NAME", name),
+            ("BERTH_ADVERTISE", advertise.as_str()),
+        ],
+    )
+    .await
+}
+
+/// `GET /v1/nodes` on `server`: its status and body.
+async fn nodes(server: &Serve) -> (StatusCode, Value) {
+    let resp = server
+        .client
+        .request(Method::GET, "/v1/nodes")
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+fn names(body: &Value) -> Vec<String> {
+    body["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
+async fn until_nodes(server: &Serve, want: &[&str]) -> Value {
+    let seen = eventually(Duration::from_secs(20), || async {
+        let (status, body) = nodes(server).await;
+        (status == StatusCode::OK && names(&body) == want).then_some(body)
+    })
+    .await;
+    match seen {
+        Some(body) => body,
+        None => panic!("nodes never became {want:?}: {:?}", nodes(server).await),
+    }
+}
+
+async fn events(server: &Serve) -> reqwest::Response {
+    let resp = server
+        .client
+        .request(Method::GET, "/v1/events")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    resp
+}
+
+/// Reads an SSE stream until a line holds every one of `needles`.
+async fn until_event(resp: reqwest::Response, needles: &[&str]) -> String {
+    use futures_util::StreamExt;
+    let mut stream = resp.bytes_stream();
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(line) = seen.lines().find(|l| needles.iter().all(|n| l.contains(n))) {
+            return line.to_string();
+        }
+        let next = tokio::time::timeout_at(deadline, stream.next()).await;
+        let Ok(Some(Ok(chunk))) = next else {
+            panic!("no event with {needles:?}: {seen}");
+        };
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}
+
+#[tokio::test]
+async fn nodes_see_each_other_and_each_others_events_and_ride_out_redis_going_away() {
+    let mut redis = RedisServer::start().await;
+    let (data_a, data_b) = (DataDir::new(), DataDir::new());
+    let a = node(&data_a, &redis, "node-a").await;
+    let b = node(&data_b, &redis, "node-b").await;
+
+    // Each node sees both, with their addresses, epochs and what they hold.
+    let body = until_nodes(&a, &["node-a", "node-b"]).await;
+    let b_info = &body["nodes"][1];
+    assert_eq!(b_info["advertise"], "http://node-b.berth.test:8080");
+    assert!(b_info["epoch"].as_u64().unwrap() >= 1, "{body}");
+    assert!(b_info["cpus"].as_f64().unwrap() >= 1.0, "{body}");
+    until_nodes(&b, &["node-a", "node-b"]).await;
+
+    // A sandbox made on B: its view names B, and A's event stream tells of it.
+    let stream = events(&a).await;
+    let sb = b
+        .client
+        .create_sandbox(&json!({"image": "base", "memory_mb": 256, "cpu": 0.5}))
+        .await
+        .unwrap();
+    let view = b.client.get_sandbox(&sb.id).await.unwrap();
+    assert_eq!(view.node.as_deref(), Some("node-b"));
+    let line = until_event(stream, &["sandbox.started", &sb.id, "\"node\":\"node-b\""]).await;
+    assert!(line.contains("\"state\":\"running\""), "{line}");
+    // B's heartbeat carries what its sandbox reserves.
+    let loaded = eventually(Duration::from_secs(10), || async {
+        let (_, body) = nodes(&a).await;
+        let b = body["nodes"]
+            .as_array()?
+            .iter()
+            .find(|n| n["name"] == "node-b")?
+            .clone();
+        (b["sandboxes"] == 1 && b["reserved_memory_mb"] == 256).then_some(())
+    })
+    .await;
+    assert!(loaded.is_some(), "{:?}", nodes(&a).await);
+
+    // Redis goes away: what needs the other nodes answers 503 retryable; A still
+    // serves a sandbox of its own.
+    redis.stop();
+    let refused = eventually(Duration::from_secs(10), || async {
+        let resp = a
+            .client
+            .request(Method::GET, "/v1/events")
+            .send()
+            .await
+            .ok()?;
+        (resp.status() == StatusCode::SERVICE_UNAVAILABLE).then_some(resp)
+    })
+    .await
+    .expect("the event stream is refused while redis is down");
+    let error: Value = refused.json().await.unwrap();
+    assert_eq!(error["error"]["retryable"], true, "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("redis"),
+        "{error}"
+    );
+    let (status, body) = nodes(&a).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let own = a
+        .client
+        .create_sandbox(&json!({"image": "base", "memory_mb": 256, "cpu": 0.5}))
+        .await
+        .unwrap();
+    assert_eq!(
+        a.client.sh(&own.id, "echo alone").await.unwrap().stdout,
+        "alone\n"
+    );
+
+    // Redis is back (empty: it kept nothing): heartbeats and events resume by themselves.
+    redis.restart().await;
+    until_nodes(&a, &["node-a", "node-b"]).await;
+    let stream = eventually(Duration::from_secs(10), || async {
+        let resp = a
+            .client
+            .request(Method::GET, "/v1/events")
+            .send()
+            .await
+            .ok()?;
+        (resp.status() == StatusCode::OK).then_some(resp)
+    })
+    .await
+    .expect("the event stream is back");
+    b.client.stop(&sb.id).await.unwrap();
+    until_event(stream, &["sandbox.stopped", &sb.id, "node-b"]).await;
+
+    // B dies without a word: A drops it once its lease lapses.
+    b.client.delete(&sb.id, false).await.unwrap();
+    drop(b);
+    until_nodes(&a, &["node-a"]).await;
+    a.client.delete(&own.id, false).await.unwrap();
+    assert_eq!(a.terminate().await.code(), Some(0));
+}
