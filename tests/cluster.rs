@@ -187,3 +187,80 @@ async fn nodes_see_each_other_and_each_others_events_and_ride_out_redis_going_aw
     a.client.delete(&own.id, false).await.unwrap();
     assert_eq!(a.terminate().await.code(), Some(0));
 }
+
+/// Two nodes on one PostgreSQL database (and one Redis): a node's start-up
+/// reconciliation, reaper and watcher see to its own sandboxes only. Node B, started
+/// and restarted beside A's running sandbox (whose container B's engine scope does not
+/// hold), leaves it running; A's sandbox keeps working, and B's own are B's.
+#[tokio::test]
+async fn nodes_on_one_postgresql_leave_each_others_sandboxes_alone() {
+    let Ok(server) = std::env::var("BERTH_TEST_POSTGRES_URL") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs this with BERTH_TEST_POSTGRES_URL (scripts/test.sh starts PostgreSQL)"
+        );
+        eprintln!("no BERTH_TEST_POSTGRES_URL: scripts/test.sh starts a private PostgreSQL");
+        return;
+    };
+    let database = format!(
+        "{}/berth_cluster_{}",
+        server.trim_end_matches('/'),
+        std::process::id()
+    );
+    let redis = RedisServer::start().await;
+    let (data_a, data_b) = (DataDir::new(), DataDir::new());
+    let shared = |name: &'static str| {
+        let (redis, database) = (redis.url(), database.clone());
+        move |data: &DataDir| {
+            let (redis, database) = (redis.clone(), database.clone());
+            let data = data.path();
+            async move {
+                serve(
+                    &data,
+                    &[
+                        ("BERTH_REDIS_URL", redis.as_str()),
+                        ("BERTH_NODE_NAME", name),
+                        ("BERTH_DATABASE_URL", database.as_str()),
+                    ],
+                )
+                .await
+            }
+        }
+    };
+    let a = shared("node-a")(&data_a).await;
+    let sb = a
+        .client
+        .create_sandbox(&json!({"image": "base", "memory_mb": 256, "cpu": 0.5}))
+        .await
+        .unwrap();
+    a.client
+        .write_file(&sb.id, "mine.txt", "a's")
+        .await
+        .unwrap();
+    // B shares the database, so A's key: the key file is the tenant's, not the node's.
+    let key = berth::startup::DEFAULT_KEY_FILE;
+    std::fs::create_dir_all(data_b.path().join(key).parent().unwrap()).unwrap();
+    std::fs::copy(data_a.path().join(key), data_b.path().join(key)).unwrap();
+    for round in 0..2 {
+        let b = shared("node-b")(&data_b).await;
+        let seen = b.client.get_sandbox(&sb.id).await.unwrap();
+        assert_eq!(
+            (seen.state.as_str(), seen.node.as_deref()),
+            ("running", Some("node-a")),
+            "round {round}"
+        );
+        let theirs = b
+            .client
+            .create_sandbox(&json!({"image": "base", "memory_mb": 256, "cpu": 0.5}))
+            .await
+            .unwrap();
+        assert_eq!(theirs.node.as_deref(), Some("node-b"));
+        b.client.delete(&theirs.id, false).await.unwrap();
+        assert_eq!(b.terminate().await.code(), Some(0));
+    }
+    let out = a.client.sh(&sb.id, "cat mine.txt").await.unwrap();
+    assert_eq!(out.stdout, "a's");
+    assert_eq!(a.client.get_sandbox(&sb.id).await.unwrap().state, "running");
+    a.client.delete(&sb.id, false).await.unwrap();
+    assert_eq!(a.terminate().await.code(), Some(0));
+}

@@ -60,11 +60,7 @@ impl SandboxService {
     }
 
     async fn check_root_layers(self: &Arc<Self>) {
-        let Ok(running) = self
-            .store
-            .list_sandboxes(None, Some(SandboxState::Running))
-            .await
-        else {
+        let Ok(running) = self.local_sandboxes(Some(SandboxState::Running)).await else {
             return;
         };
         {

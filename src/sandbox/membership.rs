@@ -4,7 +4,7 @@
 
 use super::{SandboxError, SandboxService};
 use crate::cluster::{Load, NodeInfo, HEARTBEAT};
-use crate::domain::SandboxState;
+use crate::domain::{Sandbox, SandboxState};
 use std::sync::Arc;
 use tokio::task::JoinHandle;
 
@@ -45,13 +45,28 @@ impl SandboxService {
         ]
     }
 
+    /// Whether this node holds `sandbox` (on a single node, every one; in a cluster,
+    /// those made on it: their containers and volumes are on its engine).
+    pub(super) fn holds(&self, sandbox: &Sandbox) -> bool {
+        sandbox.node == self.node_name()
+    }
+
+    /// The sandboxes this node holds, in `state` (all states when `None`).
+    pub(super) async fn local_sandboxes(
+        &self,
+        state: Option<SandboxState>,
+    ) -> Result<Vec<Sandbox>, SandboxError> {
+        let mut all = self.store.list_sandboxes(None, state).await?;
+        all.retain(|s| self.holds(s));
+        Ok(all)
+    }
+
     /// What this node's running sandboxes reserve (the warm pool's included: they hold
     /// their CPU and memory too).
     async fn load(&self) -> Load {
         let node = self.node_name();
         let running = self
-            .store
-            .list_sandboxes(None, Some(SandboxState::Running))
+            .local_sandboxes(Some(SandboxState::Running))
             .await
             .unwrap_or_default();
         running

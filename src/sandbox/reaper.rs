@@ -28,11 +28,7 @@ impl SandboxService {
                 self.activity.retry_later(&seen);
             }
         }
-        let running = match self
-            .store
-            .list_sandboxes(None, Some(SandboxState::Running))
-            .await
-        {
+        let running = match self.local_sandboxes(Some(SandboxState::Running)).await {
             Ok(list) => list,
             Err(e) => {
                 tracing::warn!(error = %e, "reaper cannot list sandboxes");
@@ -96,8 +92,7 @@ impl SandboxService {
         let ago = |s: u64| now - chrono::Duration::seconds(s as i64);
         if retention.archive_after_s > 0 {
             let stopped = self
-                .store
-                .list_sandboxes(None, Some(SandboxState::Stopped))
+                .local_sandboxes(Some(SandboxState::Stopped))
                 .await
                 .unwrap_or_default();
             let waiting = |id: &crate::domain::SandboxId| {
@@ -157,7 +152,8 @@ impl SandboxService {
     /// Removes volumes no live sandbox uses whose last sandbox ended before `cutoff` (or,
     /// with no sandbox record left, that were made before it).
     async fn remove_old_kept_volumes(&self, cutoff: chrono::DateTime<Utc>) {
-        let Ok(sandboxes) = self.store.list_sandboxes(None, None).await else {
+        // In a cluster, volumes are on their node's disk: each node sees to its own.
+        let Ok(sandboxes) = self.local_sandboxes(None).await else {
             return;
         };
         let mut tenants: Vec<_> = sandboxes.iter().map(|s| s.tenant.clone()).collect();

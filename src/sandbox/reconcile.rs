@@ -83,7 +83,7 @@ impl SandboxService {
             }
             seen.insert(sandbox.id.clone());
         }
-        for mut sandbox in self.store.list_sandboxes(None, None).await? {
+        for mut sandbox in self.local_sandboxes(None).await? {
             if seen.contains(&sandbox.id) {
                 continue;
             }
@@ -191,7 +191,7 @@ impl SandboxService {
     /// left (between the record and the volume's removal), unless another sandbox uses
     /// them.
     async fn remove_deleted_volumes(&self) -> Result<usize, super::SandboxError> {
-        let sandboxes = self.store.list_sandboxes(None, None).await?;
+        let sandboxes = self.local_sandboxes(None).await?;
         let mut removed = 0;
         for s in sandboxes
             .iter()
@@ -224,6 +224,13 @@ impl SandboxService {
                 "the archive store did not answer; what it holds is reconciled at the next start");
         };
         for snapshot in self.store.list_snapshots(None).await? {
+            // Another node's snapshot under way is that node's to finish or undo.
+            let theirs = sandboxes
+                .iter()
+                .any(|s| s.id == snapshot.sandbox_id && !self.holds(s));
+            if theirs {
+                continue;
+            }
             let named = sandboxes.iter().any(|s| {
                 s.state == SandboxState::Archived && s.archive.as_ref() == Some(&snapshot.id)
             });
@@ -238,7 +245,7 @@ impl SandboxService {
         }
         for sandbox in sandboxes
             .iter()
-            .filter(|s| s.state == SandboxState::Archived)
+            .filter(|s| s.state == SandboxState::Archived && self.holds(s))
         {
             if self.docker.volume_exists(sandbox.volume.as_str()).await? {
                 self.undo_unarchive(sandbox).await;

@@ -341,11 +341,7 @@ impl SandboxService {
 
     /// After a start: records the terminals that live on in running sandboxes.
     pub async fn resume_recorders(self: &Arc<Self>) {
-        let Ok(running) = self
-            .store
-            .list_sandboxes(None, Some(SandboxState::Running))
-            .await
-        else {
+        let Ok(running) = self.local_sandboxes(Some(SandboxState::Running)).await else {
             return;
         };
         for sandbox in running {

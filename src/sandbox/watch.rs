@@ -51,11 +51,7 @@ impl SandboxService {
 
     /// Every running sandbox whose container is not running any more is marked stopped.
     async fn check_running(self: &Arc<Self>) {
-        let Ok(running) = self
-            .store
-            .list_sandboxes(None, Some(SandboxState::Running))
-            .await
-        else {
+        let Ok(running) = self.local_sandboxes(Some(SandboxState::Running)).await else {
             return;
         };
         for sandbox in running {
