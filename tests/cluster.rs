@@ -71,6 +71,20 @@ async fn events(server: &Serve) -> reqwest::Response {
     resp
 }
 
+/// `GET /v1/events` on `server` once it answers `status` (within 10 s).
+async fn events_answering(server: &Serve, status: StatusCode) -> Option<reqwest::Response> {
+    eventually(Duration::from_secs(10), || async {
+        let resp = server
+            .client
+            .request(Method::GET, "/v1/events")
+            .send()
+            .await
+            .ok()?;
+        (resp.status() == status).then_some(resp)
+    })
+    .await
+}
+
 /// Reads an SSE stream until a line holds every one of `needles`.
 async fn until_event(resp: reqwest::Response, needles: &[&str]) -> String {
     use futures_util::StreamExt;
@@ -131,17 +145,9 @@ async fn nodes_see_each_other_and_each_others_events_and_ride_out_redis_going_aw
     // Redis goes away: what needs the other nodes answers 503 retryable; A still
     // serves a sandbox of its own.
     redis.stop();
-    let refused = eventually(Duration::from_secs(10), || async {
-        let resp = a
-            .client
-            .request(Method::GET, "/v1/events")
-            .send()
-            .await
-            .ok()?;
-        (resp.status() == StatusCode::SERVICE_UNAVAILABLE).then_some(resp)
-    })
-    .await
-    .expect("the event stream is refused while redis is down");
+    let refused = events_answering(&a, StatusCode::SERVICE_UNAVAILABLE)
+        .await
+        .expect("the event stream is refused while redis is down");
     let error: Value = refused.json().await.unwrap();
     assert_eq!(error["error"]["retryable"], true, "{error}");
     assert!(
@@ -166,17 +172,9 @@ async fn nodes_see_each_other_and_each_others_events_and_ride_out_redis_going_aw
     // Redis is back (empty: it kept nothing): heartbeats and events resume by themselves.
     redis.restart().await;
     until_nodes(&a, &["node-a", "node-b"]).await;
-    let stream = eventually(Duration::from_secs(10), || async {
-        let resp = a
-            .client
-            .request(Method::GET, "/v1/events")
-            .send()
-            .await
-            .ok()?;
-        (resp.status() == StatusCode::OK).then_some(resp)
-    })
-    .await
-    .expect("the event stream is back");
+    let stream = events_answering(&a, StatusCode::OK)
+        .await
+        .expect("the event stream is back");
     b.client.stop(&sb.id).await.unwrap();
     until_event(stream, &["sandbox.stopped", &sb.id, "node-b"]).await;
 
