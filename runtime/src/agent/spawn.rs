@@ -54,6 +54,9 @@ pub fn next_tag() -> u32 {
     TAG_GID_BASE + NEXT_TAG.fetch_add(1, Ordering::Relaxed) % 1_000_000_000
 }
 
+/// How long a spawn waits for room in a full pids limit before it answers EAGAIN.
+const SPAWN_ROOM_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub fn spawn(reaper: &Reaper, spec: SpawnSpec) -> io::Result<Spawned> {
     let tag = next_tag();
     let mut command = Command::new(&spec.argv[0]);
@@ -72,13 +75,16 @@ pub fn spawn(reaper: &Reaper, spec: SpawnSpec) -> io::Result<Spawned> {
         command.pre_exec(move || drop_into_sandbox_identity(tag, user));
     }
     // EAGAIN: the pids limit is full, often with a tree that was just killed and is not
-    // reaped yet; a few short waits (outside the reaper's lock, so it can reap) let it go.
+    // reaped yet (`kill_tree` gives a bomb up to 5 s); short waits (outside the reaper's
+    // lock, so it can reap) let it go, as long as that.
     let mut pause = std::time::Duration::from_millis(10);
+    let mut waited = std::time::Duration::ZERO;
     let (mut child, exit) = loop {
         match reaper.spawn_watched(|| command.spawn()) {
-            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) && pause.as_millis() <= 640 => {
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) && waited < SPAWN_ROOM_WAIT => {
                 std::thread::sleep(pause);
-                pause *= 2;
+                waited += pause;
+                pause = (pause * 2).min(std::time::Duration::from_millis(200));
             }
             other => break other?,
         }
