@@ -431,6 +431,11 @@ impl Config {
         if let Some(v) = lookup("BERTH_ADVERTISE") {
             self.cluster.advertise = Some(v).filter(|v| !v.is_empty());
         }
+        if let Some(v) = lookup("BERTH_CLUSTER_SECRET") {
+            self.cluster.secret = Some(v)
+                .filter(|v| !v.is_empty())
+                .map(crate::cluster::hop::Secret);
+        }
         if let Some(v) = lookup("BERTH_ARCHIVE_URL") {
             self.archive.url = Some(v).filter(|v| !v.is_empty());
         }
@@ -528,8 +533,15 @@ impl Config {
             }
         }
         if let Some(url) = &self.cluster.advertise {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return bad("cluster.advertise (--advertise) must be an http:// or https:// URL");
+            if !url.starts_with("http://") || url.len() <= "http://".len() {
+                return bad("cluster.advertise (--advertise) must be an http:// URL (nodes talk plain HTTP on their own network; put TLS in front of the cluster's one URL)");
+            }
+        }
+        if self.cluster.redis_url.is_some() {
+            match &self.cluster.secret {
+                None => return bad("a cluster (BERTH_REDIS_URL) needs BERTH_CLUSTER_SECRET (or cluster.secret), the same on every node, 32+ characters: e.g. `openssl rand -hex 32`"),
+                Some(secret) if secret.0.len() < 32 => return bad("BERTH_CLUSTER_SECRET (cluster.secret) must be at least 32 characters: e.g. `openssl rand -hex 32`"),
+                Some(_) => {}
             }
         }
         for (template, n) in &self.pool {
@@ -676,6 +688,39 @@ mod tests {
             Config::from_file(&file),
             Err(ConfigError::Parse { .. })
         ));
+    }
+
+    #[test]
+    fn a_cluster_needs_a_long_shared_secret_and_a_plain_http_address() {
+        let with = |vars: &[(&str, &str)]| {
+            let mut config = Config::default();
+            let vars: Vec<(String, String)> = vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            config
+                .apply_env(|n| vars.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone()))
+                .unwrap();
+            config.validate().map_err(|e| e.to_string())
+        };
+        let redis = ("BERTH_REDIS_URL", "redis://127.0.0.1:6379");
+        let long = ("BERTH_CLUSTER_SECRET", "0123456789abcdef0123456789abcdef");
+        let err = with(&[redis]).unwrap_err();
+        assert!(err.contains("BERTH_CLUSTER_SECRET"), "{err}");
+        let err = with(&[redis, ("BERTH_CLUSTER_SECRET", "short")]).unwrap_err();
+        assert!(err.contains("32"), "{err}");
+        with(&[redis, long]).unwrap();
+        let err = with(&[redis, long, ("BERTH_ADVERTISE", "https://n1:8080")]).unwrap_err();
+        assert!(err.contains("http://"), "{err}");
+        with(&[redis, long, ("BERTH_ADVERTISE", "http://10.0.0.5:8080")]).unwrap();
+        // One node needs none of it.
+        with(&[]).unwrap();
+        // And the secret never prints with the config.
+        let mut config = Config::default();
+        config
+            .apply_env(|n| (n == long.0).then(|| long.1.into()))
+            .unwrap();
+        assert!(!format!("{config:?}").contains(long.1));
     }
 
     #[test]

@@ -90,7 +90,15 @@ impl Application {
         let archive =
             crate::archive::ArchiveStore::open(&config.archive, &config.data_dir.join("archive"))?;
         let disks = disk_quotas(&config).await?;
-        let cluster = join_cluster(&config)?;
+        // Bound before joining: a node's address defaults to the one it listens on.
+        let listener =
+            TcpListener::bind(&config.listen)
+                .await
+                .map_err(|source| StartupError::Listen {
+                    addr: config.listen.clone(),
+                    source,
+                })?;
+        let cluster = join_cluster(&config, listener.local_addr().ok())?;
         let adapters = crate::sandbox::Adapters {
             store: store.clone(),
             docker,
@@ -106,13 +114,6 @@ impl Application {
             .map_err(|e| StartupError::Reconcile(e.to_string()))?;
         tracing::info!(?report, "reconciled with Docker");
         let new_key_file = bootstrap_default_tenant(store.as_ref(), &config.data_dir).await?;
-        let listener =
-            TcpListener::bind(&config.listen)
-                .await
-                .map_err(|source| StartupError::Listen {
-                    addr: config.listen.clone(),
-                    source,
-                })?;
         Ok(Application {
             _lock: lock,
             listener,
@@ -191,7 +192,10 @@ impl Application {
 
 /// This node's membership of the cluster on `BERTH_REDIS_URL`, if one is set (Redis need
 /// not answer yet: the heartbeat keeps trying, and the node serves its own meanwhile).
-fn join_cluster(config: &Config) -> Result<Option<Arc<crate::cluster::Cluster>>, StartupError> {
+fn join_cluster(
+    config: &Config,
+    bound: Option<std::net::SocketAddr>,
+) -> Result<Option<Arc<crate::cluster::Cluster>>, StartupError> {
     let Some(url) = &config.cluster.redis_url else {
         return Ok(None);
     };
@@ -200,8 +204,17 @@ fn join_cluster(config: &Config) -> Result<Option<Arc<crate::cluster::Cluster>>,
         .node_name
         .clone()
         .unwrap_or_else(crate::cluster::host_name);
-    tracing::info!(node = %node, advertise = ?config.cluster.advertise, "joining the cluster on redis");
-    let cluster = crate::cluster::Cluster::new(url, node, config.cluster.advertise.clone())?;
+    // Unset, the address it listens on, unless that is every interface's (which one the
+    // other nodes reach is not known here: they cannot send it requests then).
+    let advertise = config.cluster.advertise.clone().or_else(|| {
+        let bound = bound.filter(|a| !a.ip().is_unspecified())?;
+        Some(format!("http://{bound}"))
+    });
+    if advertise.is_none() {
+        tracing::warn!(node = %node, "no --advertise and listening on every interface: other nodes cannot forward this node's sandboxes' requests to it");
+    }
+    tracing::info!(node = %node, advertise = ?advertise, "joining the cluster on redis");
+    let cluster = crate::cluster::Cluster::new(url, node, advertise)?;
     Ok(Some(Arc::new(cluster)))
 }
 

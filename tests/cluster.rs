@@ -13,6 +13,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::time::Duration;
 
+/// The secret every node of these tests signs its hops with.
+const SECRET: &str = "a test cluster's secret, 32+ characters long";
+
 async fn node(data: &DataDir, redis: &RedisServer, name: &str) -> Serve {
     let url = redis.url();
     let advertise = format!("http://{name}.berth.test:8080");
@@ -22,6 +25,7 @@ async fn node(data: &DataDir, redis: &RedisServer, name: &str) -> Serve {
             ("BERTH_REDIS_URL", url.as_str()),
             ("BERTH_NODE_NAME", name),
             ("BERTH_ADVERTISE", advertise.as_str()),
+            ("BERTH_CLUSTER_SECRET", SECRET),
         ],
     )
     .await
@@ -219,6 +223,7 @@ async fn nodes_on_one_postgresql_leave_each_others_sandboxes_alone() {
                         ("BERTH_REDIS_URL", redis.as_str()),
                         ("BERTH_NODE_NAME", name),
                         ("BERTH_DATABASE_URL", database.as_str()),
+                        ("BERTH_CLUSTER_SECRET", SECRET),
                     ],
                 )
                 .await
@@ -261,4 +266,269 @@ async fn nodes_on_one_postgresql_leave_each_others_sandboxes_alone() {
     assert_eq!(a.client.get_sandbox(&sb.id).await.unwrap().state, "running");
     a.client.delete(&sb.id, false).await.unwrap();
     assert_eq!(a.terminate().await.code(), Some(0));
+}
+
+/// The PostgreSQL database of one test (on the server scripts/test.sh starts), or `None`
+/// outside CI when there is none.
+fn test_database(name: &str) -> Option<String> {
+    let Ok(server) = std::env::var("BERTH_TEST_POSTGRES_URL") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs this with BERTH_TEST_POSTGRES_URL (scripts/test.sh starts PostgreSQL)"
+        );
+        eprintln!("no BERTH_TEST_POSTGRES_URL: scripts/test.sh starts a private PostgreSQL");
+        return None;
+    };
+    Some(format!(
+        "{}/berth_{name}_{}",
+        server.trim_end_matches('/'),
+        std::process::id()
+    ))
+}
+
+/// Nodes `names` on one Redis and one database, each on its own data dir (the first's
+/// key copied to the others: the tenant's key is in the shared database). Each advertises
+/// the address it listens on (the default).
+async fn cluster(redis: &RedisServer, database: &str, names: &[&str]) -> Vec<(DataDir, Serve)> {
+    let mut nodes: Vec<(DataDir, Serve)> = Vec::new();
+    for name in names {
+        let data = DataDir::new();
+        if let Some((first, _)) = nodes.first() {
+            let key = berth::startup::DEFAULT_KEY_FILE;
+            std::fs::create_dir_all(data.path().join(key).parent().unwrap()).unwrap();
+            std::fs::copy(first.path().join(key), data.path().join(key)).unwrap();
+        }
+        let url = redis.url();
+        let node = serve(
+            &data.path(),
+            &[
+                ("BERTH_REDIS_URL", url.as_str()),
+                ("BERTH_NODE_NAME", name),
+                ("BERTH_DATABASE_URL", database),
+                ("BERTH_CLUSTER_SECRET", SECRET),
+            ],
+        )
+        .await;
+        nodes.push((data, node));
+    }
+    nodes
+}
+
+/// A terminal through `server` on `id`: it echoes `command`'s output back.
+async fn terminal_echoes(server: &Serve, id: &str, key: &str, command: &str, want: &str) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let url = format!(
+        "{}/v1/sandboxes/{id}/terminal?token={key}",
+        server.base.replace("http://", "ws://")
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("the terminal opens");
+    ws.send(Message::Binary(format!("{command}\r").into_bytes().into()))
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !String::from_utf8_lossy(&seen).contains(want) {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(Message::Binary(bytes)))) => seen.extend_from_slice(&bytes),
+            Ok(Some(Ok(_))) => {}
+            other => panic!(
+                "no {want:?} from the terminal ({other:?}): {}",
+                String::from_utf8_lossy(&seen)
+            ),
+        }
+    }
+}
+
+/// Any node serves any sandbox: creates are placed (on the node asked for, or the least
+/// loaded), and exec, streams, files and a terminal through a node that does not hold the
+/// sandbox reach the one that does, signed as a hop that carries no tenant key. A hop
+/// that does not verify is refused; a retried create with the same `Idempotency-Key`
+/// through another node is the same sandbox; the owner gone, its sandboxes' requests
+/// answer 503 `node_unavailable` through the others. The three nodes share this host's
+/// Docker engine, each scoped by its instance label.
+#[tokio::test]
+async fn any_node_serves_any_sandbox_and_creates_go_where_there_is_room() {
+    let Some(database) = test_database("proxy") else {
+        return;
+    };
+    let redis = RedisServer::start().await;
+    let mut members = cluster(&redis, &database, &["node-a", "node-b", "node-c"]).await;
+    let (a, b, c) = (&members[0].1, &members[1].1, &members[2].1);
+    until_nodes(a, &["node-a", "node-b", "node-c"]).await;
+    until_nodes(c, &["node-a", "node-b", "node-c"]).await;
+
+    // Through A, asked for B: it is B's.
+    let sb = a
+        .client
+        .create_sandbox(&json!({"image": "base", "memory_mb": 256, "cpu": 0.5, "node": "node-b"}))
+        .await
+        .unwrap();
+    assert_eq!(sb.node.as_deref(), Some("node-b"));
+    let unknown = a
+        .client
+        .create_sandbox(&json!({"image": "base", "node": "node-z"}))
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.status(), Some(StatusCode::BAD_REQUEST), "{unknown}");
+    assert!(unknown.to_string().contains("node-z"), "{unknown}");
+
+    // Through C: exec, a stream, files and a terminal reach it on B.
+    let out = c
+        .client
+        .sh(&sb.id, "echo from-$((40+2)) > f.txt; cat f.txt")
+        .await
+        .unwrap();
+    assert_eq!(out.stdout, "from-42\n");
+    assert_eq!(
+        &a.client.read_file(&sb.id, "f.txt").await.unwrap()[..],
+        b"from-42\n"
+    );
+    c.client.write_file(&sb.id, "g.txt", "via c").await.unwrap();
+    assert_eq!(
+        b.client.sh(&sb.id, "cat g.txt").await.unwrap().stdout,
+        "via c"
+    );
+    {
+        use futures_util::StreamExt;
+        let request = serde_json::from_value(json!({
+            "command": "for i in 1 2 3; do echo tick$i; done"
+        }))
+        .unwrap();
+        let events: Vec<_> = c
+            .client
+            .exec_stream(&sb.id, &request)
+            .await
+            .unwrap()
+            .collect()
+            .await;
+        let text = format!("{events:?}");
+        assert!(text.contains("tick3") && text.contains("exit"), "{text}");
+    }
+    let key = a.client.key().unwrap().to_string();
+    terminal_echoes(c, &sb.id, &key, "echo hop$((1+1))", "hop2").await;
+    let forwarded = |body: String| {
+        body.lines()
+            .find_map(|l| l.strip_prefix("berth_forwarded_requests_total "))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let metrics = c
+        .client
+        .request(Method::GET, "/metrics")
+        .send()
+        .await
+        .unwrap();
+    let metrics = metrics.text().await.unwrap();
+    // exec, the stream, the write and the terminal; C ran none of them itself.
+    assert_eq!(forwarded(metrics.clone()), 4, "{metrics}");
+    assert!(metrics.contains("berth_execs_total 0"), "{metrics}");
+
+    // A hop is only as good as its signature: forged, or signed with another secret,
+    // it is refused; signed with the cluster's, it is served.
+    let path = format!("/v1/sandboxes/{}", sb.id);
+    let hop_to_b = |auth: String| {
+        reqwest::Client::new()
+            .get(format!("{}{path}", b.base))
+            .header("x-berth-node-auth", auth)
+            .header("x-berth-tenant", "tenant-a")
+            .header("x-berth-key-hash", "")
+            .send()
+    };
+    let hop = berth::cluster::hop::Hop {
+        from: "node-x".into(),
+        tenant: "tenant-a".into(),
+        key_hash: String::new(),
+    };
+    let now = chrono::Utc::now().timestamp();
+    let wrong = berth::cluster::hop::Secret("not the cluster's secret, but as long".into());
+    let right = berth::cluster::hop::Secret(SECRET.into());
+    for forged in [
+        "v1:0:node-x:00".to_string(),
+        berth::cluster::hop::sign(&wrong, now, &hop, "GET", &path),
+        berth::cluster::hop::sign(&right, now, &hop, "DELETE", &path),
+    ] {
+        let resp = hop_to_b(forged).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    }
+    let signed = hop_to_b(berth::cluster::hop::sign(&right, now, &hop, "GET", &path))
+        .await
+        .unwrap();
+    assert_eq!(signed.status(), StatusCode::OK);
+
+    // Placement: with A and B loaded, a create through A goes to C, the least loaded.
+    let mut loaded = Vec::new();
+    for _ in 0..2 {
+        let s = b
+            .client
+            .create_sandbox(
+                &json!({"image": "base", "memory_mb": 256, "cpu": 0.5, "node": "node-a"}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(s.node.as_deref(), Some("node-a"));
+        loaded.push(s.id);
+    }
+    let seen = eventually(Duration::from_secs(10), || async {
+        let (_, body) = nodes(a).await;
+        let count = |name: &str| {
+            body["nodes"]
+                .as_array()?
+                .iter()
+                .find(|n| n["name"] == name)?["sandboxes"]
+                .as_u64()
+        };
+        (count("node-a")? == 2 && count("node-b")? == 1).then_some(())
+    })
+    .await;
+    assert!(seen.is_some(), "{:?}", nodes(a).await);
+    let placed = a
+        .client
+        .request(Method::POST, "/v1/sandboxes")
+        .header("idempotency-key", "placed-once")
+        .json(&json!({"image": "base", "memory_mb": 256, "cpu": 0.5}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(placed.status(), StatusCode::CREATED);
+    let placed: Value = placed.json().await.unwrap();
+    assert_eq!(placed["node"], "node-c", "{placed}");
+    // The same key through B: the same sandbox, wherever this one would have gone.
+    let again: Value = b
+        .client
+        .request(Method::POST, "/v1/sandboxes")
+        .header("idempotency-key", "placed-once")
+        .json(&json!({"image": "base", "memory_mb": 256, "cpu": 0.5}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["id"], placed["id"], "{again}");
+
+    // B is gone: its sandbox's requests through the others say so, retryable.
+    let (_data_b, gone) = members.remove(1);
+    drop(gone);
+    let (a, c) = (&members[0].1, &members[1].1);
+    until_nodes(a, &["node-a", "node-c"]).await;
+    let refused = c.client.sh(&sb.id, "true").await.unwrap_err();
+    assert_eq!(
+        refused.status(),
+        Some(StatusCode::SERVICE_UNAVAILABLE),
+        "{refused}"
+    );
+    assert!(refused.to_string().contains("node-b"), "{refused}");
+
+    for id in loaded
+        .iter()
+        .chain([placed["id"].as_str().unwrap().to_string()].iter())
+    {
+        c.client.delete(id, false).await.unwrap();
+    }
+    for (_data, node) in members {
+        assert_eq!(node.terminate().await.code(), Some(0));
+    }
 }

@@ -1,6 +1,8 @@
 //! Authentication: `Authorization: Bearer <key>` (or `?token=` on WebSocket upgrades only,
 //! since browsers cannot set headers there) resolves to a tenant. Verified keys are cached
 //! for two seconds so the hot path skips the store and a revoked key stops working soon.
+//! A request another node forwarded carries that node's signed hop instead, naming the
+//! tenant it authenticated (and the hash of the key, for later re-checks).
 
 use super::{ApiError, AppState};
 use crate::domain::{ApiKey, TenantId};
@@ -94,6 +96,9 @@ impl FromRequestParts<AppState> for Tenant {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        if let Some(header) = parts.headers.get(crate::cluster::hop::AUTH_HEADER) {
+            return from_hop(parts, header.clone(), state);
+        }
         let Some(key) = presented_key(parts).filter(|k| !k.is_empty()) else {
             return Err(ApiError::unauthorized(
                 "missing API key: send `Authorization: Bearer <key>`",
@@ -112,4 +117,48 @@ impl FromRequestParts<AppState> for Tenant {
             None => Err(ApiError::unauthorized("invalid API key")),
         }
     }
+}
+
+/// The tenant of a request another node forwarded: its hop must verify under this
+/// node's cluster secret.
+fn from_hop(
+    parts: &mut Parts,
+    header: axum::http::HeaderValue,
+    state: &AppState,
+) -> Result<Tenant, ApiError> {
+    use crate::cluster::hop;
+    let text = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let secret = state.service.hop_identity().map(|(_, secret)| secret);
+    // As the sender signed it: the whole path (a nested router sees its tail).
+    let uri = parts
+        .extensions
+        .get::<axum::extract::OriginalUri>()
+        .map_or(&parts.uri, |o| &o.0);
+    let path = uri
+        .path_and_query()
+        .map_or(uri.path(), |p| p.as_str())
+        .to_string();
+    let verified = hop::verify(
+        secret.as_ref(),
+        chrono::Utc::now().timestamp(),
+        header.to_str().unwrap_or_default(),
+        &text(hop::TENANT_HEADER),
+        &text(hop::KEY_HASH_HEADER),
+        parts.method.as_str(),
+        &path,
+    )
+    .map_err(|e| ApiError::unauthorized(e.to_string()))?;
+    let tenant = TenantId::parse(&verified.tenant)
+        .map_err(|_| ApiError::unauthorized("the node credential names no tenant"))?;
+    if !verified.key_hash.is_empty() {
+        parts.extensions.insert(KeyHash(verified.key_hash));
+    }
+    Ok(Tenant(tenant))
 }

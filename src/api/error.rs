@@ -243,6 +243,11 @@ impl From<SandboxError> for ApiError {
                 "redis is unavailable: what needs the cluster's other nodes waits for it; retry shortly",
                 m,
             ),
+            SandboxError::NodeUnavailable(m) => ApiError {
+                retryable: true,
+                headers: vec![(axum::http::header::RETRY_AFTER, "2".into())],
+                ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "node_unavailable", m)
+            },
             SandboxError::ArchiveDenied(m) => ApiError {
                 detail: Some(m),
                 ..ApiError::new(

@@ -38,10 +38,25 @@ impl<T: DeserializeOwned + Default> FromRequest<AppState> for ApiJsonOrDefault<T
 
 /// The body parsed, or `None` when it is empty.
 async fn read<T: DeserializeOwned>(req: Request, state: &AppState) -> Result<Option<T>, ApiError> {
+    let (parts, body) = req.into_parts();
+    let bytes = read_bytes(&parts.headers, body, state).await?;
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    let value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))?;
+    Ok(Some(value))
+}
+
+/// A JSON body's bytes, read whole within `max_json_bytes` and the server's budget.
+pub(crate) async fn read_bytes(
+    headers: &axum::http::HeaderMap,
+    body: axum::body::Body,
+    state: &AppState,
+) -> Result<bytes::Bytes, ApiError> {
     {
         let limit = state.service.config().limits.max_json_bytes;
-        let declared = req
-            .headers()
+        let declared = headers
             .get(axum::http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
@@ -51,8 +66,7 @@ async fn read<T: DeserializeOwned>(req: Request, state: &AppState) -> Result<Opt
             )));
         }
         let _room = state.bodies.try_take(declared)?;
-        let read =
-            tokio::time::timeout(BODY_DEADLINE, axum::body::to_bytes(req.into_body(), limit));
+        let read = tokio::time::timeout(BODY_DEADLINE, axum::body::to_bytes(body, limit));
         let bytes = read
             .await
             .map_err(|_| {
@@ -62,11 +76,6 @@ async fn read<T: DeserializeOwned>(req: Request, state: &AppState) -> Result<Opt
                 ))
             })?
             .map_err(|_| ApiError::too_large(format!("JSON body larger than {limit} bytes")))?;
-        if bytes.is_empty() {
-            return Ok(None);
-        }
-        let value = serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))?;
-        Ok(Some(value))
+        Ok(bytes)
     }
 }

@@ -13,6 +13,8 @@ type RequestCounts = BTreeMap<(String, String, u16), (u64, f64)>;
 pub struct Metrics {
     requests: Mutex<RequestCounts>,
     execs: Mutex<ExecStats>,
+    /// Requests sent on to the node holding their sandbox.
+    forwarded: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Default)]
@@ -30,6 +32,11 @@ impl Metrics {
             .or_default();
         entry.0 += 1;
         entry.1 += took.as_secs_f64();
+    }
+
+    pub fn forwarded(&self) {
+        self.forwarded
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn observe_exec(&self, took_ms: u64, timed_out: bool) {
@@ -63,6 +70,8 @@ impl Metrics {
         let _ = writeln!(out, "# HELP berth_execs_total Finished execs.\n# TYPE berth_execs_total counter\nberth_execs_total {}", execs.count);
         let _ = writeln!(out, "# HELP berth_exec_timeouts_total Execs killed at their timeout.\n# TYPE berth_exec_timeouts_total counter\nberth_exec_timeouts_total {}", execs.timed_out);
         let _ = writeln!(out, "# HELP berth_exec_seconds_sum Total exec run time.\n# TYPE berth_exec_seconds_sum counter\nberth_exec_seconds_sum {}", execs.seconds_sum);
+        let forwarded = self.forwarded.load(std::sync::atomic::Ordering::Relaxed);
+        let _ = writeln!(out, "# HELP berth_forwarded_requests_total Requests sent on to the node holding their sandbox.\n# TYPE berth_forwarded_requests_total counter\nberth_forwarded_requests_total {forwarded}");
         let _ = writeln!(out, "# HELP berth_sandbox_requests_in_flight Agent requests in flight.\n# TYPE berth_sandbox_requests_in_flight gauge\nberth_sandbox_requests_in_flight {requests_in_flight}");
         out.push_str("# HELP berth_sandboxes Sandboxes by state.\n# TYPE berth_sandboxes gauge\n");
         for (state, count) in sandboxes {

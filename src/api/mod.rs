@@ -13,6 +13,7 @@ mod metrics;
 mod nodes;
 pub mod openapi;
 mod ops;
+mod proxy;
 mod request_id;
 mod sandboxes;
 mod snapshots;
@@ -147,6 +148,11 @@ pub fn router(state: AppState) -> Router {
         .route("/ui/xterm.css", get(ui::xterm_css))
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
+        // A sandbox another node holds is served there (after the request has its id).
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            proxy::layer,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             request_id::layer,

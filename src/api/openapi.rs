@@ -401,7 +401,9 @@ fn schemas(c: &Config) -> Value {
             "runtime": {"enum": ["runc", "gvisor", null],
                 "description": "gvisor runs the sandbox under runsc where the engine offers it"},
             "allow_root": {"type": ["boolean", "null"],
-                "description": "execs may ask for user root; code runs as `user` (uid 1000) otherwise"}}},
+                "description": "execs may ask for user root; code runs as `user` (uid 1000) otherwise"},
+            "node": {"type": ["string", "null"], "pattern": "^[A-Za-z0-9_.-]{1,63}$",
+                "description": "in a cluster, the node to place the sandbox on (GET /v1/nodes); the least loaded with room otherwise"}}},
         "Sandbox": {"type": "object", "properties": {
             "id": string, "state": {"enum": ["creating", "running", "stopped", "terminated", "failed", "archived", "lost"]},
             "image": string, "volume": string, "workdir": string, "labels": map,
@@ -816,6 +818,7 @@ mod tests {
             auto_resume: Some(true),
             allow_root: Some(false),
             runtime: Some("runc".into()),
+            node: Some("n".into()),
         };
         let exec = ExecRequest {
             cmd: Some(vec!["true".into()]),

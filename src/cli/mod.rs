@@ -65,7 +65,10 @@ enum Command {
         #[arg(long)]
         node_name: Option<String>,
         /// The URL the cluster's other nodes reach this one at, e.g.
-        /// http://10.0.0.5:8080 (also $BERTH_ADVERTISE).
+        /// http://10.0.0.5:8080 (also $BERTH_ADVERTISE; default: the address it listens
+        /// on, unless that is 0.0.0.0). A cluster also needs $BERTH_CLUSTER_SECRET, the
+        /// same on every node, and PostgreSQL ($BERTH_DATABASE_URL) for nodes to place
+        /// and serve each other's sandboxes.
         #[arg(long)]
         advertise: Option<String>,
     },

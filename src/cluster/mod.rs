@@ -5,6 +5,9 @@
 //! subscribers. Redis being down never stops a node serving what it owns: heartbeats and
 //! publishes are retried, and what needs the other nodes answers `503` meanwhile.
 
+pub mod forward;
+pub mod hop;
+
 use crate::domain::{SandboxId, SandboxState, TenantId};
 use crate::sandbox::events::{Event, EventHub, EventKind};
 use chrono::{DateTime, Utc};
@@ -45,8 +48,12 @@ pub struct ClusterConfig {
     pub redis_url: Option<String>,
     /// This node's name (unique in the cluster; the host's name when unset).
     pub node_name: Option<String>,
-    /// The URL other nodes reach this one at (`http://10.0.0.5:8080`).
+    /// The URL other nodes reach this one at (`http://10.0.0.5:8080`; by default the
+    /// address it listens on, when that is not a wildcard).
     pub advertise: Option<String>,
+    /// The key nodes sign their hops with (the same on every node, 32+ characters):
+    /// requests one node forwards to another carry its HMAC, never a tenant's key.
+    pub secret: Option<hop::Secret>,
 }
 
 /// A node as its heartbeat describes it.

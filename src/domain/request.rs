@@ -44,6 +44,8 @@ pub struct CreateSandboxRequest {
     pub auto_resume: Option<bool>,
     pub allow_root: Option<bool>,
     pub runtime: Option<String>,
+    /// In a cluster, the node to place the sandbox on (any node with room otherwise).
+    pub node: Option<String>,
 }
 
 /// A create request after checking.

@@ -43,6 +43,9 @@ pub enum SandboxError {
     /// Redis, which this node needs to reach the other nodes, does not answer (503, retry).
     #[error("redis is unavailable: {0}")]
     ClusterDown(String),
+    /// The node holding the sandbox has no heartbeat now, or cannot be reached (503, retry).
+    #[error("{0}")]
+    NodeUnavailable(String),
     /// The archive store refused berth's credentials (503, not worth retrying).
     #[error("the archive store refused berth's credentials: {0}")]
     ArchiveDenied(String),

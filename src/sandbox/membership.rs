@@ -1,10 +1,11 @@
 //! This node in its cluster: its heartbeat (with what the sandboxes it holds reserve),
 //! the relay of the other nodes' events, the list of nodes, and whether what needs the
-//! other nodes can be served now.
+//! other nodes can be served now; where a sandbox's requests are served (the node that
+//! holds it) and where a new one goes (the node asked for, or the least loaded with room).
 
 use super::{SandboxError, SandboxService};
 use crate::cluster::{Load, NodeInfo, HEARTBEAT};
-use crate::domain::{Sandbox, SandboxState};
+use crate::domain::{Sandbox, SandboxId, SandboxState, TenantId};
 use std::sync::Arc;
 use tokio::task::JoinHandle;
 
@@ -86,21 +87,24 @@ impl SandboxService {
                 .nodes()
                 .await
                 .map_err(|e| SandboxError::ClusterDown(e.to_string())),
-            None => {
-                let (cpus, memory_mb) = crate::cluster::machine();
-                let load = self.load().await;
-                Ok(vec![NodeInfo {
-                    name: crate::cluster::host_name(),
-                    advertise: None,
-                    epoch: 0,
-                    cpus,
-                    memory_mb,
-                    reserved_cpu: load.reserved_cpu,
-                    reserved_memory_mb: load.reserved_memory_mb,
-                    sandboxes: load.sandboxes,
-                    heartbeat_at: chrono::Utc::now(),
-                }])
-            }
+            None => Ok(vec![self.this_node(crate::cluster::host_name()).await]),
+        }
+    }
+
+    /// This node as its heartbeat would describe it now, named `name`.
+    async fn this_node(&self, name: String) -> NodeInfo {
+        let (cpus, memory_mb) = crate::cluster::machine();
+        let load = self.load().await;
+        NodeInfo {
+            name,
+            advertise: None,
+            epoch: 0,
+            cpus,
+            memory_mb,
+            reserved_cpu: load.reserved_cpu,
+            reserved_memory_mb: load.reserved_memory_mb,
+            sandboxes: load.sandboxes,
+            heartbeat_at: chrono::Utc::now(),
         }
     }
 
@@ -113,5 +117,205 @@ impl SandboxService {
             )),
             _ => Ok(()),
         }
+    }
+}
+
+/// Where a request is served.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Route {
+    /// On this node.
+    Here,
+    /// On another node, reached at its advertised address.
+    There { node: String, address: String },
+}
+
+/// What a new sandbox asks of its node, for placing it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ask {
+    pub cpu: f64,
+    pub memory_mb: u64,
+}
+
+/// The node for `ask` among `nodes`: the least loaded (by the larger of its CPU and
+/// memory shares, counting `ask`) of those it fits on; of all when it fits on none (that
+/// node then refuses it with its own answer). Ties go to `here` (no hop), then to fewer
+/// sandboxes, then by name.
+pub fn least_loaded<'a>(nodes: &'a [NodeInfo], ask: Ask, here: &str) -> Option<&'a NodeInfo> {
+    let share = |n: &NodeInfo| {
+        let cpu = (n.reserved_cpu + ask.cpu) / n.cpus.max(0.01);
+        let memory = (n.reserved_memory_mb + ask.memory_mb) as f64 / n.memory_mb.max(1) as f64;
+        cpu.max(memory)
+    };
+    let order = |a: &&NodeInfo, b: &&NodeInfo| {
+        share(a)
+            .total_cmp(&share(b))
+            .then((a.name != here).cmp(&(b.name != here)))
+            .then(a.sandboxes.cmp(&b.sandboxes))
+            .then(a.name.cmp(&b.name))
+    };
+    let fitting = nodes.iter().filter(|n| share(n) <= 1.0).min_by(order);
+    fitting.or_else(|| nodes.iter().min_by(order))
+}
+
+impl SandboxService {
+    /// Whether this node's sandboxes are in a store the other nodes read too (PostgreSQL):
+    /// only then can a node place a sandbox on another, or serve another's.
+    fn store_is_shared(&self) -> bool {
+        self.config().database_url().starts_with("postgres")
+    }
+
+    /// Where requests for `tenant`'s sandbox `id` are served: on the node that holds it.
+    /// Here when this is one node, the sandbox is this node's or nobody's (the handler
+    /// then answers 404), or the store is not shared.
+    pub async fn route_for(
+        &self,
+        tenant: &TenantId,
+        id: &SandboxId,
+    ) -> Result<Route, SandboxError> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(Route::Here);
+        };
+        if !self.store_is_shared() {
+            return Ok(Route::Here);
+        }
+        let Some(sandbox) = self.store.get_sandbox(id).await? else {
+            return Ok(Route::Here);
+        };
+        match sandbox.node {
+            Some(node) if &sandbox.tenant == tenant && node != cluster.node => {
+                self.reach(&node).await
+            }
+            _ => Ok(Route::Here),
+        }
+    }
+
+    /// How to reach node `name` now.
+    async fn reach(&self, name: &str) -> Result<Route, SandboxError> {
+        let nodes = self.nodes().await?;
+        match nodes.into_iter().find(|n| n.name == name) {
+            Some(NodeInfo {
+                advertise: Some(address),
+                ..
+            }) => Ok(Route::There {
+                node: name.to_string(),
+                address,
+            }),
+            Some(_) => Err(SandboxError::NodeUnavailable(format!(
+                "node {name}, which holds this sandbox, advertises no address (start it with --advertise)"
+            ))),
+            None => Err(SandboxError::NodeUnavailable(format!(
+                "node {name}, which holds this sandbox, has no heartbeat now; retry when it is back"
+            ))),
+        }
+    }
+
+    /// Where a new sandbox asking `ask` goes: the node `hint` names, or the least loaded
+    /// alive with room. On one node, or with Redis down and no hint elsewhere, here.
+    pub async fn place(&self, hint: Option<&str>, ask: Ask) -> Result<Route, SandboxError> {
+        let here = match &self.cluster {
+            Some(cluster) => cluster.node.clone(),
+            None => {
+                let name = crate::cluster::host_name();
+                return match hint {
+                    Some(node) if node != name => Err(SandboxError::Invalid(format!(
+                        "node: there is no node {node:?}: this server is a single node ({name})"
+                    ))),
+                    _ => Ok(Route::Here),
+                };
+            }
+        };
+        if hint == Some(here.as_str()) {
+            return Ok(Route::Here);
+        }
+        if !self.store_is_shared() {
+            return match hint {
+                None => Ok(Route::Here),
+                Some(_) => Err(SandboxError::Invalid(
+                    "node: placing a sandbox on another node needs the nodes to share PostgreSQL (BERTH_DATABASE_URL)".into(),
+                )),
+            };
+        }
+        let mut nodes = match self.nodes().await {
+            Ok(nodes) => nodes,
+            // Redis down: this node keeps making its own.
+            Err(_) if hint.is_none() => return Ok(Route::Here),
+            Err(e) => return Err(e),
+        };
+        // This node is a candidate even before its first heartbeat is in.
+        if !nodes.iter().any(|n| n.name == here) {
+            nodes.push(self.this_node(here.clone()).await);
+        }
+        let chosen = match hint {
+            Some(name) => nodes.iter().find(|n| n.name == name).ok_or_else(|| {
+                let alive: Vec<_> = nodes.iter().map(|n| n.name.as_str()).collect();
+                SandboxError::Invalid(format!(
+                    "node: {name:?} is not in the cluster now (alive: {})",
+                    alive.join(", ")
+                ))
+            })?,
+            None => match least_loaded(&nodes, ask, &here) {
+                Some(node) => node,
+                None => return Ok(Route::Here),
+            },
+        };
+        if chosen.name == here {
+            return Ok(Route::Here);
+        }
+        self.reach(&chosen.name).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, cpus: f64, memory_mb: u64, cpu: f64, mem: u64, n: u64) -> NodeInfo {
+        NodeInfo {
+            name: name.into(),
+            advertise: None,
+            epoch: 1,
+            cpus,
+            memory_mb,
+            reserved_cpu: cpu,
+            reserved_memory_mb: mem,
+            sandboxes: n,
+            heartbeat_at: chrono::Utc::now(),
+        }
+    }
+
+    #[test]
+    fn the_least_loaded_node_with_room_gets_the_sandbox() {
+        let ask = Ask {
+            cpu: 1.0,
+            memory_mb: 1024,
+        };
+        let nodes = [
+            node("a", 4.0, 8192, 2.0, 1024, 2),
+            node("b", 4.0, 8192, 1.0, 4096, 1),
+            node("c", 4.0, 8192, 1.0, 1024, 5),
+        ];
+        // a: max(3/4, 2/8) = .75; b: max(2/4, 5/8) = .625; c: max(2/4, 2/8) = .5.
+        assert_eq!(least_loaded(&nodes, ask, "x").unwrap().name, "c");
+        // Equal shares: fewer sandboxes first, then the name.
+        let tied = [
+            node("b", 4.0, 8192, 0.0, 0, 1),
+            node("a", 4.0, 8192, 0.0, 0, 1),
+        ];
+        assert_eq!(least_loaded(&tied, ask, "x").unwrap().name, "a");
+        // ... unless one of them is this node: no hop then.
+        assert_eq!(least_loaded(&tied, ask, "b").unwrap().name, "b");
+        // A node it does not fit on is passed over, however empty it is otherwise.
+        let small = [
+            node("tiny", 0.5, 512, 0.0, 0, 0),
+            node("big", 8.0, 16384, 6.0, 8192, 9),
+        ];
+        assert_eq!(least_loaded(&small, ask, "x").unwrap().name, "big");
+        // Fits nowhere: the least loaded anyway (it answers with its own refusal).
+        let full = [
+            node("x", 1.0, 1024, 1.0, 1024, 1),
+            node("y", 1.0, 1024, 0.5, 512, 1),
+        ];
+        assert_eq!(least_loaded(&full, ask, "x").unwrap().name, "y");
+        assert!(least_loaded(&[], ask, "x").is_none());
     }
 }

@@ -33,6 +33,7 @@ mod watch;
 pub use create::Idempotency;
 pub use error::SandboxError;
 pub use events::{Event, EventKind, Subscription};
+pub use membership::{Ask, Route};
 pub use ops::{AgentReply, ExecReply, MAX_LIST_DEPTH, MAX_SEARCH_RESULTS};
 pub use pool::PoolFigures;
 pub use sessions::SESSION_LABEL;
@@ -271,6 +272,13 @@ impl SandboxService {
     /// This node's name in its cluster (`None` on a single node).
     fn node_name(&self) -> Option<String> {
         self.cluster.as_ref().map(|c| c.node.clone())
+    }
+
+    /// In a cluster, this node's name and the secret its hops are signed with.
+    pub fn hop_identity(&self) -> Option<(String, crate::cluster::hop::Secret)> {
+        let cluster = self.cluster.as_ref()?;
+        let secret = self.config().cluster.secret.clone()?;
+        Some((cluster.node.clone(), secret))
     }
 
     /// The lock that serialises lifecycle operations on one sandbox.

@@ -1,0 +1,148 @@
+//! Any node answers any request: one for a sandbox another node holds is checked here
+//! (the caller's key, once) and forwarded to that node, signed as a hop; a create goes
+//! to the node the service places it on. Requests that arrive as a hop are served here,
+//! never sent on again.
+
+use super::auth::Tenant;
+use super::{ApiError, AppState};
+use crate::cluster::forward::{forward, ForwardError};
+use crate::cluster::hop::{self, Hop};
+use crate::domain::CreateSandboxRequest;
+use crate::sandbox::{Ask, Route, SandboxError};
+use axum::body::Body;
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::{HeaderName, HeaderValue, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+/// What a request is, for routing.
+#[derive(Debug, PartialEq)]
+enum Target<'a> {
+    /// `POST /v1/sandboxes`.
+    Create,
+    /// Anything under `/v1/sandboxes/{id}`.
+    Sandbox(&'a str),
+}
+
+fn target<'a>(method: &Method, path: &'a str) -> Option<Target<'a>> {
+    let rest = path.strip_prefix("/v1/sandboxes")?;
+    if rest.is_empty() || rest == "/" {
+        return (method == Method::POST).then_some(Target::Create);
+    }
+    let id = rest.strip_prefix('/')?.split('/').next()?;
+    (!id.is_empty()).then_some(Target::Sandbox(id))
+}
+
+pub async fn layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let Some((node, secret)) = state.service.hop_identity() else {
+        return next.run(request).await;
+    };
+    if request.headers().contains_key(hop::AUTH_HEADER) {
+        return next.run(request).await;
+    }
+    let path = request.uri().path().to_string();
+    let Some(target) = target(request.method(), &path) else {
+        return next.run(request).await;
+    };
+    // The caller's key is checked here, once; a refusal is the handler's to give.
+    let (mut parts, body) = request.into_parts();
+    let Ok(Tenant(tenant)) = Tenant::from_request_parts(&mut parts, &state).await else {
+        return next.run(Request::from_parts(parts, body)).await;
+    };
+    let key_hash = parts
+        .extensions
+        .get::<super::auth::KeyHash>()
+        .map(|k| k.0.clone())
+        .unwrap_or_default();
+    let (route, request) = match target {
+        Target::Sandbox(raw) => {
+            let request = Request::from_parts(parts, body);
+            let Ok(id) = super::parse_id(raw) else {
+                return next.run(request).await;
+            };
+            match state.service.route_for(&tenant, &id).await {
+                Ok(route) => (route, request),
+                Err(e) => return ApiError::from(e).into_response(),
+            }
+        }
+        Target::Create => {
+            let bytes = match super::json::read_bytes(&parts.headers, body, &state).await {
+                Ok(bytes) => bytes,
+                Err(e) => return e.into_response(),
+            };
+            let request = Request::from_parts(parts, Body::from(bytes.clone()));
+            // A body that does not parse is the handler's to refuse.
+            let Ok(asked) = serde_json::from_slice::<CreateSandboxRequest>(&bytes) else {
+                return next.run(request).await;
+            };
+            let defaults = &state.service.config().defaults;
+            let ask = Ask {
+                cpu: asked.cpu.unwrap_or(defaults.cpu),
+                memory_mb: asked.memory_mb.unwrap_or(defaults.memory_mb),
+            };
+            match state.service.place(asked.node.as_deref(), ask).await {
+                Ok(route) => (route, request),
+                Err(e) => return ApiError::from(e).into_response(),
+            }
+        }
+    };
+    let Route::There {
+        node: owner,
+        address,
+    } = route
+    else {
+        return next.run(request).await;
+    };
+    let tenant_name = tenant.to_string();
+    let sign = |method: &Method, path: &str| {
+        let at = chrono::Utc::now().timestamp();
+        let hop = Hop {
+            from: node.clone(),
+            tenant: tenant_name.clone(),
+            key_hash: key_hash.clone(),
+        };
+        let auth = hop::sign(&secret, at, &hop, method.as_str(), path);
+        [
+            (hop::AUTH_HEADER, auth),
+            (hop::TENANT_HEADER, tenant_name.clone()),
+            (hop::KEY_HASH_HEADER, key_hash.clone()),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| {
+            Some((
+                HeaderName::from_static(name),
+                HeaderValue::from_str(&value).ok()?,
+            ))
+        })
+        .collect()
+    };
+    state.metrics.forwarded();
+    match forward(&owner, &address, request, sign).await {
+        Ok(response) => response,
+        Err(e @ ForwardError::Unreachable { .. }) | Err(e @ ForwardError::BadAddress { .. }) => {
+            ApiError::from(SandboxError::NodeUnavailable(e.to_string())).into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn creates_and_sandbox_routes_are_routed_and_the_rest_is_served_here() {
+        assert_eq!(target(&Method::POST, "/v1/sandboxes"), Some(Target::Create));
+        assert_eq!(target(&Method::GET, "/v1/sandboxes"), None);
+        assert_eq!(
+            target(&Method::GET, "/v1/sandboxes/sb-1"),
+            Some(Target::Sandbox("sb-1"))
+        );
+        assert_eq!(
+            target(&Method::POST, "/v1/sandboxes/sb-1/exec/stream"),
+            Some(Target::Sandbox("sb-1"))
+        );
+        assert_eq!(target(&Method::GET, "/v1/sandboxesx"), None);
+        assert_eq!(target(&Method::GET, "/v1/snapshots/snap-1"), None);
+        assert_eq!(target(&Method::GET, "/v1/events"), None);
+    }
+}
