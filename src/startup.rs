@@ -108,6 +108,7 @@ impl Application {
             cluster,
         };
         let service = SandboxService::new(config.clone(), adapters, host_files, instance);
+        service.announce().await;
         let report = service
             .reconcile()
             .await

@@ -433,13 +433,14 @@ async fn any_node_serves_any_sandbox_and_creates_go_where_there_is_room() {
         reqwest::Client::new()
             .get(format!("{}{path}", b.base))
             .header("x-berth-node-auth", auth)
-            .header("x-berth-tenant", "tenant-a")
+            .header("x-berth-tenant", "default")
             .header("x-berth-key-hash", "")
             .send()
     };
+    // The tenant of the key file berth made at its first start.
     let hop = berth::cluster::hop::Hop {
         from: "node-x".into(),
-        tenant: "tenant-a".into(),
+        tenant: "default".into(),
         key_hash: String::new(),
     };
     let now = chrono::Utc::now().timestamp();
@@ -529,6 +530,201 @@ async fn any_node_serves_any_sandbox_and_creates_go_where_there_is_room() {
         c.client.delete(id, false).await.unwrap();
     }
     for (_data, node) in members {
+        assert_eq!(node.terminate().await.code(), Some(0));
+    }
+}
+
+/// `berth serve` as node `name` of the cluster on `redis` and `database`, with `extra`
+/// (its engine, its archive store); the first node's key goes to the others' data dirs.
+async fn member(
+    name: &str,
+    data: &DataDir,
+    first: Option<&DataDir>,
+    redis: &RedisServer,
+    database: &str,
+    extra: &[(&str, &str)],
+) -> Serve {
+    if let Some(first) = first {
+        let key = berth::startup::DEFAULT_KEY_FILE;
+        std::fs::create_dir_all(data.path().join(key).parent().unwrap()).unwrap();
+        std::fs::copy(first.path().join(key), data.path().join(key)).unwrap();
+    }
+    let url = redis.url();
+    let mut env = vec![
+        ("BERTH_REDIS_URL", url.as_str()),
+        ("BERTH_NODE_NAME", name),
+        ("BERTH_DATABASE_URL", database),
+        ("BERTH_CLUSTER_SECRET", SECRET),
+    ];
+    env.extend_from_slice(extra);
+    serve(&data.path(), &env).await
+}
+
+/// The names of the containers and volumes on `engine`.
+fn engine_objects(engine: &common::engine::Engine) -> String {
+    let list = |args: &[&str]| {
+        let out = engine.docker().args(args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    list(&["ps", "-a", "--format", "{{.Names}}"]) + &list(&["volume", "ls", "-q"])
+}
+
+/// Node loss with an engine per node (B and C each get a private dockerd; A uses the
+/// host's) and one S3-compatible archive store: SIGKILL B, and within its lease its
+/// sandboxes are `lost` (an event on A). The one with a snapshot resumes on C with the
+/// snapshot's files (what was written after it was on B); the one without says so.
+/// B restarts: the copy C took over is removed from B's engine (never run twice), and
+/// the one nobody took runs on at B as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_nodes_sandboxes_come_back_elsewhere_and_never_run_twice() {
+    use common::engine::{busybox_image, Engine};
+    let Some(database) = test_database("loss") else {
+        return;
+    };
+    let engines = (Engine::start(), Engine::start());
+    let (Some(engine_b), Some(engine_c)) = engines else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs as root, with dockerd"
+        );
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(work.path().join("b")).unwrap();
+    std::fs::create_dir_all(work.path().join("c")).unwrap();
+    let image = busybox_image(&engine_b, &work.path().join("b"));
+    assert_eq!(busybox_image(&engine_c, &work.path().join("c")), image);
+    let s3 = common::S3Server::start().await;
+    let redis = RedisServer::start().await;
+    let archive = format!("s3://{}/cluster", s3.bucket);
+    let store = [
+        ("BERTH_ARCHIVE_URL", archive.as_str()),
+        ("BERTH_ARCHIVE_ENDPOINT", s3.endpoint.as_str()),
+        ("BERTH_ARCHIVE_REGION", "us-east-1"),
+        ("BERTH_ARCHIVE_ALLOW_HTTP", "true"),
+        ("AWS_ACCESS_KEY_ID", common::S3_ACCESS_KEY),
+        ("AWS_SECRET_ACCESS_KEY", common::S3_SECRET_KEY),
+        // The private engines have no runsc: runc under every pass.
+        ("BERTH_RUNTIME", "runc"),
+    ];
+    let (host_b, host_c) = (engine_b.host(), engine_c.host());
+    fn on<'a>(store: &[(&'a str, &'a str)], host: &'a str) -> Vec<(&'a str, &'a str)> {
+        let mut env = store.to_vec();
+        env.push(("DOCKER_HOST", host));
+        env
+    }
+    let with_host_b = on(&store, &host_b);
+    let (data_a, data_b, data_c) = (DataDir::new(), DataDir::new(), DataDir::new());
+    let a = member("node-a", &data_a, None, &redis, &database, &store).await;
+    let b = member(
+        "node-b",
+        &data_b,
+        Some(&data_a),
+        &redis,
+        &database,
+        &with_host_b,
+    )
+    .await;
+    let c = member(
+        "node-c",
+        &data_c,
+        Some(&data_a),
+        &redis,
+        &database,
+        &on(&store, &host_c),
+    )
+    .await;
+    until_nodes(&a, &["node-a", "node-b", "node-c"]).await;
+
+    let cat = |path: &str| {
+        serde_json::from_value::<berth_runtime::wire::ExecRequest>(
+            json!({"cmd": ["/bin/busybox", "cat", path]}),
+        )
+        .unwrap()
+    };
+    let on_b = json!({"image": image, "memory_mb": 128, "cpu": 0.25, "node": "node-b"});
+    let kept = a.client.create_sandbox(&on_b).await.unwrap();
+    let unsaved = a.client.create_sandbox(&on_b).await.unwrap();
+    assert_eq!(kept.node.as_deref(), Some("node-b"));
+    a.client
+        .write_file(&kept.id, "before.txt", "in the snapshot")
+        .await
+        .unwrap();
+    let snap = a
+        .client
+        .request(
+            Method::POST,
+            &format!("/v1/sandboxes/{}/snapshots", kept.id),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(snap.status(), StatusCode::CREATED);
+    c.client
+        .write_file(&kept.id, "after.txt", "only on b")
+        .await
+        .unwrap();
+    a.client
+        .write_file(&unsaved.id, "mine.txt", "b's alone")
+        .await
+        .unwrap();
+    assert!(engine_objects(&engine_b).contains(&kept.id));
+
+    // B dies: within its lease (and a look or two), its sandboxes are lost.
+    let stream = events(&a).await;
+    let killed = std::time::Instant::now();
+    drop(b);
+    let line = until_event(stream, &["sandbox.lost", &kept.id]).await;
+    assert!(line.contains("\"state\":\"lost\""), "{line}");
+    let lost_after = killed.elapsed();
+    assert!(lost_after < Duration::from_secs(15), "{lost_after:?}");
+    let seen = eventually(Duration::from_secs(10), || async {
+        let s = c.client.get_sandbox(&unsaved.id).await.ok()?;
+        (s.state == "lost").then_some(s)
+    })
+    .await
+    .expect("the sandbox without a snapshot is lost too");
+    assert_eq!(seen.node.as_deref(), Some("node-b"));
+
+    // The one with a snapshot comes back on C, from it.
+    let back = c.client.resume(&kept.id).await.unwrap();
+    assert_eq!(
+        (back.state.as_str(), back.node.as_deref()),
+        ("running", Some("node-c"))
+    );
+    let out = a.client.exec(&kept.id, &cat("before.txt")).await.unwrap();
+    assert_eq!(out.stdout, "in the snapshot");
+    let out = a.client.exec(&kept.id, &cat("after.txt")).await.unwrap();
+    assert_ne!(
+        out.exit_code,
+        Some(0),
+        "written after the snapshot: lost with b"
+    );
+    assert!(engine_objects(&engine_c).contains(&kept.id));
+    // The other has nothing to come back from, and says what would bring it back.
+    let refused = c.client.resume(&unsaved.id).await.unwrap_err();
+    assert_eq!(refused.status(), Some(StatusCode::CONFLICT), "{refused}");
+    assert!(refused.to_string().contains("no snapshot"), "{refused}");
+
+    // B returns: the copy C holds now goes from B's engine; the other is B's again.
+    let b = member("node-b", &data_b, None, &redis, &database, &with_host_b).await;
+    let objects = engine_objects(&engine_b);
+    assert!(!objects.contains(&kept.id), "{objects}");
+    assert!(objects.contains(&unsaved.id), "{objects}");
+    let again = a.client.get_sandbox(&unsaved.id).await.unwrap();
+    assert_eq!(
+        (again.state.as_str(), again.node.as_deref()),
+        ("running", Some("node-b"))
+    );
+    let out = c.client.exec(&unsaved.id, &cat("mine.txt")).await.unwrap();
+    assert_eq!(out.stdout, "b's alone");
+    // And C's is untouched by B's return.
+    let out = b.client.exec(&kept.id, &cat("before.txt")).await.unwrap();
+    assert_eq!(out.stdout, "in the snapshot");
+
+    a.client.delete(&kept.id, false).await.unwrap();
+    a.client.delete(&unsaved.id, false).await.unwrap();
+    for node in [a, b, c] {
         assert_eq!(node.terminate().await.code(), Some(0));
     }
 }

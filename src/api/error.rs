@@ -129,6 +129,9 @@ impl From<StoreError> for ApiError {
                 ApiError::unavailable("the database is unavailable; retry shortly", e)
             }
             StoreError::Missing(what) => ApiError::not_found(format!("{what} not found")),
+            StoreError::Fenced { .. } => ApiError::conflict(format!(
+                "{e}; this node no longer holds it: retry, and the request goes to its new node"
+            )),
             other => ApiError::internal(other),
         }
     }

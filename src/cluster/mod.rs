@@ -207,6 +207,34 @@ impl Cluster {
         Ok(info)
     }
 
+    /// Takes the cluster-wide lock `name` for `ttl` if no node holds it (or this one
+    /// does: it is renewed); false when another node does. For sweeps one node does at a
+    /// time: the holder that stops renewing it loses it after `ttl`.
+    pub async fn try_lock(&self, name: &str, ttl: Duration) -> Result<bool, ClusterError> {
+        let key = format!("berth:lock:{name}");
+        let taken: Option<String> = self
+            .query(
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(&self.node)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl.as_millis() as u64),
+            )
+            .await?;
+        if taken.is_some() {
+            return Ok(true);
+        }
+        let holder: Option<String> = self.query(redis::cmd("GET").arg(&key)).await?;
+        if holder.as_deref() != Some(self.node.as_str()) {
+            return Ok(false);
+        }
+        let _: () = self
+            .query(redis::cmd("PEXPIRE").arg(&key).arg(ttl.as_millis() as u64))
+            .await?;
+        Ok(true)
+    }
+
     /// The nodes alive now (their heartbeats not expired), by name.
     pub async fn nodes(&self) -> Result<Vec<NodeInfo>, ClusterError> {
         let mut keys: Vec<String> = Vec::new();

@@ -140,6 +140,10 @@ pub struct Sandbox {
     /// The cluster node that holds it (unset on a single node).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// The fencing token of its ownership: raised when another node takes it over, and
+    /// checked by every write (a node holding an older one is refused).
+    #[serde(default)]
+    pub generation: u64,
 }
 
 fn kept_by_default() -> bool {
@@ -181,6 +185,7 @@ impl Sandbox {
             volume_kept: false,
             allow_root: false,
             node: None,
+            generation: 0,
             runtime: Default::default(),
         }
     }

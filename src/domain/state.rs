@@ -16,6 +16,10 @@ pub enum SandboxState {
     Failed,
     /// Volume content moved to the archive store; resumable.
     Archived,
+    /// In a cluster: its node's heartbeat lapsed, so its container and volume cannot be
+    /// reached. Resumable on another node from its newest snapshot or archive (what was
+    /// written since is on the lost node), or by its node when that comes back.
+    Lost,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -26,13 +30,14 @@ pub struct TransitionError {
 }
 
 impl SandboxState {
-    pub const ALL: [SandboxState; 6] = [
+    pub const ALL: [SandboxState; 7] = [
         SandboxState::Creating,
         SandboxState::Running,
         SandboxState::Stopped,
         SandboxState::Terminated,
         SandboxState::Failed,
         SandboxState::Archived,
+        SandboxState::Lost,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -43,6 +48,7 @@ impl SandboxState {
             SandboxState::Terminated => "terminated",
             SandboxState::Failed => "failed",
             SandboxState::Archived => "archived",
+            SandboxState::Lost => "lost",
         }
     }
 
@@ -62,7 +68,12 @@ impl SandboxState {
                 | (Stopped, Running)
                 | (Stopped, Archived)
                 | (Archived, Running)
-                | (Creating | Running | Stopped | Failed | Archived, Terminated)
+                | (Creating | Running | Stopped, Lost)
+                | (Lost, Running | Stopped)
+                | (
+                    Creating | Running | Stopped | Failed | Archived | Lost,
+                    Terminated
+                )
         );
         if allowed {
             Ok(())
@@ -73,7 +84,10 @@ impl SandboxState {
 
     /// Can come back with `resume`.
     pub fn is_resumable(self) -> bool {
-        matches!(self, SandboxState::Stopped | SandboxState::Archived)
+        matches!(
+            self,
+            SandboxState::Stopped | SandboxState::Archived | SandboxState::Lost
+        )
     }
 }
 

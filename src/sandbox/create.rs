@@ -38,7 +38,12 @@ impl SandboxService {
             };
             let store = &this.store;
             match store
-                .idempotency_start(&tenant, &idem.key, &idem.body_hash)
+                .idempotency_start(
+                    &tenant,
+                    &idem.key,
+                    &idem.body_hash,
+                    &this.node_name().unwrap_or_default(),
+                )
                 .await?
             {
                 IdempotencyStart::InFlight => Err(SandboxError::Conflict(
@@ -113,6 +118,7 @@ impl SandboxService {
             allow_root: request.allow_root == Some(true),
             runtime: request.runtime,
             node: self.node_name(),
+            generation: 0,
         };
         self.store.insert_sandbox(&sandbox).await?;
         self.counts.add(sandbox.state);

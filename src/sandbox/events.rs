@@ -34,6 +34,8 @@ pub enum EventKind {
     Oom,
     #[serde(rename = "sandbox.archived")]
     Archived,
+    #[serde(rename = "sandbox.lost")]
+    Lost,
 }
 
 impl EventKind {
@@ -49,6 +51,7 @@ impl EventKind {
             EventKind::Idle => "sandbox.idle",
             EventKind::Oom => "sandbox.oom",
             EventKind::Archived => "sandbox.archived",
+            EventKind::Lost => "sandbox.lost",
         }
     }
 }

@@ -43,13 +43,35 @@ impl SandboxService {
             heartbeat,
             tokio::spawn(cluster.clone().relay_events(self.events.clone())),
             tokio::spawn(cluster.run_publisher()),
+            tokio::spawn(self.clone().watch_node_loss()),
         ]
+    }
+
+    /// One heartbeat now, before the start-up reconciliation takes up sandboxes marked
+    /// lost while this node was away (so no node marks them lost again meanwhile). Best
+    /// effort: Redis down, the heartbeat task keeps trying.
+    pub async fn announce(&self) {
+        if let Some(cluster) = &self.cluster {
+            let load = self.load().await;
+            if let Err(e) = cluster.beat(crate::cluster::machine(), load).await {
+                tracing::warn!(error = %e, "cannot heartbeat yet");
+            }
+        }
     }
 
     /// Whether this node holds `sandbox` (on a single node, every one; in a cluster,
     /// those made on it: their containers and volumes are on its engine).
     pub(super) fn holds(&self, sandbox: &Sandbox) -> bool {
         sandbox.node == self.node_name()
+    }
+
+    /// Whether another node of this cluster holds `sandbox` (in a store the nodes share;
+    /// never on a single node, whatever its records say).
+    pub(super) fn held_elsewhere(&self, sandbox: &Sandbox) -> bool {
+        self.cluster.is_some()
+            && self.store_is_shared()
+            && sandbox.node.is_some()
+            && !self.holds(sandbox)
     }
 
     /// The sandboxes this node holds, in `state` (all states when `None`).
@@ -160,7 +182,7 @@ pub fn least_loaded<'a>(nodes: &'a [NodeInfo], ask: Ask, here: &str) -> Option<&
 impl SandboxService {
     /// Whether this node's sandboxes are in a store the other nodes read too (PostgreSQL):
     /// only then can a node place a sandbox on another, or serve another's.
-    fn store_is_shared(&self) -> bool {
+    pub(super) fn store_is_shared(&self) -> bool {
         self.config().database_url().starts_with("postgres")
     }
 
@@ -182,7 +204,12 @@ impl SandboxService {
             return Ok(Route::Here);
         };
         match sandbox.node {
-            Some(node) if &sandbox.tenant == tenant && node != cluster.node => {
+            // A lost sandbox comes back on the node the request reached.
+            Some(node)
+                if &sandbox.tenant == tenant
+                    && node != cluster.node
+                    && sandbox.state != SandboxState::Lost =>
+            {
                 self.reach(&node).await
             }
             _ => Ok(Route::Here),

@@ -14,6 +14,7 @@ mod fairness;
 mod locks;
 mod membership;
 mod network;
+mod node_loss;
 mod ops;
 mod pool;
 mod reader;

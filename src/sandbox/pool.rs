@@ -312,6 +312,7 @@ impl SandboxService {
             allow_root: false,
             runtime: self.config.defaults.runtime,
             node: self.node_name(),
+            generation: 0,
         };
         self.store.insert_sandbox(&sandbox).await?;
         let started = async {

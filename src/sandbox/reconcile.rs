@@ -1,6 +1,8 @@
 //! Start-up reconciliation with Docker by labels: adopt what still runs, record what
 //! vanished, undo creates, snapshots, archives and restores a crash cut short, remove
-//! containers and archive objects berth does not know, and count sandboxes by state.
+//! containers and archive objects berth does not know, and count sandboxes by state. In a
+//! cluster, sandboxes marked lost while this node was away are taken up again, and copies
+//! of those another node took over meanwhile are removed.
 
 use super::stop::StopReason;
 use super::SandboxService;
@@ -35,6 +37,10 @@ pub struct Reconciled {
     pub loops_detached: usize,
     /// Tenants' cgroups no container uses any more (removed).
     pub cgroups_removed: usize,
+    /// Sandboxes marked lost while this node was away, running again here.
+    pub reclaimed: usize,
+    /// Copies (container and volume) of sandboxes another node took over meanwhile.
+    pub stale_removed: usize,
 }
 
 impl SandboxService {
@@ -57,6 +63,12 @@ impl SandboxService {
                 report.removed_unknown += 1;
                 continue;
             };
+            // Another node took it over while this one was away: never run it twice.
+            if self.held_elsewhere(&sandbox) && sandbox.state != SandboxState::Lost {
+                self.remove_stale_copy(&sandbox).await?;
+                report.stale_removed += 1;
+                continue;
+            }
             match sandbox.state {
                 // Undone below, with the records that have no container.
                 SandboxState::Creating => continue,
@@ -69,6 +81,23 @@ impl SandboxService {
                             .is_ok();
                     if healthy {
                         report.adopted += 1;
+                    } else {
+                        self.mark_stopped_externally(&sandbox.id, StopReason::Exited)
+                            .await?;
+                        report.marked_stopped += 1;
+                    }
+                }
+                // Marked lost while this node was away, and nobody took it over.
+                SandboxState::Lost => {
+                    let healthy = container.running
+                        && self
+                            .agent_client(&sandbox.id)
+                            .wait_ready(Duration::from_secs(5))
+                            .await
+                            .is_ok();
+                    if healthy {
+                        self.reclaim(&sandbox.id).await?;
+                        report.reclaimed += 1;
                     } else {
                         self.mark_stopped_externally(&sandbox.id, StopReason::Exited)
                             .await?;
@@ -89,6 +118,14 @@ impl SandboxService {
             }
             match sandbox.state {
                 SandboxState::Running => {
+                    self.mark_stopped_externally(&sandbox.id, StopReason::Vanished)
+                        .await?;
+                    report.marked_stopped += 1;
+                }
+                // Lost, and its container gone here too: stopped, on the volume kept here.
+                SandboxState::Lost
+                    if self.docker.volume_exists(sandbox.volume.as_str()).await? =>
+                {
                     self.mark_stopped_externally(&sandbox.id, StopReason::Vanished)
                         .await?;
                     report.marked_stopped += 1;
@@ -115,7 +152,10 @@ impl SandboxService {
         report.volumes_removed = self.remove_deleted_volumes().await?;
         self.reconcile_disks(&mut report).await?;
         report.cgroups_removed = super::fairness::remove_empty_groups(&self.instance);
-        report.keys_forgotten = self.store.idempotency_clear_in_flight().await?;
+        report.keys_forgotten = self
+            .store
+            .idempotency_clear_in_flight(&self.node_name().unwrap_or_default())
+            .await?;
         self.reconcile_archives(&mut report).await?;
         self.count_states().await?;
         Ok(report)

@@ -42,6 +42,10 @@ impl SandboxService {
         if sandbox.state == SandboxState::Archived {
             // Its files come back out of the archive into a new volume.
             self.unarchive(&mut sandbox).await?;
+        } else if sandbox.state == SandboxState::Lost {
+            // Its node is gone: here, from its newest snapshot (taken over), or on the
+            // volume this node kept.
+            self.bring_back_lost(&mut sandbox).await?;
         } else {
             if !self.docker.volume_exists(sandbox.volume.as_str()).await? {
                 return Err(SandboxError::Conflict(format!(

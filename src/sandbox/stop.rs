@@ -140,7 +140,9 @@ impl SandboxService {
         let Some(mut sandbox) = self.store.get_sandbox(id).await? else {
             return Ok(());
         };
-        if sandbox.state != SandboxState::Running {
+        // A lost one too, on the node that held it (back after its heartbeat lapsed).
+        let lost_here = sandbox.state == SandboxState::Lost && self.holds(&sandbox);
+        if sandbox.state != SandboxState::Running && !lost_here {
             return Ok(());
         }
         let _ = self.bring_down(&sandbox).await;

@@ -31,6 +31,12 @@ pub enum StoreError {
     /// The record to update is gone (pruned or deleted meanwhile).
     #[error("{0} is gone")]
     Missing(String),
+    /// The write held an older fencing token than the record: another node took the
+    /// sandbox over since this one read it.
+    #[error(
+        "sandbox {id} is now held at generation {current}, not {held}: another node took it over"
+    )]
+    Fenced { id: String, held: u64, current: u64 },
 }
 
 impl StoreError {
@@ -103,7 +109,11 @@ pub trait Store: Send + Sync + 'static {
     async fn revoke_api_keys(&self, hash_prefix: &str) -> Result<u64, StoreError>;
 
     async fn insert_sandbox(&self, sandbox: &Sandbox) -> Result<(), StoreError>;
+    /// Saves `sandbox` if the record is still at its generation; `Fenced` otherwise.
     async fn update_sandbox(&self, sandbox: &Sandbox) -> Result<(), StoreError>;
+    /// Saves `sandbox` (its node and a generation one above the record's) if the record
+    /// is still at the generation below; false when another take-over came first.
+    async fn take_over_sandbox(&self, sandbox: &Sandbox) -> Result<bool, StoreError>;
     /// Saves `sandbox` as its tenant's if it still belongs to `from`; false when it does
     /// not (another claim took it first). How a pooled sandbox is handed out once.
     async fn reassign_sandbox(
@@ -145,11 +155,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<(VolumeName, DateTime<Utc>)>, StoreError>;
     async fn delete_volume(&self, volume: &VolumeName) -> Result<(), StoreError>;
 
+    /// Takes `key` for a create by `node` ("" on a single node), or says how it was used.
     async fn idempotency_start(
         &self,
         tenant: &TenantId,
         key: &str,
         body_hash: &str,
+        node: &str,
     ) -> Result<IdempotencyStart, StoreError>;
     async fn idempotency_finish(
         &self,
@@ -158,8 +170,21 @@ pub trait Store: Send + Sync + 'static {
         sandbox: &SandboxId,
     ) -> Result<(), StoreError>;
     async fn idempotency_abandon(&self, tenant: &TenantId, key: &str) -> Result<(), StoreError>;
-    /// Forgets keys whose first request never finished (its server stopped mid-create).
-    async fn idempotency_clear_in_flight(&self) -> Result<u64, StoreError>;
+    /// Forgets `node`'s keys whose first request never finished (it stopped mid-create);
+    /// other nodes' creates under way keep theirs.
+    async fn idempotency_clear_in_flight(&self, node: &str) -> Result<u64, StoreError>;
+}
+
+/// Why an update of `sandbox` wrote nothing, given the record's generation now.
+fn not_written(sandbox: &Sandbox, current: Option<i64>) -> StoreError {
+    match current {
+        Some(current) => StoreError::Fenced {
+            id: sandbox.id.to_string(),
+            held: sandbox.generation,
+            current: current as u64,
+        },
+        None => StoreError::Missing(format!("sandbox {}", sandbox.id)),
+    }
 }
 
 /// Opens the store named by `url` and brings its schema up to date.

@@ -147,13 +147,14 @@ impl Store for PostgresStore {
     }
 
     async fn insert_sandbox(&self, sandbox: &Sandbox) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO sandboxes (id, tenant_id, state, volume, created_at, data) VALUES ($1, $2, $3, $4, $5, $6)")
+        sqlx::query("INSERT INTO sandboxes (id, tenant_id, state, volume, created_at, data, generation) VALUES ($1, $2, $3, $4, $5, $6, $7)")
             .bind(sandbox.id.as_str())
             .bind(sandbox.tenant.as_str())
             .bind(sandbox.state.as_str())
             .bind(sandbox.volume.as_str())
             .bind(sandbox.created_at.to_rfc3339())
             .bind(encode(sandbox)?)
+            .bind(sandbox.generation as i64)
             .execute(&self.pool)
             .await
             .map_err(StoreError::from_sqlx)?;
@@ -161,19 +162,43 @@ impl Store for PostgresStore {
     }
 
     async fn update_sandbox(&self, sandbox: &Sandbox) -> Result<(), StoreError> {
-        let done =
-            sqlx::query("UPDATE sandboxes SET state = $1, volume = $2, data = $3 WHERE id = $4")
-                .bind(sandbox.state.as_str())
-                .bind(sandbox.volume.as_str())
-                .bind(encode(sandbox)?)
-                .bind(sandbox.id.as_str())
-                .execute(&self.pool)
-                .await
-                .map_err(StoreError::from_sqlx)?;
+        let done = sqlx::query(
+            "UPDATE sandboxes SET state = $1, volume = $2, data = $3 WHERE id = $4 AND generation = $5",
+        )
+        .bind(sandbox.state.as_str())
+        .bind(sandbox.volume.as_str())
+        .bind(encode(sandbox)?)
+        .bind(sandbox.id.as_str())
+        .bind(sandbox.generation as i64)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
         if done.rows_affected() == 0 {
-            return Err(StoreError::Missing(format!("sandbox {}", sandbox.id)));
+            let current: Option<i64> =
+                sqlx::query_scalar("SELECT generation FROM sandboxes WHERE id = $1")
+                    .bind(sandbox.id.as_str())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(StoreError::from_sqlx)?;
+            return Err(super::not_written(sandbox, current));
         }
         Ok(())
+    }
+
+    async fn take_over_sandbox(&self, sandbox: &Sandbox) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE sandboxes SET state = $1, volume = $2, data = $3, generation = $4 WHERE id = $5 AND generation = $6",
+        )
+        .bind(sandbox.state.as_str())
+        .bind(sandbox.volume.as_str())
+        .bind(encode(sandbox)?)
+        .bind(sandbox.generation as i64)
+        .bind(sandbox.id.as_str())
+        .bind(sandbox.generation as i64 - 1)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn reassign_sandbox(
@@ -422,6 +447,7 @@ impl Store for PostgresStore {
         tenant: &TenantId,
         key: &str,
         body_hash: &str,
+        node: &str,
     ) -> Result<IdempotencyStart, StoreError> {
         let cutoff = (Utc::now() - chrono::Duration::hours(IDEMPOTENCY_TTL_HOURS)).to_rfc3339();
         sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
@@ -433,13 +459,14 @@ impl Store for PostgresStore {
         // another request): then it is taken again, a few times at most.
         for _ in 0..3 {
             let inserted = sqlx::query(
-                "INSERT INTO idempotency_keys (tenant_id, key, body_hash, sandbox_id, created_at) VALUES ($1, $2, $3, NULL, $4) \
+                "INSERT INTO idempotency_keys (tenant_id, key, body_hash, sandbox_id, created_at, node) VALUES ($1, $2, $3, NULL, $4, $5) \
                  ON CONFLICT(tenant_id, key) DO NOTHING",
             )
             .bind(tenant.as_str())
             .bind(key)
             .bind(body_hash)
             .bind(now())
+            .bind(node)
             .execute(&self.pool)
             .await
             .map_err(StoreError::from_sqlx)?;
@@ -485,11 +512,13 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn idempotency_clear_in_flight(&self) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM idempotency_keys WHERE sandbox_id IS NULL")
-            .execute(&self.pool)
-            .await
-            .map_err(StoreError::from_sqlx)?;
+    async fn idempotency_clear_in_flight(&self, node: &str) -> Result<u64, StoreError> {
+        let done =
+            sqlx::query("DELETE FROM idempotency_keys WHERE sandbox_id IS NULL AND node = $1")
+                .bind(node)
+                .execute(&self.pool)
+                .await
+                .map_err(StoreError::from_sqlx)?;
         Ok(done.rows_affected())
     }
 

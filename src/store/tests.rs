@@ -355,7 +355,10 @@ async fn an_idempotency_key_is_taken_once_even_by_racing_requests() {
         for _ in 0..16 {
             let (store, t) = (store.clone(), t.clone());
             racing.push(tokio::spawn(async move {
-                store.idempotency_start(&t, "k1", "body").await.unwrap()
+                store
+                    .idempotency_start(&t, "k1", "body", "n1")
+                    .await
+                    .unwrap()
             }));
         }
         let mut fresh = 0;
@@ -367,38 +370,114 @@ async fn an_idempotency_key_is_taken_once_even_by_racing_requests() {
             }
         }
         assert_eq!(fresh, 1, "{name}");
-        let mismatch = store.idempotency_start(&t, "k1", "other").await.unwrap();
+        let mismatch = store
+            .idempotency_start(&t, "k1", "other", "n1")
+            .await
+            .unwrap();
         assert_eq!(mismatch, IdempotencyStart::BodyMismatch, "{name}");
         let id = SandboxId::generate();
         store.idempotency_finish(&t, "k1", &id).await.unwrap();
-        let done = store.idempotency_start(&t, "k1", "body").await.unwrap();
+        let done = store
+            .idempotency_start(&t, "k1", "body", "n1")
+            .await
+            .unwrap();
         assert_eq!(done, IdempotencyStart::Done(id), "{name}");
         // A finished key is not abandoned; an in-flight one is, and so are those left
         // in flight by a server that stopped.
         store.idempotency_abandon(&t, "k1").await.unwrap();
         assert!(matches!(
-            store.idempotency_start(&t, "k1", "body").await.unwrap(),
+            store
+                .idempotency_start(&t, "k1", "body", "n1")
+                .await
+                .unwrap(),
             IdempotencyStart::Done(_)
         ));
         assert_eq!(
-            store.idempotency_start(&t, "k2", "b").await.unwrap(),
+            store.idempotency_start(&t, "k2", "b", "n1").await.unwrap(),
             IdempotencyStart::Fresh
         );
         store.idempotency_abandon(&t, "k2").await.unwrap();
         assert_eq!(
-            store.idempotency_start(&t, "k2", "b").await.unwrap(),
+            store.idempotency_start(&t, "k2", "b", "n1").await.unwrap(),
+            IdempotencyStart::Fresh
+        );
+        // Another node's restart leaves n1's create under way alone; n1's own clears it.
+        assert_eq!(
+            store.idempotency_start(&t, "k3", "b", "n2").await.unwrap(),
             IdempotencyStart::Fresh
         );
         assert_eq!(
-            store.idempotency_clear_in_flight().await.unwrap(),
+            store.idempotency_clear_in_flight("n2").await.unwrap(),
             1,
             "{name}"
         );
         assert_eq!(
-            store.idempotency_start(&t, "k2", "c").await.unwrap(),
+            store.idempotency_start(&t, "k2", "b", "n2").await.unwrap(),
+            IdempotencyStart::InFlight,
+            "{name}"
+        );
+        assert_eq!(
+            store.idempotency_clear_in_flight("n1").await.unwrap(),
+            1,
+            "{name}"
+        );
+        assert_eq!(
+            store.idempotency_start(&t, "k2", "c", "n1").await.unwrap(),
             IdempotencyStart::Fresh
         );
         store.ping().await.unwrap();
         store.sync().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_write_holding_an_older_generation_is_fenced() {
+    for Backend { name, store, .. } in backends().await {
+        let t = tenant("t");
+        store.ensure_tenant(&t).await.unwrap();
+        let mut sb = sandbox("t", Duration::zero());
+        sb.node = Some("node-b".into());
+        store.insert_sandbox(&sb).await.unwrap();
+        // B's copy as it read it, then C takes it over (generation 1).
+        let stale = sb.clone();
+        let mut taken = sb.clone();
+        taken.node = Some("node-c".into());
+        taken.generation = 1;
+        assert!(store.take_over_sandbox(&taken).await.unwrap(), "{name}");
+        // A second take-over from the same generation loses.
+        let mut late = sb.clone();
+        late.node = Some("node-d".into());
+        late.generation = 1;
+        assert!(!store.take_over_sandbox(&late).await.unwrap(), "{name}");
+        // B's write with what it read is refused, naming both generations; nothing changed.
+        let mut b_write = stale.clone();
+        b_write.state = SandboxState::Stopped;
+        match store.update_sandbox(&b_write).await {
+            Err(StoreError::Fenced {
+                held: 0,
+                current: 1,
+                ..
+            }) => {}
+            other => panic!("{name}: {other:?}"),
+        }
+        let now = store.get_sandbox(&sb.id).await.unwrap().unwrap();
+        assert_eq!(
+            (now.node.as_deref(), now.generation, now.state),
+            (Some("node-c"), 1, sb.state),
+            "{name}"
+        );
+        // C's writes at its generation go through.
+        let mut c_write = now.clone();
+        c_write.state = SandboxState::Stopped;
+        store.update_sandbox(&c_write).await.unwrap();
+        // A record that is gone is Missing, not Fenced.
+        store.delete_sandbox(&sb.id).await.unwrap();
+        assert!(
+            matches!(
+                store.update_sandbox(&c_write).await,
+                Err(StoreError::Missing(_))
+            ),
+            "{name}"
+        );
     }
 }

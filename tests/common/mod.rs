@@ -2,6 +2,7 @@
 //! fresh data dir) on port 0 and returns a client holding a fresh tenant key.
 #![allow(dead_code)]
 
+pub mod engine;
 pub mod serve;
 
 use berth::client::{Client, SandboxInfo};
