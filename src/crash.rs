@@ -1,6 +1,8 @@
 //! Crash injection for tests: `BERTH_CRASH_AT=archive.after_upload` makes the process
 //! SIGKILL itself at that step, as a power cut or the OOM killer would, so a test can check that a restart
-//! converges (the step finished or undone, nothing leaked). Unset, every point is a no-op.
+//! converges (the step finished or undone, nothing leaked). `BERTH_PAUSE_AT=step` makes a
+//! step wait instead (`BERTH_PAUSE_MS`, 300 by default), so a test can make a race it
+//! guards against happen every time. Unset, every point is a no-op.
 
 use std::sync::OnceLock;
 
@@ -43,5 +45,35 @@ pub fn point(point: &str) {
         // SAFETY: kill(2) of this very process.
         unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
         std::process::abort();
+    }
+}
+
+/// The steps a pause can be injected at.
+pub const PAUSE_POINTS: &[&str] = &["admission.after_count"];
+
+fn pause_armed() -> Option<(&'static str, std::time::Duration)> {
+    static AT: OnceLock<Option<(String, std::time::Duration)>> = OnceLock::new();
+    AT.get_or_init(|| {
+        let at = std::env::var("BERTH_PAUSE_AT")
+            .ok()
+            .filter(|v| !v.is_empty())?;
+        let ms = std::env::var("BERTH_PAUSE_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(300u64)
+            .min(10_000);
+        Some((at, std::time::Duration::from_millis(ms)))
+    })
+    .as_ref()
+    .map(|(at, d)| (at.as_str(), *d))
+}
+
+/// Waits here when `BERTH_PAUSE_AT` names `point`.
+pub async fn pause(point: &str) {
+    debug_assert!(PAUSE_POINTS.contains(&point), "unknown pause point {point}");
+    if let Some((at, wait)) = pause_armed() {
+        if at == point {
+            tokio::time::sleep(wait).await;
+        }
     }
 }

@@ -306,6 +306,9 @@ async fn cluster(redis: &RedisServer, database: &str, names: &[&str]) -> Vec<(Da
                 ("BERTH_NODE_NAME", name),
                 ("BERTH_DATABASE_URL", database),
                 ("BERTH_CLUSTER_SECRET", SECRET),
+                ("BERTH_MAX_SANDBOXES_PER_TENANT", "6"),
+                // Creates racing for the quota overlap every time.
+                ("BERTH_PAUSE_AT", "admission.after_count"),
             ],
         )
         .await;
@@ -509,6 +512,34 @@ async fn any_node_serves_any_sandbox_and_creates_go_where_there_is_room() {
         .await
         .unwrap();
     assert_eq!(again["id"], placed["id"], "{again}");
+
+    // The tenant's quota (6) holds across the nodes: of four creates at once through
+    // all three, with four sandboxes live, two are made.
+    // (Each made on its own node: a node's own creates queue for its admission anyway.)
+    let small = |on: &str| json!({"image": "base", "memory_mb": 128, "cpu": 0.25, "node": on});
+    let asks = [
+        small("node-a"),
+        small("node-b"),
+        small("node-c"),
+        small("node-a"),
+    ];
+    let through = [a, b, c, a];
+    let creates = through
+        .iter()
+        .zip(&asks)
+        .map(|(node, ask)| node.client.create_sandbox(ask));
+    let results = futures_util::future::join_all(creates).await;
+    let made: Vec<String> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok().map(|s| s.id.clone()))
+        .collect();
+    assert_eq!(made.len(), 2, "{results:?}");
+    for refused in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert!(refused.to_string().contains("limit 6"), "{refused}");
+    }
+    for id in &made {
+        a.client.delete(id, false).await.unwrap();
+    }
 
     // B is gone: its sandbox's requests through the others say so, retryable.
     let (_data_b, gone) = members.remove(1);

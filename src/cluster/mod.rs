@@ -107,6 +107,35 @@ pub struct Cluster {
     outbox_rx: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<(TenantId, WireEvent)>>>,
 }
 
+/// A cluster-wide lock this node holds (see [`Cluster::hold`]); released on drop, if it
+/// is still this holder's.
+pub struct HeldLock {
+    cluster: Arc<Cluster>,
+    key: String,
+    token: String,
+}
+
+impl Drop for HeldLock {
+    fn drop(&mut self) {
+        let (cluster, key, token) = (
+            self.cluster.clone(),
+            std::mem::take(&mut self.key),
+            std::mem::take(&mut self.token),
+        );
+        // Compare and delete in one step: a lock that expired and was taken by another
+        // node is left to it.
+        tokio::spawn(async move {
+            let release = redis::cmd("EVAL")
+                .arg("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end")
+                .arg(1)
+                .arg(&key)
+                .arg(&token)
+                .clone();
+            let _: Result<i64, _> = cluster.query(&release).await;
+        });
+    }
+}
+
 /// Events waiting for Redis before the newest are dropped (and said so).
 const OUTBOX: usize = 4096;
 
@@ -233,6 +262,45 @@ impl Cluster {
             .query(redis::cmd("PEXPIRE").arg(&key).arg(ttl.as_millis() as u64))
             .await?;
         Ok(true)
+    }
+
+    /// Holds the cluster-wide lock `name` until the guard drops (or `ttl` passes, if this
+    /// node stops meanwhile), waiting up to `wait` for another node to release it: None
+    /// when it stayed taken.
+    pub async fn hold(
+        self: &Arc<Self>,
+        name: &str,
+        ttl: Duration,
+        wait: Duration,
+    ) -> Result<Option<HeldLock>, ClusterError> {
+        let key = format!("berth:lock:{name}");
+        let token = uuid::Uuid::new_v4().to_string();
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut pause = Duration::from_millis(2);
+        loop {
+            let taken: Option<String> = self
+                .query(
+                    redis::cmd("SET")
+                        .arg(&key)
+                        .arg(&token)
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(ttl.as_millis() as u64),
+                )
+                .await?;
+            if taken.is_some() {
+                return Ok(Some(HeldLock {
+                    cluster: self.clone(),
+                    key,
+                    token,
+                }));
+            }
+            if tokio::time::Instant::now() + pause > deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
     }
 
     /// The nodes alive now (their heartbeats not expired), by name.

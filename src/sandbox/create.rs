@@ -80,8 +80,9 @@ impl SandboxService {
         id: SandboxId,
         image_ref: String,
     ) -> Result<Sandbox, SandboxError> {
-        let _admission = self.admission.lock().await;
+        let _admission = self.admission(tenant).await?;
         self.check_quota(tenant).await?;
+        crate::crash::pause("admission.after_count").await;
         let (volume, owns_volume) = match &request.volume {
             Some(volume) => {
                 if self.store.volume_tenant(volume).await?.as_ref() != Some(tenant)
@@ -169,6 +170,35 @@ impl SandboxService {
             )));
         }
         Ok(())
+    }
+
+    /// The admission lock for `tenant`'s creates: this node's, and in a cluster on one
+    /// store the tenant's lock in Redis too, so creates through two nodes cannot pass the
+    /// quota together (Redis down: this node's alone, as on a single node).
+    pub(super) async fn admission(&self, tenant: &TenantId) -> Result<Admission<'_>, SandboxError> {
+        let local = self.admission.lock().await;
+        let cluster = match &self.cluster {
+            Some(cluster) if self.store_is_shared() => {
+                let name = format!("admission:{tenant}");
+                match cluster.hold(&name, ADMISSION_TTL, ADMISSION_WAIT).await {
+                    Ok(Some(held)) => Some(held),
+                    Ok(None) => {
+                        return Err(SandboxError::Busy(format!(
+                            "another node is admitting a sandbox of tenant {tenant}"
+                        )))
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "admission without the cluster's lock");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        Ok(Admission {
+            _local: local,
+            _cluster: cluster,
+        })
     }
 
     /// `Quota` when `tenant` may not have another sandbox (call under the admission lock).
@@ -312,3 +342,14 @@ impl SandboxService {
         Ok(())
     }
 }
+
+/// Held while a create is admitted (see [`SandboxService::admission`]).
+pub(super) struct Admission<'a> {
+    _local: tokio::sync::MutexGuard<'a, ()>,
+    _cluster: Option<crate::cluster::HeldLock>,
+}
+
+/// A cluster admission lock a stopped node held lapses after this.
+const ADMISSION_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a create waits for another node's admission of the same tenant.
+const ADMISSION_WAIT: std::time::Duration = std::time::Duration::from_secs(3);

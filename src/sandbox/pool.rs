@@ -162,7 +162,7 @@ impl SandboxService {
             // Checked before a sandbox leaves the queue; checked again, under the
             // admission lock, when the record moves.
             {
-                let _admission = self.admission.lock().await;
+                let _admission = self.admission(tenant).await?;
                 self.check_quota(tenant).await?;
             }
             let Some(id) = self.pool.take(&request.image) else {
@@ -210,7 +210,10 @@ impl SandboxService {
         }
         let pooled = sandbox.clone();
         {
-            let _admission = self.admission.lock().await;
+            let _admission = match self.admission(tenant).await {
+                Ok(held) => held,
+                Err(e) => return Adoption::Refused(e),
+            };
             if let Err(e) = self.check_quota(tenant).await {
                 return Adoption::Refused(e);
             }
