@@ -10,6 +10,8 @@
 # here when missing), and resume -> first exec of a stopped and of an archived sandbox.
 # Then isolation: create -> first exec and exec `true` under runc and gVisor, with and
 # without the disk quota.
+# Then the cluster: exec through the node holding a sandbox vs through another (the proxy
+# hop), creates per second through one node vs three (scripts/bench-cluster.sh).
 # BENCH_ITERATIONS=N changes the exec sample count (default 200).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,3 +22,4 @@ if ! command -v zstd >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   apt-get install -y -qq zstd >/dev/null
 fi
 cargo bench --bench snapshots
+scripts/bench-cluster.sh

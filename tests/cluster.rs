@@ -148,7 +148,11 @@ async fn nodes_see_each_other_and_each_others_events_and_ride_out_redis_going_aw
 
     // Redis goes away: what needs the other nodes answers 503 retryable; A still
     // serves a sandbox of its own.
+    let open = events(&a).await;
     redis.stop();
+    // A stream open then ends, saying why, rather than go on with A's events alone.
+    let line = until_event(open, &["\"code\":\"unavailable\"", "redis", "retryable"]).await;
+    assert!(line.starts_with("data:"), "{line}");
     let refused = events_answering(&a, StatusCode::SERVICE_UNAVAILABLE)
         .await
         .expect("the event stream is refused while redis is down");

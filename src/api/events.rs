@@ -1,5 +1,7 @@
 //! `GET /v1/events`: the tenant's lifecycle events as server-sent events (429 `busy` when
-//! the tenant or the server has too many streams open).
+//! the tenant or the server has too many streams open). In a cluster, a stream that can
+//! no longer see the other nodes' events (Redis went away) ends with an `error` event,
+//! rather than going on with this node's alone.
 
 use super::{ApiError, AppState, Tenant};
 use axum::extract::State;
@@ -13,12 +15,26 @@ pub async fn stream(
     Tenant(tenant): Tenant,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     let mut subscription = state.service.subscribe(&tenant)?;
+    let service = state.service.clone();
     let events = async_stream(move |tx| async move {
+        let mut check = tokio::time::interval(CLUSTER_CHECK);
         loop {
             let received = tokio::select! {
                 received = subscription.receiver.recv() => received,
                 // The client went away: give the subscription's place back now.
                 _ = tx.closed() => return,
+                _ = check.tick() => match service.cluster_events_available() {
+                    Ok(()) => continue,
+                    Err(e) => {
+                        let error = serde_json::json!({"error": {
+                            "code": "unavailable",
+                            "message": format!("{e}; reconnect: the stream answers 503 until it is back"),
+                            "retryable": true,
+                        }});
+                        let _ = tx.send(SseEvent::default().event("error").data(error.to_string())).await;
+                        return;
+                    }
+                },
             };
             match received {
                 Ok(event) => {
@@ -46,6 +62,9 @@ pub async fn stream(
     let keep_alive = KeepAlive::new().interval(std::time::Duration::from_secs(5));
     Ok(Sse::new(events).keep_alive(keep_alive))
 }
+
+/// How often an open stream checks that it still sees the cluster's events.
+const CLUSTER_CHECK: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// A stream fed by a task through a small channel; the task stops when the client goes.
 fn async_stream<F, Fut>(producer: F) -> impl Stream<Item = Result<SseEvent, Infallible>>
