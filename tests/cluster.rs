@@ -465,6 +465,36 @@ async fn any_node_serves_any_sandbox_and_creates_go_where_there_is_room() {
         .await
         .unwrap();
     assert_eq!(signed.status(), StatusCode::OK);
+    // A hop is never sent on again, and a node that does not hold the sandbox changes
+    // nothing of it: A, sent B's sandbox's delete as a hop, refuses.
+    let to_a = reqwest::Client::new()
+        .delete(format!("{}{path}", a.base))
+        .header(
+            "x-berth-node-auth",
+            berth::cluster::hop::sign(&right, now, &hop, "DELETE", &path),
+        )
+        .header("x-berth-tenant", "default")
+        .header("x-berth-key-hash", "")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(to_a.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = to_a.text().await.unwrap();
+    assert!(body.contains("held by node node-b"), "{body}");
+    assert_eq!(c.client.get_sandbox(&sb.id).await.unwrap().state, "running");
+    // An id spelled with escapes is the same sandbox, and goes to B too.
+    let escaped = format!("/v1/sandboxes/%73{}/exec", &sb.id[1..]);
+    let out: Value = c
+        .client
+        .request(Method::POST, &escaped)
+        .json(&json!({"command": "cat g.txt"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(out["stdout"], "via c", "{out}");
 
     // Placement: with A and B loaded, a create through A goes to C, the least loaded.
     let mut loaded = Vec::new();

@@ -17,20 +17,46 @@ use axum::response::{IntoResponse, Response};
 
 /// What a request is, for routing.
 #[derive(Debug, PartialEq)]
-enum Target<'a> {
+enum Target {
     /// `POST /v1/sandboxes`.
     Create,
-    /// Anything under `/v1/sandboxes/{id}`.
-    Sandbox(&'a str),
+    /// Anything under `/v1/sandboxes/{id}`, with the id as the router decodes it.
+    Sandbox(String),
 }
 
-fn target<'a>(method: &Method, path: &'a str) -> Option<Target<'a>> {
+fn target(method: &Method, path: &str) -> Option<Target> {
     let rest = path.strip_prefix("/v1/sandboxes")?;
     if rest.is_empty() || rest == "/" {
         return (method == Method::POST).then_some(Target::Create);
     }
     let id = rest.strip_prefix('/')?.split('/').next()?;
-    (!id.is_empty()).then_some(Target::Sandbox(id))
+    (!id.is_empty()).then(|| Target::Sandbox(percent_decoded(id)))
+}
+
+/// `raw` with its `%XX` escapes decoded, as the router's `Path` sees it (an id spelled
+/// with escapes names the same sandbox, and must be routed the same way).
+fn percent_decoded(raw: &str) -> String {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 pub async fn layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
@@ -57,7 +83,7 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
     let (route, request) = match target {
         Target::Sandbox(raw) => {
             let request = Request::from_parts(parts, body);
-            let Ok(id) = super::parse_id(raw) else {
+            let Ok(id) = super::parse_id(&raw) else {
                 return next.run(request).await;
             };
             match state.service.route_for(&tenant, &id).await {
@@ -80,7 +106,11 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
                 cpu: asked.cpu.unwrap_or(defaults.cpu),
                 memory_mb: asked.memory_mb.unwrap_or(defaults.memory_mb),
             };
-            match state.service.place(asked.node.as_deref(), ask).await {
+            match state
+                .service
+                .place(&tenant, asked.node.as_deref(), asked.volume.as_deref(), ask)
+                .await
+            {
                 Ok(route) => (route, request),
                 Err(e) => return ApiError::from(e).into_response(),
             }
@@ -133,14 +163,18 @@ mod tests {
     fn creates_and_sandbox_routes_are_routed_and_the_rest_is_served_here() {
         assert_eq!(target(&Method::POST, "/v1/sandboxes"), Some(Target::Create));
         assert_eq!(target(&Method::GET, "/v1/sandboxes"), None);
-        assert_eq!(
-            target(&Method::GET, "/v1/sandboxes/sb-1"),
-            Some(Target::Sandbox("sb-1"))
-        );
+        let sandbox = |id: &str| Some(Target::Sandbox(id.to_string()));
+        assert_eq!(target(&Method::GET, "/v1/sandboxes/sb-1"), sandbox("sb-1"));
         assert_eq!(
             target(&Method::POST, "/v1/sandboxes/sb-1/exec/stream"),
-            Some(Target::Sandbox("sb-1"))
+            sandbox("sb-1")
         );
+        // Escapes name the same sandbox (the router decodes them too).
+        assert_eq!(
+            target(&Method::DELETE, "/v1/sandboxes/%73b%2D1"),
+            sandbox("sb-1")
+        );
+        assert_eq!(target(&Method::GET, "/v1/sandboxes/sb%2"), sandbox("sb%2"));
         assert_eq!(target(&Method::GET, "/v1/sandboxesx"), None);
         assert_eq!(target(&Method::GET, "/v1/snapshots/snap-1"), None);
         assert_eq!(target(&Method::GET, "/v1/events"), None);

@@ -20,6 +20,9 @@ pub async fn create(
     ApiJson(request): ApiJson<CreateSandboxRequest>,
 ) -> Result<Response, ApiError> {
     let service = &state.service;
+    if let Some(node) = &request.node {
+        service.check_node_hint(node)?;
+    }
     let parsed = request
         .clone()
         .parse(service.config())

@@ -34,7 +34,6 @@ const DROPPED: &[&str] = &[
     "trailer",
     "transfer-encoding",
     "authorization",
-    "host",
     super::hop::AUTH_HEADER,
     super::hop::TENANT_HEADER,
     super::hop::KEY_HASH_HEADER,
@@ -106,8 +105,12 @@ pub async fn forward(
     for (name, value) in sign(&method, &path) {
         headers.insert(name, value);
     }
-    if let Ok(host) = HeaderValue::from_str(authority) {
-        headers.insert(header::HOST, host);
+    // The client's Host stays (a terminal's Origin is checked against it); a request
+    // without one names the owner.
+    if !headers.contains_key(header::HOST) {
+        if let Ok(host) = HeaderValue::from_str(authority) {
+            headers.insert(header::HOST, host);
+        }
     }
     let mut sender = tokio::time::timeout(CONNECT_DEADLINE, async {
         let stream = tokio::net::TcpStream::connect(authority)

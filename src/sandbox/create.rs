@@ -176,7 +176,7 @@ impl SandboxService {
     /// store the tenant's lock in Redis too, so creates through two nodes cannot pass the
     /// quota together (Redis down: this node's alone, as on a single node).
     pub(super) async fn admission(&self, tenant: &TenantId) -> Result<Admission<'_>, SandboxError> {
-        let local = self.admission.lock().await;
+        // The tenant's lock first: waiting for it holds up no other tenant here.
         let cluster = match &self.cluster {
             Some(cluster) if self.store_is_shared() => {
                 let name = format!("admission:{tenant}");
@@ -196,7 +196,7 @@ impl SandboxService {
             _ => None,
         };
         Ok(Admission {
-            _local: local,
+            _local: self.admission.lock().await,
             _cluster: cluster,
         })
     }

@@ -14,7 +14,8 @@ impl SandboxService {
         id: &SandboxId,
         keep_volume: bool,
     ) -> Result<Sandbox, SandboxError> {
-        self.get(tenant, id).await?;
+        let sandbox = self.get(tenant, id).await?;
+        self.here_or_refuse(&sandbox)?;
         let (this, tenant, id) = (self.clone(), tenant.clone(), id.clone());
         super::detached(async move { this.delete_now(&tenant, &id, keep_volume).await }).await
     }

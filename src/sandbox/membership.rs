@@ -236,21 +236,78 @@ impl SandboxService {
         }
     }
 
-    /// Where a new sandbox asking `ask` goes: the node `hint` names, or the least loaded
-    /// alive with room. On one node, or with Redis down and no hint elsewhere, here.
-    pub async fn place(&self, hint: Option<&str>, ask: Ask) -> Result<Route, SandboxError> {
-        let here = match &self.cluster {
-            Some(cluster) => cluster.node.clone(),
+    /// `Invalid` unless `hint` names the node serving this request (where a create that
+    /// was not placed elsewhere is made).
+    pub fn check_node_hint(&self, hint: &str) -> Result<(), SandboxError> {
+        let name = self.node_name().unwrap_or_else(crate::cluster::host_name);
+        if hint == name {
+            return Ok(());
+        }
+        Err(SandboxError::Invalid(match &self.cluster {
             None => {
-                let name = crate::cluster::host_name();
-                return match hint {
-                    Some(node) if node != name => Err(SandboxError::Invalid(format!(
-                        "node: there is no node {node:?}: this server is a single node ({name})"
-                    ))),
-                    _ => Ok(Route::Here),
-                };
+                format!("node: there is no node {hint:?}: this server is a single node ({name})")
             }
+            Some(_) => format!("node: this is node {name}, not {hint:?}"),
+        }))
+    }
+
+    /// The node holding the newest of `tenant`'s sandboxes on `volume`, if any.
+    async fn node_of_volume(
+        &self,
+        tenant: &TenantId,
+        volume: &str,
+    ) -> Result<Option<String>, SandboxError> {
+        let newest = self
+            .store
+            .list_sandboxes(Some(tenant), None)
+            .await?
+            .into_iter()
+            .filter(|s| s.volume.as_str() == volume && s.node.is_some())
+            .max_by_key(|s| s.created_at);
+        Ok(newest.and_then(|s| s.node))
+    }
+
+    /// `NodeUnavailable` when another node holds `sandbox` (and it is not lost): what
+    /// changes it runs there, and a request reaches it there through any node's API.
+    pub(super) fn here_or_refuse(&self, sandbox: &Sandbox) -> Result<(), SandboxError> {
+        let settled = matches!(
+            sandbox.state,
+            SandboxState::Lost | SandboxState::Terminated | SandboxState::Failed
+        );
+        if self.held_elsewhere(sandbox) && !settled {
+            return Err(SandboxError::NodeUnavailable(format!(
+                "sandbox {} is held by node {}, not this one; retry through the cluster's URL (any node forwards it there)",
+                sandbox.id,
+                sandbox.node.as_deref().unwrap_or_default()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Where a new sandbox asking `ask` goes: the node `hint` names, else the node of the
+    /// `volume` it names, else the least loaded alive with room. On one node, or with
+    /// Redis down and no hint elsewhere, here.
+    pub async fn place(
+        &self,
+        tenant: &TenantId,
+        hint: Option<&str>,
+        volume: Option<&str>,
+        ask: Ask,
+    ) -> Result<Route, SandboxError> {
+        let Some(cluster) = &self.cluster else {
+            return hint
+                .map_or(Ok(()), |h| self.check_node_hint(h))
+                .map(|()| Route::Here);
         };
+        let here = cluster.node.clone();
+        // A named volume is on the engine of the node whose sandboxes used it.
+        let pinned = match (hint, volume) {
+            (None, Some(volume)) if self.store_is_shared() => {
+                self.node_of_volume(tenant, volume).await?
+            }
+            _ => None,
+        };
+        let hint = hint.or(pinned.as_deref());
         if hint == Some(here.as_str()) {
             return Ok(Route::Here);
         }

@@ -432,6 +432,7 @@ impl SandboxService {
         access: Access,
     ) -> Result<(Sandbox, AgentClient, Option<reader::ReaderUse>), SandboxError> {
         let mut sandbox = self.get(tenant, id).await?;
+        self.here_or_refuse(&sandbox)?;
         let readable = matches!(
             sandbox.state,
             SandboxState::Stopped | SandboxState::Terminated | SandboxState::Archived

@@ -96,8 +96,11 @@ impl SandboxService {
                 .into_iter()
                 .filter(|n| !now_alive.iter().any(|a| &&a.name == n))
                 .collect();
+            // (The warm pool's are nobody's: their node removes them when it is back.)
             for sandbox in all.iter().filter(|s| {
-                held_on_a_node(s.state) && s.node.as_ref().is_some_and(|n| lapsed.contains(n))
+                held_on_a_node(s.state)
+                    && !s.tenant.is_pool()
+                    && s.node.as_ref().is_some_and(|n| lapsed.contains(n))
             }) {
                 if let Err(e) = self.mark_lost(sandbox).await {
                     tracing::warn!(sandbox = %sandbox.id, error = %e, "could not mark a lost node's sandbox lost");
@@ -202,7 +205,7 @@ impl SandboxService {
         taken.generation += 1;
         if !self.store.take_over_sandbox(&taken).await? {
             return Err(SandboxError::Conflict(format!(
-                "sandbox {} was taken over by another node meanwhile; retry",
+                "sandbox {} was taken over by another node, or taken up again by its own, meanwhile; retry",
                 sandbox.id
             )));
         }

@@ -14,7 +14,8 @@ impl SandboxService {
         tenant: &TenantId,
         id: &SandboxId,
     ) -> Result<Sandbox, SandboxError> {
-        self.get(tenant, id).await?;
+        let sandbox = self.get(tenant, id).await?;
+        self.here_or_refuse(&sandbox)?;
         let (this, tenant, id) = (self.clone(), tenant.clone(), id.clone());
         super::detached(async move { this.resume_now(&tenant, &id).await }).await
     }

@@ -42,7 +42,8 @@ impl SandboxService {
         tenant: &TenantId,
         id: &SandboxId,
     ) -> Result<Sandbox, SandboxError> {
-        self.get(tenant, id).await?;
+        let sandbox = self.get(tenant, id).await?;
+        self.here_or_refuse(&sandbox)?;
         let (this, id) = (self.clone(), id.clone());
         super::detached(async move { this.stop_for(&id, StopReason::Requested).await }).await
     }

@@ -112,7 +112,8 @@ pub trait Store: Send + Sync + 'static {
     /// Saves `sandbox` if the record is still at its generation; `Fenced` otherwise.
     async fn update_sandbox(&self, sandbox: &Sandbox) -> Result<(), StoreError>;
     /// Saves `sandbox` (its node and a generation one above the record's) if the record
-    /// is still at the generation below; false when another take-over came first.
+    /// is still `lost` at the generation below; false when another take-over came first,
+    /// or its node took it up again.
     async fn take_over_sandbox(&self, sandbox: &Sandbox) -> Result<bool, StoreError>;
     /// Saves `sandbox` as its tenant's if it still belongs to `from`; false when it does
     /// not (another claim took it first). How a pooled sandbox is handed out once.

@@ -187,7 +187,7 @@ impl Store for PostgresStore {
 
     async fn take_over_sandbox(&self, sandbox: &Sandbox) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "UPDATE sandboxes SET state = $1, volume = $2, data = $3, generation = $4 WHERE id = $5 AND generation = $6",
+            "UPDATE sandboxes SET state = $1, volume = $2, data = $3, generation = $4 WHERE id = $5 AND generation = $6 AND state = 'lost'",
         )
         .bind(sandbox.state.as_str())
         .bind(sandbox.volume.as_str())

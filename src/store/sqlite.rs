@@ -180,7 +180,7 @@ impl Store for SqliteStore {
 
     async fn take_over_sandbox(&self, sandbox: &Sandbox) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "UPDATE sandboxes SET state = ?, volume = ?, data = ?, generation = ? WHERE id = ? AND generation = ?",
+            "UPDATE sandboxes SET state = ?, volume = ?, data = ?, generation = ? WHERE id = ? AND generation = ? AND state = 'lost'",
         )
         .bind(sandbox.state.as_str())
         .bind(sandbox.volume.as_str())

@@ -437,6 +437,7 @@ async fn a_write_holding_an_older_generation_is_fenced() {
         store.ensure_tenant(&t).await.unwrap();
         let mut sb = sandbox("t", Duration::zero());
         sb.node = Some("node-b".into());
+        sb.state = SandboxState::Lost;
         store.insert_sandbox(&sb).await.unwrap();
         // B's copy as it read it, then C takes it over (generation 1).
         let stale = sb.clone();
@@ -470,6 +471,11 @@ async fn a_write_holding_an_older_generation_is_fenced() {
         let mut c_write = now.clone();
         c_write.state = SandboxState::Stopped;
         store.update_sandbox(&c_write).await.unwrap();
+        // Only a lost sandbox is taken over (its node may have taken it up again).
+        let mut again = c_write.clone();
+        again.node = Some("node-d".into());
+        again.generation = 2;
+        assert!(!store.take_over_sandbox(&again).await.unwrap(), "{name}");
         // A record that is gone is Missing, not Fenced.
         store.delete_sandbox(&sb.id).await.unwrap();
         assert!(

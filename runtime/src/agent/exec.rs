@@ -172,19 +172,6 @@ impl Running {
     }
 }
 
-/// Spawns, telling the runtime this thread may block: a spawn into a full pids limit
-/// waits (up to seconds) for the dead to be reaped, and the other requests go on meanwhile.
-fn spawn_off_the_workers(
-    reaper: &super::reaper::Reaper,
-    spec: SpawnSpec,
-) -> std::io::Result<Spawned> {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(|| spawn(reaper, spec)),
-        _ => spawn(reaper, spec),
-    }
-}
-
 pub fn start(state: &AgentState, prepared: Prepared) -> Result<Running, AgentError> {
     let Prepared {
         argv,
@@ -203,7 +190,7 @@ pub fn start(state: &AgentState, prepared: Prepared) -> Result<Running, AgentErr
         stdout,
         stderr,
         exit,
-    } = spawn_off_the_workers(&state.reaper, spec).map_err(|e| AgentError::Spawn {
+    } = spawn(&state.reaper, spec).map_err(|e| AgentError::Spawn {
         exit_code: if e.kind() == std::io::ErrorKind::NotFound {
             127
         } else {
