@@ -4,7 +4,7 @@
 mod common;
 
 use berth_runtime::wire::{ExecEvent, ExecRequest};
-use common::spawn_app;
+use common::{eventually, spawn_app};
 use futures_util::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -154,12 +154,19 @@ async fn a_fork_bomb_is_stopped_by_the_pids_limit_and_the_sandbox_survives() {
     if common::test_runtime().counts_processes_on_the_host() {
         assert_eq!(common::cgroup_limits(&app, &sb.id).await.pids, "64");
     } else {
-        // gVisor: the agent's RLIMIT_NPROC, which gVisor's kernel counts per sandbox.
-        let limits = app
-            .client
-            .sh(&sb.id, "prlimit --nproc --noheadings --output SOFT,HARD")
-            .await
-            .unwrap();
+        // gVisor: the agent's RLIMIT_NPROC, which gVisor's kernel counts per sandbox. The
+        // bomb's killed tasks may count there a moment longer than /proc shows them (the
+        // shell then says "Cannot fork"), so this reads until the shell could fork.
+        let limits = eventually(Duration::from_secs(10), || async {
+            let out = app
+                .client
+                .sh(&sb.id, "prlimit --nproc --noheadings --output SOFT,HARD")
+                .await
+                .ok()?;
+            (!out.stderr.contains("Cannot fork")).then_some(out)
+        })
+        .await
+        .expect("the shell can fork again within seconds");
         let fields: Vec<&str> = limits.stdout.split_whitespace().collect();
         assert_eq!(fields, ["64", "64"], "{limits:?}");
     }
