@@ -72,36 +72,23 @@ impl SandboxService {
             match sandbox.state {
                 // Undone below, with the records that have no container.
                 SandboxState::Creating => continue,
-                SandboxState::Running => {
+                // Running, or marked lost while this node was away and not taken over.
+                SandboxState::Running | SandboxState::Lost => {
                     let healthy = container.running
                         && self
                             .agent_client(&sandbox.id)
                             .wait_ready(Duration::from_secs(5))
                             .await
                             .is_ok();
-                    if healthy {
-                        report.adopted += 1;
-                    } else {
+                    if !healthy {
                         self.mark_stopped_externally(&sandbox.id, StopReason::Exited)
                             .await?;
                         report.marked_stopped += 1;
-                    }
-                }
-                // Marked lost while this node was away, and nobody took it over.
-                SandboxState::Lost => {
-                    let healthy = container.running
-                        && self
-                            .agent_client(&sandbox.id)
-                            .wait_ready(Duration::from_secs(5))
-                            .await
-                            .is_ok();
-                    if healthy {
+                    } else if sandbox.state == SandboxState::Lost {
                         self.reclaim(&sandbox.id).await?;
                         report.reclaimed += 1;
                     } else {
-                        self.mark_stopped_externally(&sandbox.id, StopReason::Exited)
-                            .await?;
-                        report.marked_stopped += 1;
+                        report.adopted += 1;
                     }
                 }
                 // A container for a sandbox that is not running (a crash mid-stop).
