@@ -238,6 +238,33 @@ async fn output_past_the_cap_is_dropped_and_flagged() {
     app.cleanup().await;
 }
 
+/// A leftover that holds stdout keeps its pipe open past the exec's end: the answer still
+/// comes at once, and with the tail of capped output (kept until the end) and the marker.
+#[tokio::test]
+async fn a_leftover_holding_the_pipe_neither_delays_the_answer_nor_loses_its_tail() {
+    let app = spawn_app().await;
+    let sb = app.sandbox(json!({})).await;
+    let started = Instant::now();
+    let mut req = sh("yes 0123456789 | head -c 300000; printf END; sleep 60 &");
+    req.max_output_bytes = Some(1000);
+    let out = app.client.exec(&sb.id, &req).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(out.exit_code, Some(0), "{out:?}");
+    assert!(out.truncated, "{out:?}");
+    assert_eq!(out.stdout_cut_bytes, Some(300_003 - 1000));
+    assert!(
+        out.stdout.ends_with("\n01234567END"),
+        "the tail came: {:?}",
+        &out.stdout[out.stdout.len() - 40..]
+    );
+    app.client.sh(&sb.id, "pkill sleep || true").await.unwrap();
+    app.cleanup().await;
+}
+
 #[tokio::test]
 async fn streaming_exec_sends_events_in_order_and_ends_with_exit() {
     let app = spawn_app().await;

@@ -9,12 +9,13 @@ use crate::wire::{ExecEvent, ExecRequest, ExecResult};
 use base64::Engine;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 /// Longest any exec may run, whatever the request says (one day).
 const MAX_TIMEOUT_S: f64 = 86_400.0;
-/// Once the main process has exited, how long to wait for pipes held by its leftovers.
+/// Once the main process has exited, how long to wait for pipes held by its leftovers
+/// before the pumps are told to hand over what they hold and end.
 const DRAIN_GRACE: Duration = Duration::from_millis(50);
 
 /// Standard base64 that also takes unused bits set in the last symbol, as many encoders
@@ -153,16 +154,30 @@ pub struct Running {
     pub finish: JoinHandle<Finish>,
     pub guard: KillOnDrop,
     pumps: [JoinHandle<u64>; 2],
+    /// Tells the pumps to take what their pipes hold, send their tails and end.
+    stop: watch::Sender<bool>,
+    /// When the pumps are told to stop, set at the first chunk asked for after exit.
+    drain_until: Option<tokio::time::Instant>,
 }
 
 impl Running {
-    /// Waits for the pumps after exit, but no longer than the grace: leftovers of the
-    /// tree may hold the pipes open forever.
+    /// The output still to come once the main process has exited; `None` when the pumps
+    /// have ended. Leftovers of the tree may hold the pipes open forever, so past the grace
+    /// the pumps are told to stop; they still send what they hold (the tail of a capped
+    /// stream, the last of a pipe's buffer), however late a busy machine runs them.
     async fn next_after_exit(&mut self) -> Option<Chunk> {
-        tokio::time::timeout(DRAIN_GRACE, self.chunks.recv())
-            .await
-            .ok()
-            .flatten()
+        let until = *self
+            .drain_until
+            .get_or_insert_with(|| tokio::time::Instant::now() + DRAIN_GRACE);
+        if !*self.stop.borrow() {
+            match tokio::time::timeout_at(until, self.chunks.recv()).await {
+                Ok(chunk) => return chunk,
+                Err(_) => {
+                    let _ = self.stop.send(true);
+                }
+            }
+        }
+        self.chunks.recv().await
     }
 
     fn stop_pumps(&self) {
@@ -203,9 +218,16 @@ pub fn start(state: &AgentState, prepared: Prepared) -> Result<Running, AgentErr
         // Dropping the sender closes the child's stdin.
     });
     let (tx, chunks) = mpsc::channel(32);
+    let (stop, stopped) = watch::channel(false);
     let pumps = [
-        tokio::spawn(pump(stdout, Stream::Stdout, cap, tx.clone())),
-        tokio::spawn(pump(stderr, Stream::Stderr, cap, tx)),
+        tokio::spawn(pump(
+            stdout,
+            Stream::Stdout,
+            cap,
+            tx.clone(),
+            stopped.clone(),
+        )),
+        tokio::spawn(pump(stderr, Stream::Stderr, cap, tx, stopped)),
     ];
     let finish = tokio::spawn(async move {
         let (status, timed_out) = match tokio::time::timeout(timeout, exit).await {
@@ -245,6 +267,8 @@ pub fn start(state: &AgentState, prepared: Prepared) -> Result<Running, AgentErr
             armed: true,
         },
         pumps,
+        stop,
+        drain_until: None,
     })
 }
 

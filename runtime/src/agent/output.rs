@@ -4,11 +4,16 @@
 //! pieces.
 
 use std::collections::VecDeque;
+use std::os::fd::AsRawFd;
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 const CHUNK: usize = 64 * 1024;
+/// Once told to stop, how much more a pump takes from its pipe without waiting: what the
+/// writer left in the pipe's buffer (64 KiB by default, 1 MiB at most unprivileged), but
+/// never a writer that keeps going.
+const DRAIN_AFTER_STOP: u64 = 1024 * 1024;
 
 /// Which stream a chunk came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,14 +36,16 @@ pub fn head_budget(cap: u64) -> u64 {
     cap - cap / 2
 }
 
-/// Reads `pipe` to EOF. Passes on the first [`head_budget`] bytes as chunks, keeps the
-/// last `cap - head` bytes in a ring and sends them (with the count of bytes cut) at the
-/// end; drains the rest. Returns the number of bytes cut.
+/// Reads `pipe` to EOF, or until `stop` turns true and what the pipe already holds is
+/// read. Passes on the first [`head_budget`] bytes as chunks, keeps the last `cap - head`
+/// bytes in a ring and sends them (with the count of bytes cut) at the end, stopped or
+/// not; drains the rest. Returns the number of bytes cut.
 pub async fn pump(
     mut pipe: pipe::Receiver,
     stream: Stream,
     cap: u64,
     tx: mpsc::Sender<Chunk>,
+    mut stop: watch::Receiver<bool>,
 ) -> u64 {
     let mut buf = vec![0u8; CHUNK];
     let head = head_budget(cap);
@@ -48,8 +55,34 @@ pub async fn pump(
     let mut cut: u64 = 0;
     let mut capped = false;
     let mut receiver_alive = true;
+    // Bytes still to take without waiting, once stopped.
+    let mut after_stop: Option<u64> = None;
     loop {
-        let n = match pipe.read(&mut buf).await {
+        let read = match after_stop {
+            None => tokio::select! {
+                // Stop first: a writer that never pauses must not keep the pump reading.
+                biased;
+                // A stop that is never sent (its sender gone) leaves the pump to EOF.
+                _ = told_to_stop(&mut stop) => {
+                    after_stop = Some(DRAIN_AFTER_STOP);
+                    continue;
+                }
+                read = pipe.read(&mut buf) => read,
+            },
+            Some(0) => break,
+            Some(left) => {
+                let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                // The pipe's own non-blocking read, not tokio's `try_read`: that one
+                // answers from readiness the reactor may not have seen yet.
+                let read = nix::unistd::read(pipe.as_raw_fd(), &mut buf[..want])
+                    .map_err(std::io::Error::from);
+                if let Ok(n) = read {
+                    after_stop = Some(left - n as u64);
+                }
+                read
+            }
+        };
+        let n = match read {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
@@ -75,6 +108,13 @@ pub async fn pump(
         let _ = tx.send(Chunk::Tail(stream, cut, Vec::from(tail))).await;
     }
     cut
+}
+
+/// Resolves once `stop` turns true; never when its sender is gone without saying so.
+async fn told_to_stop(stop: &mut watch::Receiver<bool>) {
+    if stop.wait_for(|stopped| *stopped).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// The line put where output was cut, in text and in base64 alike.
@@ -164,5 +204,53 @@ mod tests {
         bytes.extend_from_slice(&"€".as_bytes()[..2]);
         assert_eq!(carry.push(&bytes), "\u{fffd}");
         assert_eq!(carry.push(&"€".as_bytes()[2..]), "€");
+    }
+
+    /// Runs `pump` on `reader` already told to stop, and gathers what it sends.
+    async fn stopped_pump(reader: pipe::Receiver, cap: u64) -> (Vec<u8>, u64, Vec<u8>) {
+        let (tx, mut rx) = mpsc::channel(32);
+        let (_stop, stopped) = watch::channel(true);
+        let run = tokio::spawn(pump(reader, Stream::Stdout, cap, tx, stopped));
+        let (mut head, mut cut, mut tail) = (Vec::new(), 0, Vec::new());
+        let gather = async {
+            while let Some(chunk) = rx.recv().await {
+                match chunk {
+                    Chunk::Data(_, bytes) => head.extend(bytes),
+                    Chunk::Tail(_, n, bytes) => (cut, tail) = (n, bytes),
+                }
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), gather)
+            .await
+            .expect("a stopped pump ends although its pipe stays open");
+        run.await.unwrap();
+        (head, cut, tail)
+    }
+
+    #[tokio::test]
+    async fn a_stopped_pump_still_sends_what_its_pipe_holds_head_and_tail() {
+        use tokio::io::AsyncWriteExt;
+        let (mut writer, reader) = pipe::pipe().unwrap();
+        let bytes: Vec<u8> = (0..40 * 1024).map(|i| (i % 251) as u8).collect();
+        writer.write_all(&bytes).await.unwrap();
+        // The writer stays open, as a leftover of the tree holding the pipe would.
+        let (head, cut, tail) = stopped_pump(reader, 16 * 1024).await;
+        assert!(head == bytes[..8 * 1024], "head of {} bytes", head.len());
+        assert_eq!(cut, 24 * 1024);
+        assert!(tail == bytes[32 * 1024..], "tail of {} bytes", tail.len());
+        drop(writer);
+    }
+
+    #[tokio::test]
+    async fn a_writer_that_never_pauses_cannot_keep_a_stopped_pump_reading() {
+        use tokio::io::AsyncWriteExt;
+        let (mut writer, reader) = pipe::pipe().unwrap();
+        let block = vec![b'y'; CHUNK];
+        writer.write_all(&block).await.unwrap();
+        let writing = tokio::spawn(async move { while writer.write_all(&block).await.is_ok() {} });
+        let (head, cut, tail) = stopped_pump(reader, 1024).await;
+        assert_eq!((head.len(), tail.len()), (512, 512));
+        assert!(cut <= DRAIN_AFTER_STOP, "{cut}");
+        writing.await.unwrap();
     }
 }
