@@ -119,12 +119,9 @@ cargo test --locked --workspace --all-features --no-fail-fast || status=$?
 
 # Integration suites again with every sandbox under gVisor (BERTH_TEST_RUNTIME=gvisor):
 # all but daemon_restart, whose private second engine has no runsc registered (it tests
-# the engine, not the runtime), and snapshots (below). What Debian's runsc 20221219 does differently the suites
+# the engine, not the runtime). What Debian's runsc 20221219 does differently the suites
 # check per runtime (README, gVisor). BERTH_TEST_GVISOR=0 skips this pass.
-# snapshots is out for now: under runsc, a read of an archived sandbox through its
-# read-only helper (restored from the archive) hung in two CI runs of 2026-12-03 (passing
-# alone); see the closing note of stop 18.
-gvisor_suites="browser cli compat crash deadlines exec files hardening images limits lifecycle memory ops output_cap pool robustness run_tests templates terminal"
+gvisor_suites="browser cli compat crash deadlines exec files hardening images limits lifecycle memory ops output_cap pool robustness run_tests snapshots templates terminal"
 if [ "$gvisor" = yes ] && [ "${BERTH_TEST_GVISOR:-1}" != 0 ]; then
   echo "==> running integration suites under gVisor (runsc)"
   # shellcheck disable=SC2046

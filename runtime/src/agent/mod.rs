@@ -11,6 +11,7 @@ mod http;
 mod identity;
 mod json_body;
 mod memory_guard;
+mod nudge;
 mod output;
 mod process;
 mod reaper;
@@ -160,7 +161,7 @@ async fn serve() -> std::io::Result<()> {
             _ = int.recv() => {}
         }
     };
-    axum::serve(listener, http::router(state))
+    axum::serve(nudge::NudgedListener::new(listener), http::router(state))
         .with_graceful_shutdown(shutdown)
         .await?;
     if std::process::id() == 1 {
