@@ -187,6 +187,14 @@ impl Running {
     }
 }
 
+/// A run given up (its client gone) stops its pumps too, rather than leave them reading
+/// whatever leftovers still write.
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
 pub fn start(state: &AgentState, prepared: Prepared) -> Result<Running, AgentError> {
     let Prepared {
         argv,

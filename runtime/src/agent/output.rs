@@ -10,11 +10,6 @@ use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, watch};
 
 const CHUNK: usize = 64 * 1024;
-/// Once told to stop, how much more a pump takes from its pipe without waiting: what the
-/// writer left in the pipe's buffer (64 KiB by default, 1 MiB at most unprivileged), but
-/// never a writer that keeps going.
-const DRAIN_AFTER_STOP: u64 = 1024 * 1024;
-
 /// Which stream a chunk came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stream {
@@ -55,8 +50,9 @@ pub async fn pump(
     let mut cut: u64 = 0;
     let mut capped = false;
     let mut receiver_alive = true;
-    // Bytes still to take without waiting, once stopped.
-    let mut after_stop: Option<u64> = None;
+    // Once stopped: the bytes the pipe held then, still to take (never what a writer
+    // that keeps going adds later).
+    let mut after_stop: Option<usize> = None;
     loop {
         let read = match after_stop {
             None => tokio::select! {
@@ -64,20 +60,24 @@ pub async fn pump(
                 biased;
                 // A stop that is never sent (its sender gone) leaves the pump to EOF.
                 _ = told_to_stop(&mut stop) => {
-                    after_stop = Some(DRAIN_AFTER_STOP);
+                    after_stop = Some(bytes_held(&pipe));
                     continue;
                 }
                 read = pipe.read(&mut buf) => read,
             },
             Some(0) => break,
             Some(left) => {
-                let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                let want = buf.len().min(left);
                 // The pipe's own non-blocking read, not tokio's `try_read`: that one
                 // answers from readiness the reactor may not have seen yet.
-                let read = nix::unistd::read(pipe.as_raw_fd(), &mut buf[..want])
-                    .map_err(std::io::Error::from);
+                let read = loop {
+                    match nix::unistd::read(pipe.as_raw_fd(), &mut buf[..want]) {
+                        Err(nix::errno::Errno::EINTR) => continue,
+                        other => break other.map_err(std::io::Error::from),
+                    }
+                };
                 if let Ok(n) = read {
-                    after_stop = Some(left - n as u64);
+                    after_stop = Some(left - n);
                 }
                 read
             }
@@ -108,6 +108,18 @@ pub async fn pump(
         let _ = tx.send(Chunk::Tail(stream, cut, Vec::from(tail))).await;
     }
     cut
+}
+
+/// The bytes waiting in `pipe` now (`FIONREAD`); 0 if it cannot say.
+fn bytes_held(pipe: &pipe::Receiver) -> usize {
+    let mut held: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int through a valid pointer; the fd is the pipe's own.
+    let ok = unsafe { libc::ioctl(pipe.as_raw_fd(), libc::FIONREAD, &mut held) } == 0;
+    if ok {
+        usize::try_from(held).unwrap_or(0)
+    } else {
+        0
+    }
 }
 
 /// Resolves once `stop` turns true; never when its sender is gone without saying so.
@@ -241,16 +253,26 @@ mod tests {
         drop(writer);
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_writer_that_never_pauses_cannot_keep_a_stopped_pump_reading() {
-        use tokio::io::AsyncWriteExt;
-        let (mut writer, reader) = pipe::pipe().unwrap();
+        let (reader, writer) = nix::unistd::pipe().unwrap();
+        let reader = pipe::Receiver::from_owned_fd(reader).unwrap();
+        let mut writer = std::fs::File::from(writer);
         let block = vec![b'y'; CHUNK];
-        writer.write_all(&block).await.unwrap();
-        let writing = tokio::spawn(async move { while writer.write_all(&block).await.is_ok() {} });
+        std::io::Write::write_all(&mut writer, &block[..2000]).unwrap();
+        // A thread that writes as long as the pipe is open, blocking when it is full.
+        let writing = std::thread::spawn(move || {
+            let mut wrote = 2000u64;
+            while std::io::Write::write_all(&mut writer, &block).is_ok() {
+                wrote += CHUNK as u64;
+            }
+            wrote
+        });
         let (head, cut, tail) = stopped_pump(reader, 1024).await;
         assert_eq!((head.len(), tail.len()), (512, 512));
-        assert!(cut <= DRAIN_AFTER_STOP, "{cut}");
-        writing.await.unwrap();
+        // What the pipe held when the pump was told to stop: at most its 64 KiB buffer.
+        assert!(cut <= CHUNK as u64, "{cut}");
+        // The pump closed the pipe as it ended, which ended the writer.
+        assert!(writing.join().unwrap() >= 2000);
     }
 }

@@ -144,6 +144,8 @@ pub fn start_background(state: &Arc<AgentState>, prepared: Prepared) -> Result<u
         }
         procs.insert(running.pid, proc.clone());
     }
+    let pid = running.pid;
+    // The task owns the whole run (its pumps' stop with it) until both pipes close.
     tokio::spawn(async move {
         let mut text = [Utf8Carry::default(), Utf8Carry::default()];
         let mut record = |chunk: Chunk| match chunk {
@@ -178,7 +180,7 @@ pub fn start_background(state: &Arc<AgentState>, prepared: Prepared) -> Result<u
         };
         proc.end(exit);
     });
-    Ok(running.pid)
+    Ok(pid)
 }
 
 pub fn get(state: &AgentState, pid: u32) -> Result<Arc<BackgroundProcess>, AgentError> {
