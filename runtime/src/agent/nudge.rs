@@ -21,35 +21,41 @@ const FIRST_TRY: Duration = Duration::from_millis(20);
 /// The longest pause between tries.
 const LAST_TRY: Duration = Duration::from_secs(1);
 
-/// Tries at growing intervals while a wait lasts.
+/// Tries at growing intervals while a wait lasts (one timer, re-armed for each wait).
 #[derive(Default)]
 struct Tries {
     timer: Option<Pin<Box<Sleep>>>,
+    armed: bool,
     pause: Duration,
 }
 
 impl Tries {
     /// Ready when it is time to try the socket directly (the waker is registered otherwise).
     fn poll_due(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.timer.is_none() {
+        if !self.armed {
             self.pause = if self.pause.is_zero() {
                 FIRST_TRY
             } else {
                 (self.pause * 2).min(LAST_TRY)
             };
-            self.timer = Some(Box::pin(tokio::time::sleep(self.pause)));
+            let due = tokio::time::Instant::now() + self.pause;
+            match self.timer.as_mut() {
+                Some(timer) => timer.as_mut().reset(due),
+                None => self.timer = Some(Box::pin(tokio::time::sleep_until(due))),
+            }
+            self.armed = true;
         }
-        let timer = self.timer.as_mut().expect("set above");
+        let timer = self.timer.as_mut().expect("armed above");
         if timer.as_mut().poll(cx).is_pending() {
             return Poll::Pending;
         }
-        self.timer = None;
+        self.armed = false;
         Poll::Ready(())
     }
 
     /// The wait is over (data moved): the next wait starts from the first pause.
     fn reset(&mut self) {
-        self.timer = None;
+        self.armed = false;
         self.pause = Duration::ZERO;
     }
 }
@@ -77,27 +83,64 @@ impl NudgedStream {
     }
 }
 
-/// `recv(2)` without waiting; `WouldBlock` when there is nothing.
-fn recv_now(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
-    // SAFETY: `buf` is valid for `buf.len()` bytes; `fd` is the stream's own socket.
-    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
+/// Retries a syscall cut short by a signal.
+fn again(mut call: impl FnMut() -> isize) -> io::Result<usize> {
+    loop {
+        let n = call();
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
     }
 }
 
-/// `send(2)` without waiting (and without SIGPIPE); `WouldBlock` when there is no room.
-fn send_now(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
-    let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
-    // SAFETY: `buf` is valid for `buf.len()` bytes; `fd` is the stream's own socket.
-    let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), flags) };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
+/// `recv(2)` into the unfilled part of `buf` without waiting; `WouldBlock` when there
+/// is nothing. Nothing of `buf` is zeroed first.
+fn recv_now(fd: RawFd, buf: &mut ReadBuf<'_>) -> io::Result<()> {
+    // SAFETY: recv only writes into the unfilled part, and only the `n` bytes it reports
+    // are marked initialised and filled.
+    unsafe {
+        let unfilled = buf.unfilled_mut();
+        let n = again(|| {
+            libc::recv(
+                fd,
+                unfilled.as_mut_ptr().cast(),
+                unfilled.len(),
+                libc::MSG_DONTWAIT,
+            )
+        })?;
+        buf.assume_init(n);
+        buf.advance(n);
     }
+    Ok(())
+}
+
+/// `send(2)` without waiting (and without SIGPIPE); `WouldBlock` when there is no room.
+fn send_now(fd: RawFd, data: &[u8]) -> io::Result<usize> {
+    let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+    // SAFETY: `data` is valid for `data.len()` bytes; `fd` is the stream's own socket.
+    again(|| unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), flags) })
+}
+
+/// A direct try within the task's cooperative budget (a fast peer must not keep one
+/// task from yielding).
+fn budgeted<T>(
+    cx: &mut Context<'_>,
+    attempt: impl FnOnce() -> io::Result<T>,
+) -> Poll<io::Result<T>> {
+    let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
+    let result = attempt();
+    if result.is_ok() {
+        coop.made_progress();
+    }
+    Poll::Ready(result)
+}
+
+fn would_block(result: &io::Result<impl Sized>) -> bool {
+    matches!(result, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
 }
 
 impl AsyncRead for NudgedStream {
@@ -109,14 +152,14 @@ impl AsyncRead for NudgedStream {
         let this = self.get_mut();
         let fd = this.inner.as_raw_fd();
         if this.read_direct {
-            match recv_now(fd, buf.initialize_unfilled()) {
-                Ok(n) => {
-                    buf.advance(n);
-                    return Poll::Ready(Ok(()));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => this.read_direct = false,
-                Err(e) => return Poll::Ready(Err(e)),
+            let before = buf.filled().len();
+            let read = std::task::ready!(budgeted(cx, || recv_now(fd, buf)));
+            if !would_block(&read) {
+                // EOF (nothing read) ends direct reading as well.
+                this.read_direct = read.is_ok() && buf.filled().len() > before;
+                return Poll::Ready(read);
             }
+            this.read_direct = false;
         }
         if let Poll::Ready(done) = Pin::new(&mut this.inner).poll_read(cx, buf) {
             this.reads.reset();
@@ -126,15 +169,55 @@ impl AsyncRead for NudgedStream {
             if this.reads.poll_due(cx).is_pending() {
                 return Poll::Pending;
             }
-            match recv_now(fd, buf.initialize_unfilled()) {
-                Ok(n) => {
-                    this.reads.reset();
-                    this.read_direct = n > 0;
-                    buf.advance(n);
-                    return Poll::Ready(Ok(()));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e)),
+            let before = buf.filled().len();
+            let read = recv_now(fd, buf);
+            if !would_block(&read) {
+                this.reads.reset();
+                this.read_direct = read.is_ok() && buf.filled().len() > before;
+                return Poll::Ready(read);
+            }
+        }
+    }
+}
+
+/// The first non-empty buffer of a vectored write (what a direct try sends).
+fn first_slice<'a>(bufs: &'a [io::IoSlice<'a>]) -> &'a [u8] {
+    bufs.iter()
+        .find(|b| !b.is_empty())
+        .map(|b| &b[..])
+        .unwrap_or(&[])
+}
+
+impl NudgedStream {
+    /// A write: directly while direct writing works, else on readiness, with direct
+    /// tries while that waits. `ready` is the write through tokio.
+    fn poll_send(
+        &mut self,
+        cx: &mut Context<'_>,
+        data: &[u8],
+        ready: impl FnOnce(Pin<&mut UnixStream>, &mut Context<'_>) -> Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        let fd = self.inner.as_raw_fd();
+        if self.write_direct {
+            let sent = std::task::ready!(budgeted(cx, || send_now(fd, data)));
+            if !would_block(&sent) {
+                return Poll::Ready(sent);
+            }
+            self.write_direct = false;
+        }
+        if let Poll::Ready(done) = ready(Pin::new(&mut self.inner), cx) {
+            self.writes.reset();
+            return Poll::Ready(done);
+        }
+        loop {
+            if self.writes.poll_due(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let sent = send_now(fd, data);
+            if !would_block(&sent) {
+                self.writes.reset();
+                self.write_direct = sent.is_ok();
+                return Poll::Ready(sent);
             }
         }
     }
@@ -146,33 +229,22 @@ impl AsyncWrite for NudgedStream {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let fd = this.inner.as_raw_fd();
-        if this.write_direct {
-            match send_now(fd, data) {
-                Ok(n) => return Poll::Ready(Ok(n)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => this.write_direct = false,
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
-        if let Poll::Ready(done) = Pin::new(&mut this.inner).poll_write(cx, data) {
-            this.writes.reset();
-            return Poll::Ready(done);
-        }
-        loop {
-            if this.writes.poll_due(cx).is_pending() {
-                return Poll::Pending;
-            }
-            match send_now(fd, data) {
-                Ok(n) => {
-                    this.writes.reset();
-                    this.write_direct = true;
-                    return Poll::Ready(Ok(n));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
+        self.get_mut()
+            .poll_send(cx, data, |inner, cx| inner.poll_write(cx, data))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let first = first_slice(bufs);
+        self.get_mut()
+            .poll_send(cx, first, |inner, cx| inner.poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -197,41 +269,35 @@ impl NudgedListener {
     /// `accept4(2)` without waiting; `WouldBlock` when no connection waits.
     fn accept_now(&self) -> io::Result<UnixStream> {
         let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+        let listener = self.inner.as_raw_fd();
         // SAFETY: a plain syscall on the listener's own socket; no address is asked for.
-        let fd = unsafe {
-            libc::accept4(
-                self.inner.as_raw_fd(),
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-                flags,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let fd = again(|| unsafe {
+            libc::accept4(listener, std::ptr::null_mut(), std::ptr::null_mut(), flags) as isize
+        })?;
         // SAFETY: `fd` was just returned by accept4 and is owned by nobody else.
-        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        let owned = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
         UnixStream::from_std(std::os::unix::net::UnixStream::from(owned))
     }
 }
 
+/// Connections carry no address the agent uses (its one client is the supervisor).
 impl axum::serve::Listener for NudgedListener {
     type Io = NudgedStream;
-    type Addr = tokio::net::unix::SocketAddr;
+    type Addr = ();
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         let mut tries = Tries::default();
         loop {
             let tried = std::future::poll_fn(|cx| tries.poll_due(cx));
             let accepted = tokio::select! {
-                accepted = self.inner.accept() => accepted.map(|(s, _)| s),
+                accepted = self.inner.accept() => accepted.map(|(stream, _)| stream),
                 _ = tried => match self.accept_now() {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                     other => other,
                 },
             };
-            match accepted.and_then(|s| s.local_addr().map(|a| (s, a))) {
-                Ok((stream, addr)) => return (NudgedStream::new(stream), addr),
+            match accepted {
+                Ok(stream) => return (NudgedStream::new(stream), ()),
                 Err(e) => {
                     // As axum's own listener: out of descriptors and the like pass.
                     eprintln!("berth-agent: accept failed: {e}");
@@ -242,15 +308,15 @@ impl axum::serve::Listener for NudgedListener {
     }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.inner.local_addr()
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
-    use tokio::io::AsyncReadExt;
+    use std::io::{Read, Write};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// Points `registered`'s descriptor at `other`'s socket: the reactor keeps watching
     /// the first socket, so readiness of the one now read is never reported, as when
@@ -297,5 +363,39 @@ mod tests {
         )
         .await
         .expect("accepted although epoll never says so");
+    }
+
+    #[tokio::test]
+    async fn room_whose_readiness_is_never_reported_is_written_into_all_the_same() {
+        let (first, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (second, mut reader) = std::os::unix::net::UnixStream::pair().unwrap();
+        first.set_nonblocking(true).unwrap();
+        second.set_nonblocking(true).unwrap();
+        // Full to begin with: the first write through tokio finds no room and waits for
+        // an edge that never comes.
+        let mut filled = 0usize;
+        while let Ok(n) = (&second).write(&[1u8; 4096]) {
+            filled += n;
+        }
+        let inner = UnixStream::from_std(first).unwrap();
+        swap_in(inner.as_raw_fd(), &second);
+        drop(second);
+        let mut stream = NudgedStream::new(inner);
+        let body = vec![7u8; 4 << 20];
+        let reading = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            reader.read_to_end(&mut all).unwrap();
+            all
+        });
+        tokio::time::timeout(Duration::from_secs(30), async {
+            stream.write_all(&body).await.unwrap();
+            stream.shutdown().await.unwrap();
+        })
+        .await
+        .expect("written although epoll never says there is room");
+        drop(stream);
+        let all = reading.join().unwrap();
+        assert_eq!(all.len(), filled + body.len());
+        assert!(all[filled..] == body[..]);
     }
 }
