@@ -180,6 +180,7 @@ impl Application {
             disk_watch.abort();
         }
         recorders.abort();
+        ending.stop_recorders(SHUTDOWN_GRACE).await;
         cluster.iter().for_each(|task| task.abort());
         if let Some(pool) = pool {
             pool.abort();
@@ -262,6 +263,10 @@ fn fit_to_host(config: &mut Config, host_cpus: u64) {
     config.defaults.cpu = config.defaults.cpu.min(cpus);
 }
 
+/// How long a start waits for the data dir's lock held by an earlier server of its own
+/// process.
+const SAME_PROCESS_LOCK_WAIT: Duration = Duration::from_secs(3);
+
 /// Takes the data dir's lock file (an exclusive `flock`, released when the process
 /// ends, however it ends) and writes this process's pid into it.
 fn lock_data_dir(dir: &Path) -> Result<std::fs::File, StartupError> {
@@ -279,14 +284,21 @@ fn lock_data_dir(dir: &Path) -> Result<std::fs::File, StartupError> {
         .truncate(false)
         .open(&path)
         .map_err(err)?;
+    // A server of this same process that just ended may hold it a moment longer (a child
+    // forked meanwhile shares the descriptor until it execs): that one is waited for.
+    let deadline = std::time::Instant::now() + SAME_PROCESS_LOCK_WAIT;
     // SAFETY: flock(2) on a descriptor we own.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+    while unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         let mut pid = String::new();
-        let _ = file.read_to_string(&mut pid);
-        return Err(StartupError::Locked {
-            dir: dir.to_path_buf(),
-            pid: pid.trim().to_string(),
-        });
+        let _ = file.rewind().and_then(|_| file.read_to_string(&mut pid));
+        let pid = pid.trim().to_string();
+        if pid != std::process::id().to_string() || std::time::Instant::now() >= deadline {
+            return Err(StartupError::Locked {
+                dir: dir.to_path_buf(),
+                pid,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
     file.set_len(0).map_err(err)?;
     file.rewind().map_err(err)?;

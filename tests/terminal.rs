@@ -374,7 +374,7 @@ async fn a_viewer_that_does_not_keep_up_is_evicted_and_slows_nobody() {
     let mut slow = connect(&app, &sb.id, "session=flood").await;
     let mut sleeper = connect(&app, &sb.id, "session=flood").await;
     let rss_before = peak_rss_bytes();
-    // A viewer that reads, but a message now and then while the flood runs (5 a second:
+    // A viewer that reads, but a message now and then while the flood runs (1 a second:
     // behind whatever rate the runtime's terminal reaches) and is closed with 1008; once
     // the flood is over it reads on at full speed, so the close frame reaches it.
     let flood_over = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -382,7 +382,7 @@ async fn a_viewer_that_does_not_keep_up_is_evicted_and_slows_nobody() {
     let slow_viewer = tokio::spawn(async move {
         loop {
             if !over.load(std::sync::atomic::Ordering::SeqCst) {
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
             if !slow.read_one().await {
                 return slow.closed;
@@ -572,7 +572,10 @@ async fn a_session_survives_a_supervisor_restart_and_its_recording_replays_the_c
     t.type_text("echo before-$((10+1))\r").await;
     t.until("before-11").await;
     drop(t);
+    assert_eq!(app.service.recorders_running(), 1);
     app.stop_server().await;
+    // Its recorder ended with it: the next server's must be the only one appending.
+    assert_eq!(app.service.recorders_running(), 0);
 
     let app = spawn_with(test_config(temp.path())).await;
     let mut t = connect(&app, &sb.id, "session=rec").await;

@@ -22,15 +22,51 @@ const RETRIES: usize = 5;
 /// Recorders one sandbox may have (as many as it may have terminals).
 const MAX_RECORDERS_PER_SANDBOX: usize = 32;
 
-/// The recorders running now, by sandbox and session.
-#[derive(Default)]
+/// The recorders running now, by sandbox and session; they end with their server (a
+/// server started after it on the same data dir records on where they left off, and two
+/// recorders must never append to one file).
 pub struct Recorders {
     running: Mutex<HashSet<(SandboxId, String)>>,
+    /// Cancelled when the server shuts down.
+    stop: tokio_util::sync::CancellationToken,
+    /// How many run (what a shutdown waits to see at 0).
+    live: tokio::sync::watch::Sender<usize>,
+}
+
+impl Default for Recorders {
+    fn default() -> Self {
+        Recorders {
+            running: Mutex::default(),
+            stop: tokio_util::sync::CancellationToken::new(),
+            live: tokio::sync::watch::channel(0).0,
+        }
+    }
 }
 
 impl Recorders {
     fn running(&self) -> std::sync::MutexGuard<'_, HashSet<(SandboxId, String)>> {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds `key` (false when it runs already, or the sandbox has its most, or the
+    /// server is stopping).
+    fn start(&self, key: &(SandboxId, String)) -> bool {
+        let mut running = self.running();
+        let of_sandbox = running.iter().filter(|(s, _)| *s == key.0).count();
+        if self.stop.is_cancelled()
+            || of_sandbox >= MAX_RECORDERS_PER_SANDBOX
+            || !running.insert(key.clone())
+        {
+            return false;
+        }
+        self.live.send_replace(running.len());
+        true
+    }
+
+    fn end(&self, key: &(SandboxId, String)) {
+        let mut running = self.running();
+        running.remove(key);
+        self.live.send_replace(running.len());
     }
 }
 
@@ -124,10 +160,13 @@ impl Cast {
         now_ms().saturating_sub(self.progress.started_ms) as f64 / 1000.0
     }
 
+    /// One `write` per line (the file is opened to append), so a line is never split.
     fn write_line(&mut self, line: &str) -> std::io::Result<()> {
-        self.file.write_all(line.as_bytes())?;
-        self.file.write_all(b"\n")?;
-        self.progress.bytes += line.len() as u64 + 1;
+        let mut whole = Vec::with_capacity(line.len() + 1);
+        whole.extend_from_slice(line.as_bytes());
+        whole.push(b'\n');
+        self.file.write_all(&whole)?;
+        self.progress.bytes += whole.len() as u64;
         Ok(())
     }
 
@@ -232,20 +271,35 @@ impl SandboxService {
             return;
         }
         let key = (id.clone(), session.to_string());
-        {
-            let mut running = self.recorders.running();
-            let of_sandbox = running.iter().filter(|(s, _)| s == id).count();
-            if of_sandbox >= MAX_RECORDERS_PER_SANDBOX || !running.insert(key.clone()) {
-                return;
-            }
+        if !self.recorders.start(&key) {
+            return;
         }
         let this = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = this.record(&key.0, &key.1).await {
+            // Cancelled only at an await: each event is written and its progress saved
+            // whole before the recorder can stop.
+            let recorded = tokio::select! {
+                biased;
+                _ = this.recorders.stop.cancelled() => Ok(()),
+                recorded = this.record(&key.0, &key.1) => recorded,
+            };
+            if let Err(e) = recorded {
                 tracing::warn!(sandbox = %key.0, session = %key.1, error = %e, "terminal recording stopped");
             }
-            this.recorders.running().remove(&key);
+            this.recorders.end(&key);
         });
+    }
+
+    /// How many terminals are being recorded now.
+    pub fn recorders_running(&self) -> usize {
+        *self.recorders.live.borrow()
+    }
+
+    /// Ends every recorder (at shutdown) and waits until none runs, at most `grace`.
+    pub async fn stop_recorders(&self, grace: Duration) {
+        self.recorders.stop.cancel();
+        let mut live = self.recorders.live.subscribe();
+        let _ = tokio::time::timeout(grace, live.wait_for(|n| *n == 0)).await;
     }
 
     async fn record(&self, id: &SandboxId, session: &str) -> std::io::Result<()> {
