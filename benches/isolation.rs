@@ -5,7 +5,8 @@
 //! gVisor rows are skipped, with a note, where the engine has no `runsc` runtime.
 //! Then under load: 10 sandboxes of one tenant spin their CPUs and fill their disks while
 //! another tenant runs 1000 execs; its exec latency, and health, list and create, against
-//! the same measured on an idle host first. `BENCH_ONLY=load` runs only that part;
+//! the same measured on an idle host first. `BENCH_ONLY=load` runs only that part,
+//! `BENCH_ONLY=runc` or `gvisor` only that runtime's rows;
 //! `BENCH_LOAD=cpu|disk` makes the noise spin or fill only (both by default).
 
 use berth::client::Client;
@@ -227,8 +228,16 @@ async fn main() {
     )
     .unwrap();
     let gvisor = runtimes.contains("\"runsc\"");
-    let only_load = std::env::var("BENCH_ONLY").is_ok_and(|v| v == "load");
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let only_load = only == "load";
     for runtime in [Runtime::Runc, Runtime::Gvisor] {
+        let name = match runtime {
+            Runtime::Runc => "runc",
+            Runtime::Gvisor => "gvisor",
+        };
+        if !only.is_empty() && !only_load && only != name {
+            continue;
+        }
         if runtime == Runtime::Gvisor && !gvisor {
             println!(
                 "gvisor: skipped, the engine has no runsc runtime (scripts/test.sh registers it)"
@@ -242,5 +251,7 @@ async fn main() {
             variant(runtime, quotas, creates, execs).await;
         }
     }
-    under_load(execs.max(1000)).await;
+    if only.is_empty() || only_load {
+        under_load(execs.max(1000)).await;
+    }
 }

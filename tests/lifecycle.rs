@@ -27,9 +27,20 @@ async fn a_sandbox_is_created_running_with_its_starter_files_and_named_after_its
         .inspect_container(&format!("berth-{}", sb.id), None)
         .await
         .unwrap();
-    let labels = container.config.unwrap().labels.unwrap();
+    let config = container.config.unwrap();
+    let labels = config.labels.unwrap();
     assert_eq!(labels["dev.berth.sandbox"], sb.id);
     assert_eq!(labels["dev.berth.managed"], "true");
+    // The agent tries its socket directly only where readiness can be lost (gVisor):
+    // under runc those tries would cost each exec time.
+    let nudged = config
+        .env
+        .unwrap_or_default()
+        .contains(&"BERTH_SOCKET_NUDGE=1".to_string());
+    assert_eq!(
+        nudged,
+        common::test_runtime() == berth::domain::Runtime::Gvisor
+    );
     assert_eq!(sb.volume, format!("berth-{}", sb.id));
     docker()
         .await

@@ -389,6 +389,10 @@ pub const ENV_ALLOW_ROOT: &str = "BERTH_ALLOW_ROOT";
 /// RLIMIT_NPROC, which gVisor's own kernel counts per sandbox. (The host's pids limit
 /// counts gVisor's threads, not the sandbox's processes, and cannot be the bound.)
 pub const ENV_PROCESS_LIMIT: &str = "BERTH_PROCESS_LIMIT";
+/// Set to `1` under gVisor: the agent's socket then also tries its connections and
+/// listener directly while it waits on readiness, which gVisor's kernel can lose
+/// (runc's never does, and there the tries would only cost time).
+pub const ENV_SOCKET_NUDGE: &str = "BERTH_SOCKET_NUDGE";
 /// Request header of an upload to the agent: the most bytes it may take. The supervisor
 /// passes one byte more than that at most and then ends the body, so the agent, which
 /// discards what it staged before it answers 413, is the one that answers.

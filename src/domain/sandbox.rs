@@ -74,6 +74,13 @@ impl Runtime {
         self == Runtime::Gvisor
     }
 
+    /// True when its kernel can lose a unix socket's readiness under back-pressure
+    /// (gVisor 20221219 with `--host-uds`): the agent then also tries its socket directly
+    /// while it waits.
+    pub fn loses_socket_readiness(self) -> bool {
+        self == Runtime::Gvisor
+    }
+
     pub fn engine_name(self) -> Option<&'static str> {
         match self {
             Runtime::Runc => None,

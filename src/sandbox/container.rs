@@ -9,8 +9,8 @@ use crate::docker::{
 use crate::domain::{Runtime, Sandbox};
 use berth_runtime::wire::{
     AGENT_BINARY_PATH, AGENT_SOCKET_DIR, ENV_ALLOW_ROOT, ENV_DEFAULT_EXEC_TIMEOUT,
-    ENV_DEFAULT_OUTPUT_CAP, ENV_MEMORY_LIMIT, ENV_PROCESS_LIMIT, ENV_WORKDIR, PRELOAD_LIST_PATH,
-    STATX_COMPAT_PATH,
+    ENV_DEFAULT_OUTPUT_CAP, ENV_MEMORY_LIMIT, ENV_PROCESS_LIMIT, ENV_SOCKET_NUDGE, ENV_WORKDIR,
+    PRELOAD_LIST_PATH, STATX_COMPAT_PATH,
 };
 
 /// Host tasks a user-space kernel (gVisor's) may use beyond the sandbox's `pids`: its
@@ -151,6 +151,9 @@ impl SandboxService {
         if !sandbox.runtime.kills_on_the_hosts_memory_limit() {
             let bytes = sandbox.limits.memory_mb * 1024 * 1024;
             env.push(format!("{ENV_MEMORY_LIMIT}={bytes}"));
+        }
+        if sandbox.runtime.loses_socket_readiness() {
+            env.push(format!("{ENV_SOCKET_NUDGE}=1"));
         }
         env.extend(sandbox.env.iter().map(|(k, v)| format!("{k}={v}")));
         ContainerSpec {

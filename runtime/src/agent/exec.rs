@@ -153,8 +153,7 @@ pub struct Running {
     pub chunks: mpsc::Receiver<Chunk>,
     pub finish: JoinHandle<Finish>,
     pub guard: KillOnDrop,
-    pumps: [JoinHandle<u64>; 2],
-    /// Tells the pumps to take what their pipes hold, send their tails and end.
+    /// Tells the pumps (detached tasks; they end when told, or at end of their pipes) to take what their pipes hold, send their tails and end.
     stop: watch::Sender<bool>,
     /// When the pumps are told to stop, set at the first chunk asked for after exit.
     drain_until: Option<tokio::time::Instant>,
@@ -178,12 +177,6 @@ impl Running {
             }
         }
         self.chunks.recv().await
-    }
-
-    fn stop_pumps(&self) {
-        for pump in &self.pumps {
-            pump.abort();
-        }
     }
 }
 
@@ -227,16 +220,14 @@ pub fn start(state: &AgentState, prepared: Prepared) -> Result<Running, AgentErr
     });
     let (tx, chunks) = mpsc::channel(32);
     let (stop, stopped) = watch::channel(false);
-    let pumps = [
-        tokio::spawn(pump(
-            stdout,
-            Stream::Stdout,
-            cap,
-            tx.clone(),
-            stopped.clone(),
-        )),
-        tokio::spawn(pump(stderr, Stream::Stderr, cap, tx, stopped)),
-    ];
+    tokio::spawn(pump(
+        stdout,
+        Stream::Stdout,
+        cap,
+        tx.clone(),
+        stopped.clone(),
+    ));
+    tokio::spawn(pump(stderr, Stream::Stderr, cap, tx, stopped));
     let finish = tokio::spawn(async move {
         let (status, timed_out) = match tokio::time::timeout(timeout, exit).await {
             Ok(status) => (status.ok(), false),
@@ -274,7 +265,6 @@ pub fn start(state: &AgentState, prepared: Prepared) -> Result<Running, AgentErr
             tag,
             armed: true,
         },
-        pumps,
         stop,
         drain_until: None,
     })
@@ -304,7 +294,6 @@ pub async fn run_buffered(mut running: Running, base64_out: bool) -> ExecResult 
     while let Some(chunk) = running.next_after_exit().await {
         collect(chunk);
     }
-    running.stop_pumps();
     running.guard.disarm();
     let finish = finish.unwrap_or(Finish {
         exit_code: None,
@@ -396,7 +385,6 @@ pub async fn run_streaming(mut running: Running, tx: mpsc::Sender<ExecEvent>) {
             }
         }
     }
-    running.stop_pumps();
     running.guard.disarm();
     for s in [Stream::Stdout, Stream::Stderr] {
         let rest = text[s as usize].finish();

@@ -22,7 +22,7 @@ mod terminal;
 
 use crate::wire::{
     AGENT_SOCKET_DIR, AGENT_SOCKET_NAME, ENV_ALLOW_ROOT, ENV_DEFAULT_EXEC_TIMEOUT,
-    ENV_DEFAULT_OUTPUT_CAP, ENV_WORKDIR,
+    ENV_DEFAULT_OUTPUT_CAP, ENV_SOCKET_NUDGE, ENV_WORKDIR,
 };
 use error::AgentError;
 use process::BackgroundProcess;
@@ -161,9 +161,13 @@ async fn serve() -> std::io::Result<()> {
             _ = int.recv() => {}
         }
     };
-    axum::serve(nudge::NudgedListener::new(listener), http::router(state))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let nudge = std::env::var(ENV_SOCKET_NUDGE).is_ok_and(|v| v == "1");
+    axum::serve(
+        nudge::NudgedListener::new(listener, nudge),
+        http::router(state),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await?;
     if std::process::id() == 1 {
         // As PID 1, take every remaining process down with us.
         // SAFETY: kill(2).

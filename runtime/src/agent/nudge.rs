@@ -3,8 +3,9 @@
 //! with bytes in its host buffer that epoll never reports (seen: a restore's upload
 //! stalled for good with 3 KiB unread and the supervisor's writes blocked behind them).
 //! So a connection that waits on readiness also tries the socket itself now and then,
-//! backing off while nothing is there, and the listener likewise tries to accept; under a
-//! kernel that loses nothing, the tries find nothing and cost a syscall each.
+//! backing off while nothing is there, and the listener likewise tries to accept. Only
+//! under gVisor ([`ENV_SOCKET_NUDGE`](crate::wire::ENV_SOCKET_NUDGE)): under runc the
+//! socket is plain tokio's.
 
 use std::future::Future;
 use std::io;
@@ -69,12 +70,15 @@ pub struct NudgedStream {
     /// the socket is empty (a lost edge does not come back by itself).
     read_direct: bool,
     write_direct: bool,
+    /// False: no tries, readiness alone (a kernel that loses none).
+    nudge: bool,
 }
 
 impl NudgedStream {
-    fn new(inner: UnixStream) -> Self {
+    fn new(inner: UnixStream, nudge: bool) -> Self {
         NudgedStream {
             inner,
+            nudge,
             reads: Tries::default(),
             writes: Tries::default(),
             read_direct: false,
@@ -165,6 +169,9 @@ impl AsyncRead for NudgedStream {
             this.reads.reset();
             return Poll::Ready(done);
         }
+        if !this.nudge {
+            return Poll::Pending;
+        }
         loop {
             if this.reads.poll_due(cx).is_pending() {
                 return Poll::Pending;
@@ -208,6 +215,9 @@ impl NudgedStream {
         if let Poll::Ready(done) = ready(Pin::new(&mut self.inner), cx) {
             self.writes.reset();
             return Poll::Ready(done);
+        }
+        if !self.nudge {
+            return Poll::Pending;
         }
         loop {
             if self.writes.poll_due(cx).is_pending() {
@@ -256,28 +266,37 @@ impl AsyncWrite for NudgedStream {
     }
 }
 
-/// The agent's listener: accepts on readiness, and tries `accept` itself now and then.
+/// The agent's listener: accepts on readiness, and (when it nudges) tries `accept`
+/// itself now and then.
 pub struct NudgedListener {
     inner: UnixListener,
+    nudge: bool,
+    tries: Tries,
 }
 
 impl NudgedListener {
-    pub fn new(inner: UnixListener) -> Self {
-        NudgedListener { inner }
+    /// `nudge`: whether it and its connections try their sockets directly while they
+    /// wait (else they are tokio's, as they are).
+    pub fn new(inner: UnixListener, nudge: bool) -> Self {
+        NudgedListener {
+            inner,
+            nudge,
+            tries: Tries::default(),
+        }
     }
+}
 
-    /// `accept4(2)` without waiting; `WouldBlock` when no connection waits.
-    fn accept_now(&self) -> io::Result<UnixStream> {
-        let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
-        let listener = self.inner.as_raw_fd();
-        // SAFETY: a plain syscall on the listener's own socket; no address is asked for.
-        let fd = again(|| unsafe {
-            libc::accept4(listener, std::ptr::null_mut(), std::ptr::null_mut(), flags) as isize
-        })?;
-        // SAFETY: `fd` was just returned by accept4 and is owned by nobody else.
-        let owned = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
-        UnixStream::from_std(std::os::unix::net::UnixStream::from(owned))
-    }
+/// `accept4(2)` without waiting; `WouldBlock` when no connection waits.
+fn accept_now(listener: &UnixListener) -> io::Result<UnixStream> {
+    let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+    let listener = listener.as_raw_fd();
+    // SAFETY: a plain syscall on the listener's own socket; no address is asked for.
+    let fd = again(|| unsafe {
+        libc::accept4(listener, std::ptr::null_mut(), std::ptr::null_mut(), flags) as isize
+    })?;
+    // SAFETY: `fd` was just returned by accept4 and is owned by nobody else.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    UnixStream::from_std(std::os::unix::net::UnixStream::from(owned))
 }
 
 /// Connections carry no address the agent uses (its one client is the supervisor).
@@ -286,18 +305,23 @@ impl axum::serve::Listener for NudgedListener {
     type Addr = ();
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let mut tries = Tries::default();
         loop {
-            let tried = std::future::poll_fn(|cx| tries.poll_due(cx));
-            let accepted = tokio::select! {
-                accepted = self.inner.accept() => accepted.map(|(stream, _)| stream),
-                _ = tried => match self.accept_now() {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    other => other,
-                },
+            let accepted = if self.nudge {
+                let tries = &mut self.tries;
+                let tried = std::future::poll_fn(|cx| tries.poll_due(cx));
+                tokio::select! {
+                    accepted = self.inner.accept() => accepted.map(|(stream, _)| stream),
+                    _ = tried => match accept_now(&self.inner) {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                        other => other,
+                    },
+                }
+            } else {
+                self.inner.accept().await.map(|(stream, _)| stream)
             };
+            self.tries.reset();
             match accepted {
-                Ok(stream) => return (NudgedStream::new(stream), ()),
+                Ok(stream) => return (NudgedStream::new(stream, self.nudge), ()),
                 Err(e) => {
                     // As axum's own listener: out of descriptors and the like pass.
                     eprintln!("berth-agent: accept failed: {e}");
@@ -334,7 +358,7 @@ mod tests {
         let inner = UnixStream::from_std(first).unwrap();
         swap_in(inner.as_raw_fd(), &second);
         drop(second);
-        let mut stream = NudgedStream::new(inner);
+        let mut stream = NudgedStream::new(inner, true);
         let body = vec![7u8; 300 * 1024];
         let sent = body.clone();
         let writing = std::thread::spawn(move || writer.write_all(&sent).unwrap());
@@ -355,7 +379,7 @@ mod tests {
         other.set_nonblocking(true).unwrap();
         swap_in(watched.as_raw_fd(), &other);
         drop(other);
-        let mut listener = NudgedListener::new(watched);
+        let mut listener = NudgedListener::new(watched, true);
         let _client = std::os::unix::net::UnixStream::connect(dir.path().join("other")).unwrap();
         tokio::time::timeout(
             Duration::from_secs(10),
@@ -380,7 +404,7 @@ mod tests {
         let inner = UnixStream::from_std(first).unwrap();
         swap_in(inner.as_raw_fd(), &second);
         drop(second);
-        let mut stream = NudgedStream::new(inner);
+        let mut stream = NudgedStream::new(inner, true);
         let body = vec![7u8; 4 << 20];
         let reading = std::thread::spawn(move || {
             let mut all = Vec::new();
