@@ -547,6 +547,34 @@ async fn any_node_serves_any_sandbox_and_creates_go_where_there_is_room() {
         .unwrap();
     assert_eq!(again["id"], placed["id"], "{again}");
 
+    // A node whose heartbeat is still in but which cannot be reached (nothing listens at
+    // its address) looks the least loaded: a create placed there goes on to a live one.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let ghost = json!({
+        "name": "node-ghost", "advertise": format!("http://{dead}"), "epoch": 1,
+        "cpus": 64.0, "memory_mb": 1 << 20, "reserved_cpu": 0.0, "reserved_memory_mb": 0,
+        "sandboxes": 0, "heartbeat_at": chrono::Utc::now().to_rfc3339(),
+    });
+    let ghost = ghost.to_string();
+    let set = ["SET", "berth:node:node-ghost", &ghost, "PX", "60000"];
+    assert_eq!(redis_command(&redis, &set).await, "+OK");
+    until_nodes(a, &["node-a", "node-b", "node-c", "node-ghost"]).await;
+    let elsewhere = a
+        .client
+        .create_sandbox(&json!({"image": "base", "memory_mb": 128, "cpu": 0.25}))
+        .await
+        .unwrap();
+    let on = elsewhere.node.clone().unwrap_or_default();
+    assert!(
+        ["node-a", "node-b", "node-c"].contains(&on.as_str()),
+        "{on}"
+    );
+    redis_command(&redis, &["DEL", "berth:node:node-ghost"]).await;
+    a.client.delete(&elsewhere.id, false).await.unwrap();
+
     // The tenant's quota (6) holds across the nodes: of four creates at once through
     // all three, with four sandboxes live, two are made.
     // (Each made on its own node: a node's own creates queue for its admission anyway.)
@@ -597,6 +625,25 @@ async fn any_node_serves_any_sandbox_and_creates_go_where_there_is_room() {
     for (_data, node) in members {
         assert_eq!(node.terminate().await.code(), Some(0));
     }
+}
+
+/// One command to `redis` in RESP; its reply's first line.
+async fn redis_command(redis: &RedisServer, args: &[&str]) -> String {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let mut wire = format!("*{}\r\n", args.len());
+    for arg in args {
+        wire.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+    }
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", redis.port))
+        .await
+        .unwrap();
+    conn.write_all(wire.as_bytes()).await.unwrap();
+    let mut reply = String::new();
+    tokio::io::BufReader::new(conn)
+        .read_line(&mut reply)
+        .await
+        .unwrap();
+    reply.trim_end().to_string()
 }
 
 /// `berth serve` as node `name` of the cluster on `redis` and `database`, with `extra`

@@ -80,6 +80,7 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
         .get::<super::auth::KeyHash>()
         .map(|k| k.0.clone())
         .unwrap_or_default();
+    let mut create = None;
     let (route, request) = match target {
         Target::Sandbox(raw) => {
             let request = Request::from_parts(parts, body);
@@ -106,12 +107,15 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
                 cpu: asked.cpu.unwrap_or(defaults.cpu),
                 memory_mb: asked.memory_mb.unwrap_or(defaults.memory_mb),
             };
-            match state
-                .service
-                .place(&tenant, asked.node.as_deref(), asked.volume.as_deref(), ask)
-                .await
-            {
-                Ok(route) => (route, request),
+            let (node, volume) = (asked.node.as_deref(), asked.volume.as_deref());
+            match state.service.place(&tenant, node, volume, ask, &[]).await {
+                Ok(route) => {
+                    // Placed by load (no node or volume named): another node may take it.
+                    if node.is_none() && volume.is_none() {
+                        create = Some((ask, bytes));
+                    }
+                    (route, request)
+                }
                 Err(e) => return ApiError::from(e).into_response(),
             }
         }
@@ -147,11 +151,47 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
         .collect()
     };
     state.metrics.forwarded();
-    match forward(&owner, &address, request, sign).await {
-        Ok(response) => response,
-        Err(e @ ForwardError::Unreachable { .. }) | Err(e @ ForwardError::BadAddress { .. }) => {
-            ApiError::from(SandboxError::NodeUnavailable(e.to_string())).into_response()
+    let Some((ask, bytes)) = create else {
+        return answer(forward(&owner, &address, request, sign).await);
+    };
+    // A create placed by load goes to the next node when one cannot be reached (its
+    // heartbeat not yet lapsed): nothing of it reached that node.
+    let (head, _) = request.into_parts();
+    let copy = |bytes: &bytes::Bytes| {
+        let mut request = Request::new(Body::from(bytes.clone()));
+        *request.method_mut() = head.method.clone();
+        *request.uri_mut() = head.uri.clone();
+        *request.headers_mut() = head.headers.clone();
+        request
+    };
+    let mut avoid = Vec::new();
+    let (mut owner, mut address) = (owner, address);
+    loop {
+        match forward(&owner, &address, copy(&bytes), &sign).await {
+            Err(e @ (ForwardError::Unreachable { .. } | ForwardError::BadAddress { .. }))
+                if avoid.len() + 1 < MAX_CREATE_TRIES =>
+            {
+                tracing::warn!(node = %owner, error = %e, "a create goes to another node");
+                avoid.push(owner);
+            }
+            other => return answer(other),
         }
+        match state.service.place(&tenant, None, None, ask, &avoid).await {
+            Ok(Route::There { node, address: at }) => (owner, address) = (node, at),
+            Ok(Route::Here) => return next.run(Request::from_parts(head, Body::from(bytes))).await,
+            Err(e) => return ApiError::from(e).into_response(),
+        }
+    }
+}
+
+/// Nodes a create placed by load is sent to at most, each unreachable but the last.
+const MAX_CREATE_TRIES: usize = 3;
+
+/// The owner's answer, or why there was none.
+fn answer(forwarded: Result<Response, ForwardError>) -> Response {
+    match forwarded {
+        Ok(response) => response,
+        Err(e) => ApiError::from(SandboxError::NodeUnavailable(e.to_string())).into_response(),
     }
 }
 

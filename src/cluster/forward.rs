@@ -16,8 +16,16 @@ const CONNECT_DEADLINE: Duration = Duration::from_secs(5);
 pub enum ForwardError {
     #[error("node {node} advertises {address:?}, which is not http://host:port")]
     BadAddress { node: String, address: String },
+    /// No connection: nothing of the request reached the node (another may take it).
     #[error("node {node} at {address} cannot be reached: {message}")]
     Unreachable {
+        node: String,
+        address: String,
+        message: String,
+    },
+    /// Connected, but the exchange broke off: the node may have acted on the request.
+    #[error("node {node} at {address} broke off the request: {message}")]
+    BrokeOff {
         node: String,
         address: String,
         message: String,
@@ -135,7 +143,11 @@ pub async fn forward(
     let mut response = sender
         .send_request(Request::from_parts(parts, body))
         .await
-        .map_err(|e| unreachable(e.to_string()))?;
+        .map_err(|e| ForwardError::BrokeOff {
+            node: node.to_string(),
+            address: address.to_string(),
+            message: e.to_string(),
+        })?;
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         return Ok(response.map(Body::new));
     }
@@ -145,9 +157,11 @@ pub async fn forward(
     *answer.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     *answer.headers_mut() = response.headers().clone();
     let Some(client_side) = client_side else {
-        return Err(unreachable(
-            "the owner upgraded a connection the client cannot".into(),
-        ));
+        return Err(ForwardError::BrokeOff {
+            node: node.to_string(),
+            address: address.to_string(),
+            message: "the owner upgraded a connection the client cannot".into(),
+        });
     };
     tokio::spawn(async move {
         let (Ok(owner), Ok(client)) = tokio::join!(owner_side, client_side) else {

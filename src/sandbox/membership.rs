@@ -285,14 +285,15 @@ impl SandboxService {
     }
 
     /// Where a new sandbox asking `ask` goes: the node `hint` names, else the node of the
-    /// `volume` it names, else the least loaded alive with room. On one node, or with
-    /// Redis down and no hint elsewhere, here.
+    /// `volume` it names, else the least loaded alive with room, leaving out the nodes in
+    /// `avoid`. On one node, or with Redis down and no hint elsewhere, here.
     pub async fn place(
         &self,
         tenant: &TenantId,
         hint: Option<&str>,
         volume: Option<&str>,
         ask: Ask,
+        avoid: &[String],
     ) -> Result<Route, SandboxError> {
         let Some(cluster) = &self.cluster else {
             return hint
@@ -329,6 +330,8 @@ impl SandboxService {
         if !nodes.iter().any(|n| n.name == here) {
             nodes.push(self.this_node(here.clone()).await);
         }
+        // Nodes a forward of this create could not reach (never this one).
+        nodes.retain(|n| n.name == here || !avoid.contains(&n.name));
         let chosen = match hint {
             Some(name) => nodes.iter().find(|n| n.name == name).ok_or_else(|| {
                 let alive: Vec<_> = nodes.iter().map(|n| n.name.as_str()).collect();
