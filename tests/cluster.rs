@@ -416,6 +416,45 @@ async fn any_node_serves_any_sandbox_and_creates_go_where_there_is_room() {
     }
     let key = a.client.key().unwrap().to_string();
     terminal_echoes(c, &sb.id, &key, "echo hop$((1+1))", "hop2").await;
+
+    // The Modal-compatible routes name their sandbox by the session in the body: a
+    // session begun through B is B's, and A and C reach it there.
+    let compat = |node: &Serve, route: &str, body: Value| {
+        let request = node
+            .client
+            .request(Method::POST, &format!("/compat/modal/{route}"))
+            .json(&body);
+        async move {
+            let resp = request.send().await.unwrap();
+            let status = resp.status();
+            (status, resp.json::<Value>().await.unwrap())
+        }
+    };
+    let write = json!({"sessionId": "hop-s", "path": "h.txt", "content": "from b"});
+    let (status, body) = compat(b, "write_file", write).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = compat(
+        a,
+        "read_file",
+        json!({"sessionId": "hop-s", "path": "h.txt"}),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["content"]),
+        (StatusCode::OK, &json!("from b")),
+        "{body}"
+    );
+    let (status, body) = compat(c, "list_files", json!({"sessionId": "hop-s"})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.to_string().contains("h.txt"), "{body}");
+    let sessions = c
+        .client
+        .list_sandboxes("label=session=hop-s")
+        .await
+        .unwrap();
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    assert_eq!(sessions[0].node.as_deref(), Some("node-b"));
+    let session_sandbox = sessions[0].id.clone();
     let forwarded = |body: String| {
         body.lines()
             .find_map(|l| l.strip_prefix("berth_forwarded_requests_total "))
@@ -429,9 +468,10 @@ async fn any_node_serves_any_sandbox_and_creates_go_where_there_is_room() {
         .await
         .unwrap();
     let metrics = metrics.text().await.unwrap();
-    // exec, the stream, the write and the terminal; C ran none of them itself.
-    assert_eq!(forwarded(metrics.clone()), 4, "{metrics}");
+    // exec, the stream, the write, the terminal and the listing; C ran none of them itself.
+    assert_eq!(forwarded(metrics.clone()), 5, "{metrics}");
     assert!(metrics.contains("berth_execs_total 0"), "{metrics}");
+    a.client.delete(&session_sandbox, false).await.unwrap();
 
     // A hop is only as good as its signature: forged, or signed with another secret,
     // it is refused; signed with the cluster's, it is served.

@@ -40,6 +40,8 @@ pub struct AppState {
     keys: Arc<auth::KeyCache>,
     pub(crate) bodies: Arc<body_budget::BodyBudget>,
     ui: Arc<crate::ui::Assets>,
+    /// Requests for other nodes' sandboxes go through it (kept-alive connections).
+    forwarder: Arc<crate::cluster::forward::Forwarder>,
 }
 
 impl AppState {
@@ -53,6 +55,7 @@ impl AppState {
             keys: Arc::default(),
             bodies: Arc::new(bodies),
             ui: Arc::default(),
+            forwarder: Arc::default(),
         }
     }
 }

@@ -5,7 +5,7 @@
 
 use super::auth::Tenant;
 use super::{ApiError, AppState};
-use crate::cluster::forward::{forward, ForwardError};
+use crate::cluster::forward::ForwardError;
 use crate::cluster::hop::{self, Hop};
 use crate::domain::CreateSandboxRequest;
 use crate::sandbox::{Ask, Route, SandboxError};
@@ -22,9 +22,15 @@ enum Target {
     Create,
     /// Anything under `/v1/sandboxes/{id}`, with the id as the router decodes it.
     Sandbox(String),
+    /// A Modal-compatible route, whose body names the session (and so the sandbox).
+    Compat,
 }
 
 fn target(method: &Method, path: &str) -> Option<Target> {
+    if let Some(route) = path.strip_prefix("/compat/modal/") {
+        let known = ["execute", "write_file", "read_file", "list_files"].contains(&route);
+        return (known && method == Method::POST).then_some(Target::Compat);
+    }
     let rest = path.strip_prefix("/v1/sandboxes")?;
     if rest.is_empty() || rest == "/" {
         return (method == Method::POST).then_some(Target::Create);
@@ -119,6 +125,27 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
                 Err(e) => return ApiError::from(e).into_response(),
             }
         }
+        Target::Compat => {
+            let bytes = match super::json::read_bytes(&parts.headers, body, &state).await {
+                Ok(bytes) => bytes,
+                Err(e) => return e.into_response(),
+            };
+            let request = Request::from_parts(parts, Body::from(bytes.clone()));
+            // Without a session (a one-shot `execute`), or a body that does not parse (the
+            // handler refuses it), it is served here.
+            let session = serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| v.get("sessionId")?.as_str().map(str::to_owned));
+            let Some(session) = session else {
+                return next.run(request).await;
+            };
+            match state.service.session_route(&tenant, &session).await {
+                Ok(route) => (route, request),
+                // An invalid session id is the handler's to refuse.
+                Err(SandboxError::Invalid(_)) => return next.run(request).await,
+                Err(e) => return ApiError::from(e).into_response(),
+            }
+        }
     };
     let Route::There {
         node: owner,
@@ -152,7 +179,12 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
     };
     state.metrics.forwarded();
     let Some((ask, bytes)) = create else {
-        return answer(forward(&owner, &address, request, sign).await);
+        return answer(
+            state
+                .forwarder
+                .forward(&owner, &address, request, sign)
+                .await,
+        );
     };
     // A create placed by load goes to the next node when one cannot be reached (its
     // heartbeat not yet lapsed): nothing of it reached that node.
@@ -167,7 +199,11 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
     let mut avoid = Vec::new();
     let (mut owner, mut address) = (owner, address);
     loop {
-        match forward(&owner, &address, copy(&bytes), &sign).await {
+        match state
+            .forwarder
+            .forward(&owner, &address, copy(&bytes), &sign)
+            .await
+        {
             Err(e @ (ForwardError::Unreachable { .. } | ForwardError::BadAddress { .. }))
                 if avoid.len() + 1 < MAX_CREATE_TRIES =>
             {
@@ -218,5 +254,12 @@ mod tests {
         assert_eq!(target(&Method::GET, "/v1/sandboxesx"), None);
         assert_eq!(target(&Method::GET, "/v1/snapshots/snap-1"), None);
         assert_eq!(target(&Method::GET, "/v1/events"), None);
+        // The Modal-compatible routes, found by the session in their bodies.
+        for route in ["execute", "write_file", "read_file", "list_files"] {
+            let path = format!("/compat/modal/{route}");
+            assert_eq!(target(&Method::POST, &path), Some(Target::Compat));
+            assert_eq!(target(&Method::GET, &path), None);
+        }
+        assert_eq!(target(&Method::POST, "/compat/modal/other"), None);
     }
 }

@@ -2,7 +2,7 @@
 //! created on first use and labelled `session=<id>`, resumed when stopped. Concurrent first
 //! uses of one session create one sandbox.
 
-use super::{SandboxError, SandboxService};
+use super::{Route, SandboxError, SandboxService};
 use crate::domain::{CreateSandboxRequest, LabelFilter, Sandbox, SandboxState, TenantId};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -31,16 +31,7 @@ impl SandboxService {
         }
         let lock = self.session_lock(tenant, session);
         let _held = lock.lock().await;
-        let filter = LabelFilter {
-            key: SESSION_LABEL.into(),
-            value: Some(session.into()),
-        };
-        let found = self
-            .list(tenant, None, &[filter])
-            .await?
-            .into_iter()
-            .find(|s| !matches!(s.state, SandboxState::Terminated | SandboxState::Failed));
-        match found {
+        match self.find_session(tenant, session).await? {
             Some(sandbox) if sandbox.state == SandboxState::Running => Ok(sandbox),
             Some(sandbox) if sandbox.state.is_resumable() => self.resume(tenant, &sandbox.id).await,
             Some(sandbox) => Err(SandboxError::Conflict(format!(
@@ -58,6 +49,39 @@ impl SandboxService {
                     .map_err(|e| SandboxError::Invalid(e.0))?;
                 self.create(tenant, parsed, None).await
             }
+        }
+    }
+
+    /// The live sandbox of `tenant`'s session `session`, if it has one.
+    async fn find_session(
+        self: &Arc<Self>,
+        tenant: &TenantId,
+        session: &str,
+    ) -> Result<Option<Sandbox>, SandboxError> {
+        let filter = LabelFilter {
+            key: SESSION_LABEL.into(),
+            value: Some(session.into()),
+        };
+        Ok(self
+            .list(tenant, None, &[filter])
+            .await?
+            .into_iter()
+            .find(|s| !matches!(s.state, SandboxState::Terminated | SandboxState::Failed)))
+    }
+
+    /// Where requests of `tenant`'s session `session` are served: on the node that holds
+    /// its sandbox; here when it has none yet (it is made here) or this is one node.
+    pub async fn session_route(
+        self: &Arc<Self>,
+        tenant: &TenantId,
+        session: &str,
+    ) -> Result<Route, SandboxError> {
+        if self.cluster.is_none() || !self.store_is_shared() {
+            return Ok(Route::Here);
+        }
+        match self.find_session(tenant, session).await? {
+            Some(sandbox) => self.route_for(tenant, &sandbox.id).await,
+            None => Ok(Route::Here),
         }
     }
 }
