@@ -485,11 +485,7 @@ async fn any_node_serves_any_sandbox_and_creates_go_where_there_is_room() {
             .send()
     };
     // The tenant of the key file berth made at its first start.
-    let hop = berth::cluster::hop::Hop {
-        from: "node-x".into(),
-        tenant: "default".into(),
-        key_hash: String::new(),
-    };
+    let hop = berth::cluster::hop::Hop::new("node-x", "default", "");
     let now = chrono::Utc::now().timestamp();
     let wrong = berth::cluster::hop::Secret("not the cluster's secret, but as long".into());
     let right = berth::cluster::hop::Secret(SECRET.into());
@@ -501,10 +497,14 @@ async fn any_node_serves_any_sandbox_and_creates_go_where_there_is_room() {
         let resp = hop_to_b(forged).await.unwrap();
         assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     }
-    let signed = hop_to_b(berth::cluster::hop::sign(&right, now, &hop, "GET", &path))
-        .await
-        .unwrap();
+    let credential = berth::cluster::hop::sign(&right, now, &hop, "GET", &path);
+    let signed = hop_to_b(credential.clone()).await.unwrap();
     assert_eq!(signed.status(), StatusCode::OK);
+    // Read off the wire and sent again, the same credential is refused.
+    let replayed = hop_to_b(credential).await.unwrap();
+    assert_eq!(replayed.status(), StatusCode::UNAUTHORIZED);
+    let body = replayed.text().await.unwrap();
+    assert!(body.contains("used before"), "{body}");
     // A hop is never sent on again, and a node that does not hold the sandbox changes
     // nothing of it: A, sent B's sandbox's delete as a hop, refuses.
     let to_a = reqwest::Client::new()

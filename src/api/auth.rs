@@ -127,6 +127,10 @@ fn from_hop(
     state: &AppState,
 ) -> Result<Tenant, ApiError> {
     use crate::cluster::hop;
+    // Taken once per request (a second extraction finds what the first verified).
+    if let Some(HopTenant(tenant)) = parts.extensions.get::<HopTenant>() {
+        return Ok(Tenant(tenant.clone()));
+    }
     let text = |name: &str| {
         parts
             .headers
@@ -145,20 +149,32 @@ fn from_hop(
         .path_and_query()
         .map_or(uri.path(), |p| p.as_str())
         .to_string();
+    let now = chrono::Utc::now().timestamp();
+    let header = header.to_str().unwrap_or_default();
     let verified = hop::verify(
         secret.as_ref(),
-        chrono::Utc::now().timestamp(),
-        header.to_str().unwrap_or_default(),
+        now,
+        header,
         &text(hop::TENANT_HEADER),
         &text(hop::KEY_HASH_HEADER),
         parts.method.as_str(),
         &path,
     )
+    .and_then(|verified| {
+        let at = hop::signed_at(header).unwrap_or(now);
+        state.hops_taken.take(&verified.nonce, at, now)?;
+        Ok(verified)
+    })
     .map_err(|e| ApiError::unauthorized(e.to_string()))?;
     let tenant = TenantId::parse(&verified.tenant)
         .map_err(|_| ApiError::unauthorized("the node credential names no tenant"))?;
     if !verified.key_hash.is_empty() {
         parts.extensions.insert(KeyHash(verified.key_hash));
     }
+    parts.extensions.insert(HopTenant(tenant.clone()));
     Ok(Tenant(tenant))
 }
+
+/// The tenant of a hop already verified for this request.
+#[derive(Clone)]
+struct HopTenant(TenantId);

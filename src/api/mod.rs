@@ -42,6 +42,8 @@ pub struct AppState {
     ui: Arc<crate::ui::Assets>,
     /// Requests for other nodes' sandboxes go through it (kept-alive connections).
     forwarder: Arc<crate::cluster::forward::Forwarder>,
+    /// The node credentials this node has taken (each is taken once).
+    hops_taken: Arc<crate::cluster::hop::Replays>,
 }
 
 impl AppState {
@@ -56,6 +58,7 @@ impl AppState {
             bodies: Arc::new(bodies),
             ui: Arc::default(),
             forwarder: Arc::default(),
+            hops_taken: Arc::default(),
         }
     }
 }

@@ -157,11 +157,7 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
     let tenant_name = tenant.to_string();
     let sign = |method: &Method, path: &str| {
         let at = chrono::Utc::now().timestamp();
-        let hop = Hop {
-            from: node.clone(),
-            tenant: tenant_name.clone(),
-            key_hash: key_hash.clone(),
-        };
+        let hop = Hop::new(&node, &tenant_name, &key_hash);
         let auth = hop::sign(&secret, at, &hop, method.as_str(), path);
         [
             (hop::AUTH_HEADER, auth),

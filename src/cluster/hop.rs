@@ -1,13 +1,15 @@
 //! The node-to-node credential: a request one node forwards to another carries, instead
 //! of the tenant's key, an HMAC-SHA256 (under the cluster's shared secret) of who sends
 //! it, for which tenant, when, and which method and path, and the hash of the key the
-//! edge checked (so the owner can close a terminal once that key is revoked).
+//! edge checked (so the owner can close a terminal once that key is revoked), with a
+//! random nonce: a node takes each credential once ([`Replays`]), so one read off the
+//! wire cannot be sent again.
 
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-/// `v1:{unix seconds}:{sending node}:{hex mac}`.
+/// `v2:{unix seconds}:{nonce}:{sending node}:{hex mac}`.
 pub const AUTH_HEADER: &str = "x-berth-node-auth";
 /// The tenant the edge authenticated.
 pub const TENANT_HEADER: &str = "x-berth-tenant";
@@ -33,6 +35,20 @@ pub struct Hop {
     pub from: String,
     pub tenant: String,
     pub key_hash: String,
+    /// Random, hex: what makes each credential one of a kind.
+    pub nonce: String,
+}
+
+impl Hop {
+    /// A hop from `from` for `tenant` (whose key hashed to `key_hash`), with a new nonce.
+    pub fn new(from: &str, tenant: &str, key_hash: &str) -> Hop {
+        Hop {
+            from: from.to_string(),
+            tenant: tenant.to_string(),
+            key_hash: key_hash.to_string(),
+            nonce: hex::encode(rand::random::<[u8; 16]>()),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -47,13 +63,16 @@ pub enum HopError {
     Forged,
     #[error("this node is not in a cluster: it takes no node credentials")]
     NoSecret,
+    #[error("the node credential was used before: a node takes each one once")]
+    Replayed,
 }
 
 fn mac(secret: &Secret, at: i64, hop: &Hop, method: &str, path_and_query: &str) -> Hmac<Sha256> {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.0.as_bytes()).expect("any key length");
     for part in [
-        "berth-hop-v1",
+        "berth-hop-v2",
         &at.to_string(),
+        &hop.nonce,
         &hop.from,
         &hop.tenant,
         &hop.key_hash,
@@ -70,7 +89,12 @@ fn mac(secret: &Secret, at: i64, hop: &Hop, method: &str, path_and_query: &str) 
 /// The `x-berth-node-auth` value for `hop` sending `method path_and_query` at `at`.
 pub fn sign(secret: &Secret, at: i64, hop: &Hop, method: &str, path_and_query: &str) -> String {
     let tag = mac(secret, at, hop, method, path_and_query).finalize();
-    format!("v1:{at}:{}:{}", hop.from, hex::encode(tag.into_bytes()))
+    format!(
+        "v2:{at}:{}:{}:{}",
+        hop.nonce,
+        hop.from,
+        hex::encode(tag.into_bytes())
+    )
 }
 
 /// Checks an `x-berth-node-auth` value (with the tenant and key hash headers) against the
@@ -85,18 +109,26 @@ pub fn verify(
     path_and_query: &str,
 ) -> Result<Hop, HopError> {
     let secret = secret.ok_or(HopError::NoSecret)?;
-    let mut parts = header.splitn(4, ':');
-    let (Some("v1"), Some(at), Some(from), Some(tag)) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let mut parts = header.splitn(5, ':');
+    let (Some("v2"), Some(at), Some(nonce), Some(from), Some(tag)) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
         return Err(HopError::Malformed);
     };
     let at: i64 = at.parse().map_err(|_| HopError::Malformed)?;
     let tag = hex::decode(tag).map_err(|_| HopError::Malformed)?;
+    if nonce.is_empty() || nonce.len() > 64 {
+        return Err(HopError::Malformed);
+    }
     let hop = Hop {
         from: from.to_string(),
         tenant: tenant.to_string(),
         key_hash: key_hash.to_string(),
+        nonce: nonce.to_string(),
     };
     // Constant-time comparison.
     mac(secret, at, &hop, method, path_and_query)
@@ -106,6 +138,32 @@ pub fn verify(
         return Err(HopError::Skewed(now - at));
     }
     Ok(hop)
+}
+
+/// The nonces of the credentials this node took lately: those still within the clock
+/// window (older ones are refused as stale anyway and are forgotten).
+#[derive(Default)]
+pub struct Replays {
+    seen: std::sync::Mutex<std::collections::HashMap<String, i64>>,
+}
+
+impl Replays {
+    /// `Replayed` when a credential with `nonce` was taken before (`at`: its time).
+    pub fn take(&self, nonce: &str, at: i64, now: i64) -> Result<(), HopError> {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.len() >= 1024 && seen.len().is_power_of_two() {
+            seen.retain(|_, t| (now - *t).abs() <= SKEW_S);
+        }
+        if seen.insert(nonce.to_string(), at).is_some() {
+            return Err(HopError::Replayed);
+        }
+        Ok(())
+    }
+}
+
+/// The time a well-formed credential carries (what [`Replays::take`] keeps).
+pub fn signed_at(header: &str) -> Option<i64> {
+    header.split(':').nth(1)?.parse().ok()
 }
 
 #[cfg(test)]
@@ -121,6 +179,7 @@ mod tests {
             from: "node-a".into(),
             tenant: "tenant-a".into(),
             key_hash: "abc".into(),
+            nonce: "00ff".into(),
         }
     }
 
@@ -161,17 +220,20 @@ mod tests {
             check(&secret(), 1000 + SKEW_S + 1, ok.0, ok.1, ok.2, ok.3),
             Err(HopError::Skewed(SKEW_S + 1))
         );
-        // The sender's name is signed too.
-        let renamed = header.replacen("node-a", "node-b", 1);
-        assert_eq!(
-            verify(Some(&secret()), 1000, &renamed, ok.0, ok.1, ok.2, ok.3),
-            forged
-        );
+        // The sender's name is signed too, and so is the nonce.
+        for (from, to) in [("node-a", "node-b"), (":00ff:", ":00fe:")] {
+            let changed = header.replacen(from, to, 1);
+            assert_eq!(
+                verify(Some(&secret()), 1000, &changed, ok.0, ok.1, ok.2, ok.3),
+                forged
+            );
+        }
         for bad in [
             "",
-            "v1:x:node-a:00",
-            "v2:1000:node-a:00",
-            "v1:1000:node-a:zz",
+            "v2:x:00ff:node-a:00",
+            "v1:1000:node-a:00",
+            "v2:1000:00ff:node-a:zz",
+            "v2:1000::node-a:00",
         ] {
             assert_eq!(
                 verify(Some(&secret()), 1000, bad, ok.0, ok.1, ok.2, ok.3),
@@ -183,6 +245,26 @@ mod tests {
             verify(None, 1000, &header, ok.0, ok.1, ok.2, ok.3),
             Err(HopError::NoSecret)
         );
+    }
+
+    #[test]
+    fn a_credential_is_taken_once_and_new_hops_have_new_nonces() {
+        let replays = Replays::default();
+        assert_eq!(replays.take("n1", 1000, 1000), Ok(()));
+        assert_eq!(replays.take("n2", 1000, 1001), Ok(()));
+        assert_eq!(replays.take("n1", 1000, 1030), Err(HopError::Replayed));
+        let header = sign(&secret(), 1000, &hop(), "GET", "/v1/sandboxes/x");
+        assert_eq!(signed_at(&header), Some(1000));
+        let (a, b) = (Hop::new("a", "t", ""), Hop::new("a", "t", ""));
+        assert_ne!(a.nonce, b.nonce);
+        assert_eq!(a.nonce.len(), 32);
+        // Old nonces are forgotten once they could not verify anyway.
+        for i in 0..2048 {
+            replays.take(&format!("old{i}"), 0, 0).unwrap();
+        }
+        replays.take("late", 5000, 5000).unwrap();
+        let kept = replays.seen.lock().unwrap().len();
+        assert!(kept < 2048, "{kept}");
     }
 
     #[test]
