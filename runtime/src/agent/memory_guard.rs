@@ -8,6 +8,7 @@
 
 use crate::wire::{ENV_MEMORY_LIMIT, GUARD_KILLS_PATH};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
 /// Kills made so far (added to the cgroup's `oom_kill` count that execs report).
@@ -19,6 +20,33 @@ const FASTEST_FILL_BYTES_PER_S: u64 = 4 << 30;
 /// Bounds on the pause between two samples.
 const MIN_PAUSE: Duration = Duration::from_millis(2);
 const MAX_PAUSE: Duration = Duration::from_millis(100);
+/// The pause while no user process runs (none can fill memory): a start of user code
+/// ([`user_code_started`]) ends it at once. Sampling an idle gVisor sandbox 10 to 50
+/// times a second kept its kernel's threads waking.
+const IDLE_PAUSE: Duration = Duration::from_secs(1);
+
+/// Set when user code starts, so the guard samples again at once.
+static STARTED: Mutex<bool> = Mutex::new(false);
+static BELL: Condvar = Condvar::new();
+
+/// The agent started a user process (an exec, a terminal's shell): the guard, which may
+/// be resting because none ran, samples again now.
+pub fn user_code_started() {
+    *STARTED.lock().unwrap_or_else(|e| e.into_inner()) = true;
+    BELL.notify_one();
+}
+
+/// Waits up to `pause`, or until user code starts.
+fn rest(pause: Duration) {
+    let mut started = STARTED.lock().unwrap_or_else(|e| e.into_inner());
+    if !*started {
+        started = BELL
+            .wait_timeout(started, pause)
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
+    }
+    *started = false;
+}
 
 /// Processes the guard killed since the agent started.
 pub fn kills() -> u64 {
@@ -88,8 +116,22 @@ fn guard(limit: u64) {
                 }
             }
         }
-        std::thread::sleep(pause(total, used));
+        if used <= limit && !any_user_process() {
+            rest(IDLE_PAUSE);
+        } else {
+            std::thread::sleep(pause(total, used));
+        }
     }
+}
+
+/// Whether any process but the agent runs.
+fn any_user_process() -> bool {
+    let me = std::process::id() as i32;
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .any(|pid| pid != me && pid != 1)
 }
 
 /// A user process as the guard sees it.
@@ -264,6 +306,25 @@ fn wait_released(victim: Victim, limit: u64) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_resting_guard_samples_again_as_soon_as_user_code_starts() {
+        // Rung before it rests: it does not rest at all.
+        user_code_started();
+        let began = std::time::Instant::now();
+        rest(Duration::from_secs(30));
+        assert!(began.elapsed() < Duration::from_secs(5));
+        // Rung while it rests: it wakes.
+        let ringer = std::thread::spawn(|| {
+            std::thread::sleep(Duration::from_millis(50));
+            user_code_started();
+        });
+        let began = std::time::Instant::now();
+        rest(Duration::from_secs(30));
+        assert!(began.elapsed() < Duration::from_secs(5));
+        ringer.join().unwrap();
+    }
+
     use super::*;
 
     #[test]

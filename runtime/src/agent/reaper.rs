@@ -64,6 +64,8 @@ impl Reaper {
         let child = spawn()?;
         let (tx, rx) = oneshot::channel();
         waiting.insert(child.id() as i32, tx);
+        // Every child the agent starts is user code: the memory guard watches it now.
+        super::memory_guard::user_code_started();
         Ok((child, rx))
     }
 
