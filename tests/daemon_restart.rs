@@ -5,6 +5,8 @@
 //! hanging, and once the engine is back the sandbox is `stopped` within seconds (its
 //! container died with the engine) and resumes with its files.
 //!
+//! Under the gVisor pass the private engine registers runsc and the sandbox runs under it.
+//!
 //! Needs root and `dockerd` (the test is skipped, saying so, without them).
 
 mod common;
@@ -39,13 +41,17 @@ async fn a_docker_daemon_restart_during_an_exec_is_answered_and_then_reflected()
     let image = busybox_image(&engine, work.path());
     let data = DataDir::new();
     let host = engine.host();
+    // The private engine offers runsc under a gVisor pass, as the host's does.
+    let runtime = match common::test_runtime() {
+        berth::domain::Runtime::Runc => "runc",
+        berth::domain::Runtime::Gvisor => "gvisor",
+    };
     let server = serve(
         &data.path(),
         &[
             ("DOCKER_HOST", host.as_str()),
             ("BERTH_DOCKER_TIMEOUT_S", "5"),
-            // The private engine is started without runsc: runc under every pass.
-            ("BERTH_RUNTIME", "runc"),
+            ("BERTH_RUNTIME", runtime),
         ],
     )
     .await;
@@ -54,6 +60,18 @@ async fn a_docker_daemon_restart_during_an_exec_is_answered_and_then_reflected()
         .create_sandbox(&json!({ "image": image, "files": { "keep.txt": "kept" } }))
         .await
         .unwrap();
+    let inspect = engine
+        .docker()
+        .args(["inspect", "--format", "{{.HostConfig.Runtime}}"])
+        .arg(format!("berth-{}", sb.id))
+        .output()
+        .unwrap();
+    let engine_runtime = String::from_utf8_lossy(&inspect.stdout).trim().to_string();
+    assert_eq!(
+        engine_runtime == "runsc",
+        runtime == "gvisor",
+        "{engine_runtime}"
+    );
     let events = client
         .request(Method::GET, "/v1/events")
         .send()

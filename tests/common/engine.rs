@@ -77,7 +77,13 @@ impl Engine {
     pub fn run(&mut self) {
         let dir = self.root.path();
         let config = dir.join("daemon.json");
-        std::fs::write(&config, "{}").unwrap();
+        // Under a gVisor pass, the engine offers runsc as the host's does.
+        let runtimes = if super::test_runtime() == berth::domain::Runtime::Gvisor {
+            r#"{"runtimes": {"runsc": {"path": "/usr/bin/runsc", "runtimeArgs": ["--network=none", "--host-uds=all"]}}}"#
+        } else {
+            "{}"
+        };
+        std::fs::write(&config, runtimes).unwrap();
         let tag = dir.file_name().unwrap().to_string_lossy().replace('.', "-");
         let log = std::fs::OpenOptions::new()
             .create(true)
