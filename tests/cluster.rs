@@ -485,7 +485,7 @@ async fn any_node_serves_any_sandbox_and_creates_go_where_there_is_room() {
             .send()
     };
     // The tenant of the key file berth made at its first start.
-    let hop = berth::cluster::hop::Hop::new("node-x", "default", "");
+    let hop = berth::cluster::hop::Hop::new("node-x", "node-b", "default", "");
     let now = chrono::Utc::now().timestamp();
     let wrong = berth::cluster::hop::Secret("not the cluster's secret, but as long".into());
     let right = berth::cluster::hop::Secret(SECRET.into());
@@ -505,13 +505,25 @@ async fn any_node_serves_any_sandbox_and_creates_go_where_there_is_room() {
     assert_eq!(replayed.status(), StatusCode::UNAUTHORIZED);
     let body = replayed.text().await.unwrap();
     assert!(body.contains("used before"), "{body}");
+    // Nor is one signed for B taken by another node.
+    let for_b = berth::cluster::hop::sign(&right, now, &hop, "GET", &path);
+    let elsewhere = reqwest::Client::new()
+        .get(format!("{}{path}", c.base))
+        .header("x-berth-node-auth", for_b)
+        .header("x-berth-tenant", "default")
+        .header("x-berth-key-hash", "")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(elsewhere.status(), StatusCode::UNAUTHORIZED);
     // A hop is never sent on again, and a node that does not hold the sandbox changes
     // nothing of it: A, sent B's sandbox's delete as a hop, refuses.
+    let for_a = berth::cluster::hop::Hop::new("node-x", "node-a", "default", "");
     let to_a = reqwest::Client::new()
         .delete(format!("{}{path}", a.base))
         .header(
             "x-berth-node-auth",
-            berth::cluster::hop::sign(&right, now, &hop, "DELETE", &path),
+            berth::cluster::hop::sign(&right, now, &for_a, "DELETE", &path),
         )
         .header("x-berth-tenant", "default")
         .header("x-berth-key-hash", "")

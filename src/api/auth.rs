@@ -139,7 +139,11 @@ fn from_hop(
             .unwrap_or_default()
             .to_string()
     };
-    let secret = state.service.hop_identity().map(|(_, secret)| secret);
+    let identity = state.service.hop_identity();
+    let (me, secret) = match identity {
+        Some((me, secret)) => (me, Some(secret)),
+        None => (String::new(), None),
+    };
     // As the sender signed it: the whole path (a nested router sees its tail).
     let uri = parts
         .extensions
@@ -153,6 +157,7 @@ fn from_hop(
     let header = header.to_str().unwrap_or_default();
     let verified = hop::verify(
         secret.as_ref(),
+        &me,
         now,
         header,
         &text(hop::TENANT_HEADER),

@@ -155,9 +155,9 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
         return next.run(request).await;
     };
     let tenant_name = tenant.to_string();
-    let sign = |method: &Method, path: &str| {
+    let sign = |method: &Method, path: &str, to: &str| {
         let at = chrono::Utc::now().timestamp();
-        let hop = Hop::new(&node, &tenant_name, &key_hash);
+        let hop = Hop::new(&node, to, &tenant_name, &key_hash);
         let auth = hop::sign(&secret, at, &hop, method.as_str(), path);
         [
             (hop::AUTH_HEADER, auth),

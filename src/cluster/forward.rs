@@ -104,6 +104,8 @@ impl Default for Forwarder {
         let pool = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(IDLE_FOR)
             .pool_max_idle_per_host(IDLE_PER_NODE)
+            // Without a timer, idle connections are only dropped when next looked at.
+            .pool_timer(hyper_util::rt::TokioTimer::new())
             .build(connector);
         Forwarder { pool }
     }
@@ -111,14 +113,14 @@ impl Default for Forwarder {
 
 impl Forwarder {
     /// Sends `request` to `node` at `address` (its advertised `http://host:port`) with the
-    /// hop's own headers, which `sign` makes from the method and onward path. The answer
-    /// comes back as the owner gave it.
+    /// hop's own headers, which `sign` makes from the method, the onward path and the
+    /// node's name. The answer comes back as the owner gave it.
     pub async fn forward(
         &self,
         node: &str,
         address: &str,
         mut request: Request<Body>,
-        sign: impl FnOnce(&Method, &str) -> Vec<(HeaderName, HeaderValue)>,
+        sign: impl FnOnce(&Method, &str, &str) -> Vec<(HeaderName, HeaderValue)>,
     ) -> Result<Response<Body>, ForwardError> {
         let authority = address
             .strip_prefix("http://")
@@ -145,7 +147,7 @@ impl Forwarder {
         let path = onward_path(request.uri());
         let method = request.method().clone();
         let mut headers = onward_headers(request.headers(), upgrading);
-        for (name, value) in sign(&method, &path) {
+        for (name, value) in sign(&method, &path, node) {
             headers.insert(name, value);
         }
         // The client's Host stays (a terminal's Origin is checked against it); a request

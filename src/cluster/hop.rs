@@ -2,8 +2,9 @@
 //! of the tenant's key, an HMAC-SHA256 (under the cluster's shared secret) of who sends
 //! it, for which tenant, when, and which method and path, and the hash of the key the
 //! edge checked (so the owner can close a terminal once that key is revoked), with a
-//! random nonce: a node takes each credential once ([`Replays`]), so one read off the
-//! wire cannot be sent again.
+//! random nonce, for the one node it is sent to: that node takes each credential once
+//! ([`Replays`]) and no other node takes it at all, so one read off the wire cannot be
+//! sent again, there or elsewhere.
 
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
@@ -33,6 +34,8 @@ impl std::fmt::Debug for Secret {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hop {
     pub from: String,
+    /// The node it is sent to (not sent: the receiver puts its own name here).
+    pub to: String,
     pub tenant: String,
     pub key_hash: String,
     /// Random, hex: what makes each credential one of a kind.
@@ -40,10 +43,12 @@ pub struct Hop {
 }
 
 impl Hop {
-    /// A hop from `from` for `tenant` (whose key hashed to `key_hash`), with a new nonce.
-    pub fn new(from: &str, tenant: &str, key_hash: &str) -> Hop {
+    /// A hop from `from` to `to` for `tenant` (whose key hashed to `key_hash`), with a
+    /// new nonce.
+    pub fn new(from: &str, to: &str, tenant: &str, key_hash: &str) -> Hop {
         Hop {
             from: from.to_string(),
+            to: to.to_string(),
             tenant: tenant.to_string(),
             key_hash: key_hash.to_string(),
             nonce: hex::encode(rand::random::<[u8; 16]>()),
@@ -74,6 +79,7 @@ fn mac(secret: &Secret, at: i64, hop: &Hop, method: &str, path_and_query: &str) 
         &at.to_string(),
         &hop.nonce,
         &hop.from,
+        &hop.to,
         &hop.tenant,
         &hop.key_hash,
         method,
@@ -98,9 +104,11 @@ pub fn sign(secret: &Secret, at: i64, hop: &Hop, method: &str, path_and_query: &
 }
 
 /// Checks an `x-berth-node-auth` value (with the tenant and key hash headers) against the
-/// request it came with, at `now`.
+/// request it came with, at `now`, on node `me` (a hop signed for another is forged).
+#[allow(clippy::too_many_arguments)]
 pub fn verify(
     secret: Option<&Secret>,
+    me: &str,
     now: i64,
     header: &str,
     tenant: &str,
@@ -126,6 +134,7 @@ pub fn verify(
     }
     let hop = Hop {
         from: from.to_string(),
+        to: me.to_string(),
         tenant: tenant.to_string(),
         key_hash: key_hash.to_string(),
         nonce: nonce.to_string(),
@@ -177,6 +186,7 @@ mod tests {
     fn hop() -> Hop {
         Hop {
             from: "node-a".into(),
+            to: "node-b".into(),
             tenant: "tenant-a".into(),
             key_hash: "abc".into(),
             nonce: "00ff".into(),
@@ -188,6 +198,7 @@ mod tests {
         let header = sign(&secret(), 1000, &hop(), "POST", "/v1/sandboxes/x/exec?a=1");
         let got = verify(
             Some(&secret()),
+            "node-b",
             1010,
             &header,
             "tenant-a",
@@ -202,11 +213,34 @@ mod tests {
     fn anything_changed_or_stale_is_refused() {
         let header = sign(&secret(), 1000, &hop(), "GET", "/v1/sandboxes/x");
         let check = |secret: &Secret, now, tenant, key, method, path| {
-            verify(Some(secret), now, &header, tenant, key, method, path)
+            verify(
+                Some(secret),
+                "node-b",
+                now,
+                &header,
+                tenant,
+                key,
+                method,
+                path,
+            )
         };
         let ok = ("tenant-a", "abc", "GET", "/v1/sandboxes/x");
         assert!(check(&secret(), 1000, ok.0, ok.1, ok.2, ok.3).is_ok());
         let forged = Err(HopError::Forged);
+        // Signed for node-b: any other node refuses it.
+        assert_eq!(
+            verify(
+                Some(&secret()),
+                "node-c",
+                1000,
+                &header,
+                ok.0,
+                ok.1,
+                ok.2,
+                ok.3
+            ),
+            forged
+        );
         assert_eq!(check(&secret(), 1000, "tenant-b", ok.1, ok.2, ok.3), forged);
         assert_eq!(check(&secret(), 1000, ok.0, "", ok.2, ok.3), forged);
         assert_eq!(check(&secret(), 1000, ok.0, ok.1, "DELETE", ok.3), forged);
@@ -224,7 +258,16 @@ mod tests {
         for (from, to) in [("node-a", "node-b"), (":00ff:", ":00fe:")] {
             let changed = header.replacen(from, to, 1);
             assert_eq!(
-                verify(Some(&secret()), 1000, &changed, ok.0, ok.1, ok.2, ok.3),
+                verify(
+                    Some(&secret()),
+                    "node-b",
+                    1000,
+                    &changed,
+                    ok.0,
+                    ok.1,
+                    ok.2,
+                    ok.3
+                ),
                 forged
             );
         }
@@ -236,13 +279,13 @@ mod tests {
             "v2:1000::node-a:00",
         ] {
             assert_eq!(
-                verify(Some(&secret()), 1000, bad, ok.0, ok.1, ok.2, ok.3),
+                verify(Some(&secret()), "node-b", 1000, bad, ok.0, ok.1, ok.2, ok.3),
                 Err(HopError::Malformed),
                 "{bad}"
             );
         }
         assert_eq!(
-            verify(None, 1000, &header, ok.0, ok.1, ok.2, ok.3),
+            verify(None, "node-b", 1000, &header, ok.0, ok.1, ok.2, ok.3),
             Err(HopError::NoSecret)
         );
     }
@@ -255,7 +298,7 @@ mod tests {
         assert_eq!(replays.take("n1", 1000, 1030), Err(HopError::Replayed));
         let header = sign(&secret(), 1000, &hop(), "GET", "/v1/sandboxes/x");
         assert_eq!(signed_at(&header), Some(1000));
-        let (a, b) = (Hop::new("a", "t", ""), Hop::new("a", "t", ""));
+        let (a, b) = (Hop::new("a", "b", "t", ""), Hop::new("a", "b", "t", ""));
         assert_ne!(a.nonce, b.nonce);
         assert_eq!(a.nonce.len(), 32);
         // Old nonces are forgotten once they could not verify anyway.
