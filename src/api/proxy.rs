@@ -99,11 +99,10 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
             }
         }
         Target::Create => {
-            let bytes = match super::json::read_bytes(&parts.headers, body, &state).await {
-                Ok(bytes) => bytes,
-                Err(e) => return e.into_response(),
+            let (request, bytes) = match buffered(parts, body, &state).await {
+                Ok(read) => read,
+                Err(refused) => return refused,
             };
-            let request = Request::from_parts(parts, Body::from(bytes.clone()));
             // A body that does not parse is the handler's to refuse.
             let Ok(asked) = serde_json::from_slice::<CreateSandboxRequest>(&bytes) else {
                 return next.run(request).await;
@@ -126,11 +125,10 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
             }
         }
         Target::Compat => {
-            let bytes = match super::json::read_bytes(&parts.headers, body, &state).await {
-                Ok(bytes) => bytes,
-                Err(e) => return e.into_response(),
+            let (request, bytes) = match buffered(parts, body, &state).await {
+                Ok(read) => read,
+                Err(refused) => return refused,
             };
-            let request = Request::from_parts(parts, Body::from(bytes.clone()));
             // Without a session (a one-shot `execute`), or a body that does not parse (the
             // handler refuses it), it is served here.
             let session = serde_json::from_slice::<serde_json::Value>(&bytes)
@@ -214,6 +212,19 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
             Err(e) => return ApiError::from(e).into_response(),
         }
     }
+}
+
+/// The request with its JSON body read whole (bounded as the handlers bound it), and
+/// the body's bytes; or the refusal of an oversize body.
+async fn buffered(
+    parts: axum::http::request::Parts,
+    body: Body,
+    state: &AppState,
+) -> Result<(Request, bytes::Bytes), Response> {
+    let bytes = super::json::read_bytes(&parts.headers, body, state)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    Ok((Request::from_parts(parts, Body::from(bytes.clone())), bytes))
 }
 
 /// Nodes a create placed by load is sent to at most, each unreachable but the last.
